@@ -1,0 +1,187 @@
+//! The Parquet snapshot sink (DESIGN.md §5).
+//!
+//! Each snapshot writes one file per table at
+//! `<out>/<table>/date=YYYY-MM-DD/<as_of>.parquet` (Hive partitioning: DuckDB and pyarrow read
+//! `<out>/<table>` as a dataset). A file is written under a temporary name, fsynced and renamed,
+//! so a reader never sees half a file; the snapshot is complete when
+//! `<out>/_snapshots/<as_of>/_SUCCESS` exists (it lists the files and their row counts).
+//! Schemas are in `docs/schemas.md`.
+
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow_array::{
+    ArrayRef, Decimal128Array, Float64Array, Int64Array, RecordBatch, StringArray, TimestampNanosecondArray,
+};
+use arrow_schema::{DataType, Field, Schema, TimeUnit};
+use parquet::arrow::ArrowWriter;
+use parquet::basic::Compression;
+use parquet::file::properties::WriterProperties;
+use riskflow_dataflows::model::{Date, Ts};
+use riskflow_dataflows::snapshot::Snapshot;
+
+use crate::ConnectorError;
+
+/// A table of one snapshot: named, typed columns.
+pub struct Table {
+    pub name: &'static str,
+    fields: Vec<Field>,
+    columns: Vec<ArrayRef>,
+    rows: usize,
+}
+
+impl Table {
+    /// A table of `rows` rows whose first column is `as_of`.
+    pub fn new(name: &'static str, as_of: Ts, rows: usize) -> Table {
+        let as_of = TimestampNanosecondArray::from(vec![as_of as i64; rows]).with_timezone("UTC");
+        Table {
+            name,
+            fields: vec![Field::new("as_of", DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into())), false)],
+            columns: vec![Arc::new(as_of)],
+            rows,
+        }
+    }
+
+    pub fn str<'a>(self, name: &str, values: impl Iterator<Item = &'a str>) -> Table {
+        self.push(Field::new(name, DataType::Utf8, false), Arc::new(StringArray::from_iter_values(values)))
+    }
+
+    pub fn f64(self, name: &str, values: impl Iterator<Item = Option<f64>>) -> Table {
+        self.push(Field::new(name, DataType::Float64, true), Arc::new(values.collect::<Float64Array>()))
+    }
+
+    pub fn i64(self, name: &str, values: impl Iterator<Item = i64>) -> Table {
+        self.push(Field::new(name, DataType::Int64, false), Arc::new(Int64Array::from_iter_values(values)))
+    }
+
+    /// An exact decimal column with 8 fractional digits (DECIMAL(38,8)).
+    pub fn decimal(self, name: &str, values: impl Iterator<Item = Option<i128>>) -> Table {
+        let array = values.collect::<Decimal128Array>().with_precision_and_scale(38, 8).expect("valid precision");
+        self.push(Field::new(name, DataType::Decimal128(38, 8), true), Arc::new(array))
+    }
+
+    fn push(mut self, field: Field, column: ArrayRef) -> Table {
+        assert_eq!(column.len(), self.rows, "column {} has the wrong length", field.name());
+        self.fields.push(field);
+        self.columns.push(column);
+        self
+    }
+
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    fn batch(self) -> Result<RecordBatch, ConnectorError> {
+        Ok(RecordBatch::try_new(Arc::new(Schema::new(self.fields)), self.columns)?)
+    }
+}
+
+/// The tables of DESIGN.md §5 that exposures produce, from one snapshot.
+pub fn exposure_tables(s: &Snapshot) -> Vec<Table> {
+    let p = &s.positions;
+    let positions = Table::new("positions", s.as_of, p.len())
+        .str("account", p.iter().map(|r| r.account.as_str()))
+        .str("desk", p.iter().map(|r| r.desk.as_str()))
+        .str("firm", p.iter().map(|r| r.firm.as_str()))
+        .str("instrument", p.iter().map(|r| r.instrument.as_str()))
+        .str("asset_class", p.iter().map(|r| r.asset_class.as_str()))
+        .str("underlying", p.iter().map(|r| r.underlying.as_str()))
+        .str("currency", p.iter().map(|r| r.currency.as_str()))
+        .decimal("qty", p.iter().map(|r| Some(r.qty.0 as i128)))
+        .decimal("price", p.iter().map(|r| r.price.map(|x| x.0 as i128)))
+        .str("exposure_currency", p.iter().map(|r| r.exposure_currency.as_str()))
+        .f64("exposure_local", p.iter().map(|r| r.exposure_local.map(|n| n as f64 / 1e9)))
+        .f64("exposure", p.iter().map(|r| r.exposure))
+        .f64("gamma", p.iter().map(|r| r.gamma))
+        .f64("vega", p.iter().map(|r| r.vega))
+        .f64("quote_exposure", p.iter().map(|r| r.quote_exposure));
+    let e = &s.exposures;
+    let exposures = Table::new("exposures", s.as_of, e.len())
+        .str("scope", e.iter().map(|r| r.scope.as_str()))
+        .str("scope_id", e.iter().map(|r| r.scope_id.as_str()))
+        .str("dimension", e.iter().map(|r| r.dim.as_str()))
+        .str("bucket", e.iter().map(|r| r.bucket.as_str()))
+        .f64("net", e.iter().map(|r| Some(r.sums.net)))
+        .f64("gross", e.iter().map(|r| Some(r.sums.gross)))
+        .f64("long", e.iter().map(|r| Some(r.sums.long)))
+        .f64("short", e.iter().map(|r| Some(r.sums.short)))
+        .f64("gamma", e.iter().map(|r| Some(r.sums.gamma)))
+        .f64("vega", e.iter().map(|r| Some(r.sums.vega)))
+        .i64("positions", e.iter().map(|r| r.sums.positions))
+        .f64("concentration", e.iter().map(|r| r.concentration));
+    let f = &s.factors;
+    let factors = Table::new("factor_exposures", s.as_of, f.len())
+        .str("scope", f.iter().map(|r| r.scope.as_str()))
+        .str("scope_id", f.iter().map(|r| r.scope_id.as_str()))
+        .str("factor", f.iter().map(|r| r.factor.as_str()))
+        .f64("exposure", f.iter().map(|r| Some(r.exposure)));
+    vec![positions, exposures, factors]
+}
+
+/// Writes snapshots under one output directory.
+pub struct SnapshotWriter {
+    out: PathBuf,
+}
+
+/// What one snapshot wrote.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Written {
+    pub as_of: Ts,
+    pub files: Vec<(String, usize)>,
+}
+
+impl SnapshotWriter {
+    pub fn new(out: &Path) -> SnapshotWriter {
+        SnapshotWriter { out: out.to_owned() }
+    }
+
+    /// Writes every table of one snapshot atomically, then its `_SUCCESS` marker.
+    pub fn write(&self, as_of: Ts, tables: Vec<Table>) -> Result<Written, ConnectorError> {
+        let date = Date::of_ts(as_of);
+        let mut files = Vec::new();
+        for table in tables {
+            let dir = self.out.join(table.name).join(format!("date={date}"));
+            std::fs::create_dir_all(&dir).map_err(ConnectorError::io(&dir))?;
+            let path = dir.join(format!("{as_of}.parquet"));
+            let rows = table.rows();
+            write_parquet(&path, table.batch()?)?;
+            files.push((path.strip_prefix(&self.out).unwrap_or(&path).display().to_string(), rows));
+        }
+        let written = Written { as_of, files };
+        let marker_dir = self.out.join("_snapshots").join(as_of.to_string());
+        std::fs::create_dir_all(&marker_dir).map_err(ConnectorError::io(&marker_dir))?;
+        let manifest = serde_json::to_vec_pretty(&written).expect("manifest serialises");
+        write_atomic(&marker_dir.join("_SUCCESS"), |f| f.write_all(&manifest).map_err(ConnectorError::io(&marker_dir)))?;
+        Ok(written)
+    }
+}
+
+fn write_parquet(path: &Path, batch: RecordBatch) -> Result<(), ConnectorError> {
+    let err = |source| ConnectorError::Parquet { path: path.display().to_string(), source };
+    write_atomic(path, |file| {
+        let props = WriterProperties::builder().set_compression(Compression::SNAPPY).build();
+        let mut writer = ArrowWriter::try_new(file, batch.schema(), Some(props)).map_err(err)?;
+        writer.write(&batch).map_err(err)?;
+        writer.close().map_err(err)?;
+        Ok(())
+    })
+}
+
+/// Writes `path` under a temporary name, fsyncs it, renames it into place and fsyncs the
+/// directory, so the file appears whole or not at all.
+fn write_atomic(
+    path: &Path,
+    body: impl FnOnce(&mut File) -> Result<(), ConnectorError>,
+) -> Result<(), ConnectorError> {
+    let dir = path.parent().expect("a file has a directory");
+    let tmp = dir.join(format!(".{}.tmp", path.file_name().and_then(|n| n.to_str()).unwrap_or("file")));
+    let mut file = File::create(&tmp).map_err(ConnectorError::io(&tmp))?;
+    body(&mut file)?;
+    file.sync_all().map_err(ConnectorError::io(&tmp))?;
+    drop(file);
+    std::fs::rename(&tmp, path).map_err(ConnectorError::io(path))?;
+    File::open(dir).and_then(|d| d.sync_all()).map_err(ConnectorError::io(dir))?;
+    Ok(())
+}

@@ -1,0 +1,629 @@
+//! The hot path: positions, prices and live exposures, owned by one timely operator per
+//! worker (DESIGN.md §9: per-update work in an operator that owns flat state).
+//!
+//! ```text
+//!   deltas ───────────── exchange(account) ──┐
+//!   instruments, accounts, ticks, end ─ broadcast ─┤
+//!                                            v
+//!                                          Book ──> live: LiveUpdate per changed (account, ccy), on arrival
+//!                                            │  ──> snapshot parts at each boundary, from the settled state
+//!                                            └───> dead letters: records never resolved
+//! ```
+//!
+//! Each record is applied twice. On arrival it updates the *live* state and emits exact
+//! changes to account exposure sums: the latency path, which never waits for the frontier.
+//! It is also stashed and applied to the *settled* state once the frontier passes its time,
+//! so that a snapshot at `as_of` holds exactly the records with event time ≤ `as_of`.
+//! A delta whose id was seen before is a duplicate and is counted, not applied. A record
+//! naming an instrument or account not yet known is held until that reference arrives; what
+//! is still held when input ends becomes a dead letter.
+
+use std::collections::hash_map::{DefaultHasher, Entry};
+use std::collections::{HashMap, HashSet};
+use std::hash::{Hash, Hasher};
+
+use timely::dataflow::channels::pact::{Exchange, Pipeline};
+use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
+use timely::dataflow::operators::generic::OutputBuilder;
+use timely::dataflow::operators::vec::{Broadcast, Partition};
+use timely::dataflow::operators::Capability;
+use timely::dataflow::StreamVec;
+
+use crate::event::{DeadLetter, Envelope, Event, LiveUpdate};
+use crate::exposure::{position_exposure, Ccy, Exposure, OptionMarket, Sums};
+use crate::formulas::rate_from_pair;
+use crate::model::{Account, AssetClass, Delta, Fixed, Instrument, Scope, Tick, Ts};
+use crate::snapshot::{AggKey, Dim, PositionRow, SnapshotPart};
+
+/// Settings of the book.
+#[derive(Clone, Debug)]
+pub struct BookConfig {
+    /// Event time between snapshots (ns); snapshots fall on its multiples.
+    pub snapshot_interval: Ts,
+    /// The currency figures are reported in.
+    pub base_ccy: Ccy,
+    /// Continuously-compounded rate r for Black-Scholes.
+    pub rate: f64,
+}
+
+/// Counters of one worker's book.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BookStats {
+    pub deltas_applied: u64,
+    pub ticks_applied: u64,
+    pub duplicates: u64,
+    pub held: u64,
+    pub released: u64,
+}
+
+/// The book's output streams.
+pub struct BookStreams<'scope> {
+    pub live: StreamVec<'scope, Ts, LiveUpdate>,
+    pub snapshots: StreamVec<'scope, Ts, SnapshotPart>,
+    pub dead: StreamVec<'scope, Ts, DeadLetter>,
+}
+
+/// Builds the book: routes deltas by account and everything else to every worker, and
+/// maintains positions and exposures. `stats` is updated as records are applied.
+pub fn book<'scope>(
+    events: StreamVec<'scope, Ts, Envelope>,
+    config: BookConfig,
+    stats: std::rc::Rc<std::cell::RefCell<BookStats>>,
+) -> BookStreams<'scope> {
+    let mut parts = events.partition(2, |env: Envelope| match env.event {
+        Event::Delta(_) => (0, env),
+        _ => (1, env),
+    });
+    let shared = parts.pop().expect("two parts").broadcast();
+    let deltas = parts.pop().expect("two parts");
+    let worker = shared.scope().index();
+
+    let mut builder = OperatorBuilder::new("Book".to_owned(), shared.scope());
+    let by_account = Exchange::new(|env: &Envelope| match &env.event {
+        Event::Delta(d) => crate::route_hash(&d.account),
+        _ => 0,
+    });
+    let mut delta_input = builder.new_input(deltas, by_account);
+    let mut shared_input = builder.new_input(shared, Pipeline);
+    let (live_out, live) = builder.new_output();
+    let (snap_out, snapshots) = builder.new_output();
+    let (dead_out, dead) = builder.new_output();
+    let mut live_out = OutputBuilder::from(live_out);
+    let mut snap_out = OutputBuilder::from(snap_out);
+    let mut dead_out = OutputBuilder::from(dead_out);
+
+    builder.build(move |mut caps| {
+        // Held until the end: the snapshot and dead-letter outputs emit after the input is done.
+        let mut dead_cap: Option<Capability<Ts>> = caps.pop();
+        let mut snap_cap: Option<Capability<Ts>> = caps.pop();
+        drop(caps);
+        let mut state = State::new(config, worker);
+        let mut live_buf = Vec::new();
+        let mut dead_buf = Vec::new();
+        move |frontiers| {
+            let mut live_handle = live_out.activate();
+            let mut snap_handle = snap_out.activate();
+            let mut dead_handle = dead_out.activate();
+            // Reference data and ticks first, so that deltas find what arrived with them.
+            let inputs = [&mut shared_input as &mut dyn ForEach, &mut delta_input];
+            for input in inputs {
+                input.each(&mut |cap, data| {
+                    let time = crate::time_of(&cap);
+                    for env in data.drain(..) {
+                        state.on_event(time, env, &mut live_buf, &mut dead_buf);
+                    }
+                    live_handle.session(&cap).give_iterator(live_buf.drain(..));
+                    dead_handle.session(&cap).give_iterator(dead_buf.drain(..));
+                });
+            }
+            *stats.borrow_mut() = state.stats.clone();
+
+            let least = frontiers.iter().flat_map(|f| f.frontier().iter().copied().collect::<Vec<_>>()).min();
+            let Some(cap) = snap_cap.as_mut() else { return };
+            // Take every boundary the frontier has passed, in order; at the end only those
+            // up to the last event time.
+            while let Some(boundary) = state.next_boundary {
+                let passed = least.is_none_or(|t| t > boundary);
+                if !passed || (least.is_none() && boundary > state.end()) {
+                    break;
+                }
+                state.settle_until(boundary);
+                let mut parts = Vec::new();
+                state.snapshot(boundary, &mut parts);
+                snap_handle.session(&cap.delayed(&boundary)).give_iterator(parts.into_iter());
+                state.last_snapshot = Some(boundary);
+                state.next_boundary = Some(boundary + state.config.snapshot_interval);
+                cap.downgrade(&(boundary + 1));
+            }
+            if let Some(least) = least {
+                state.settle_until(least.saturating_sub(1));
+                return;
+            }
+            // Input is exhausted: settle everything, take the closing snapshot, dead-letter the held.
+            state.settle_until(Ts::MAX);
+            let end = state.end();
+            if state.next_boundary.is_some() && state.last_snapshot.is_none_or(|last| end > last) {
+                let mut parts = Vec::new();
+                state.snapshot(end, &mut parts);
+                snap_handle.session(&cap.delayed(&end)).give_iterator(parts.into_iter());
+            }
+            if let Some(dcap) = dead_cap.as_ref() {
+                let mut session = dead_handle.session(dcap);
+                for (_, held) in state.held.drain() {
+                    for (env, reason) in held {
+                        session.give(DeadLetter { origin: env.origin, payload: payload_of(&env.event), reason });
+                    }
+                }
+            }
+            snap_cap = None;
+            dead_cap = None;
+        }
+    });
+
+    BookStreams { live, snapshots, dead }
+}
+
+/// One input of the book, whatever its parallelisation contract.
+trait ForEach {
+    fn each(&mut self, logic: &mut dyn FnMut(timely::dataflow::operators::InputCapability<Ts>, &mut Vec<Envelope>));
+}
+
+impl<P: timely::communication::Pull<timely::dataflow::channels::Message<Ts, Vec<Envelope>>>> ForEach
+    for timely::dataflow::operators::generic::InputHandleCore<Ts, Vec<Envelope>, P>
+{
+    fn each(&mut self, logic: &mut dyn FnMut(timely::dataflow::operators::InputCapability<Ts>, &mut Vec<Envelope>)) {
+        self.for_each(|cap, data| logic(cap, data));
+    }
+}
+
+/// The record re-encoded, for dead letters of records that decoded but never resolved.
+fn payload_of(event: &Event) -> String {
+    match event {
+        Event::Tick(t) => serde_json::to_string(t),
+        Event::Delta(d) => serde_json::to_string(d),
+        Event::Instrument(i) => serde_json::to_string(i),
+        Event::Account(a) => serde_json::to_string(a),
+        Event::Limit(l) => serde_json::to_string(l),
+        Event::End { max_ts } => Ok(format!("{{\"end\":{max_ts}}}")),
+    }
+    .unwrap_or_default()
+}
+
+/// 128 bits of a delta id: collisions are negligible at any realistic volume.
+fn id_hash(id: &str) -> u128 {
+    let half = |salt: u8| {
+        let mut h = DefaultHasher::new();
+        salt.hash(&mut h);
+        id.hash(&mut h);
+        h.finish() as u128
+    };
+    (half(0) << 64) | half(1)
+}
+
+#[derive(Copy, Clone, Debug, Default)]
+struct Price {
+    ts: Ts,
+    price: Option<Fixed>,
+    /// The implied vol of the last tick that carried one.
+    iv: Option<f64>,
+}
+
+impl Price {
+    /// Applies a tick unless a later one was applied already.
+    fn apply(&mut self, ts: Ts, price: Fixed, iv: Option<f64>) -> bool {
+        if self.price.is_some() && ts < self.ts {
+            return false;
+        }
+        self.ts = ts;
+        self.price = Some(price);
+        if iv.is_some() {
+            self.iv = iv;
+        }
+        true
+    }
+}
+
+struct Instr {
+    def: Instrument,
+    live: Price,
+    settled: Price,
+    /// Positions in this instrument on this worker.
+    positions: Vec<usize>,
+    /// Options whose underlying this is.
+    options: Vec<usize>,
+    /// This instrument's underlying, once known.
+    underlying: Option<usize>,
+}
+
+struct Acct {
+    def: Account,
+    /// Live exposure sums per delta-leg currency.
+    sums: Vec<(Ccy, Sums)>,
+}
+
+struct Pos {
+    account: usize,
+    instr: usize,
+    qty: Fixed,
+    settled_qty: Fixed,
+    /// The exposure last counted in the live sums.
+    live: Option<Exposure>,
+}
+
+/// A change waiting for the frontier before it reaches the settled state.
+enum Settle {
+    Qty { pos: usize, qty: Fixed },
+    Price { instr: usize, ts: Ts, price: Fixed, iv: Option<f64> },
+}
+
+struct State {
+    config: BookConfig,
+    worker: usize,
+    instrs: Vec<Instr>,
+    instr_ids: HashMap<String, usize>,
+    accts: Vec<Acct>,
+    acct_ids: HashMap<String, usize>,
+    positions: Vec<Pos>,
+    pos_ids: HashMap<(usize, usize), usize>,
+    /// Currency → the fx instrument that gives its rate against the base currency.
+    rate_sources: HashMap<Ccy, usize>,
+    /// Options waiting for their underlying's definition, by the underlying's id.
+    orphan_options: HashMap<String, Vec<usize>>,
+    seen: HashSet<u128>,
+    /// Records waiting for a reference (by its id), each with the reason it would fail.
+    held: HashMap<String, Vec<(Envelope, String)>>,
+    stash: Vec<(Ts, Settle)>,
+    next_boundary: Option<Ts>,
+    last_snapshot: Option<Ts>,
+    end_ts: Option<Ts>,
+    /// The largest event time of a tick or delta seen here.
+    max_seen: Ts,
+    stats: BookStats,
+}
+
+impl State {
+    fn new(config: BookConfig, worker: usize) -> State {
+        State {
+            config,
+            worker,
+            instrs: Vec::new(),
+            instr_ids: HashMap::new(),
+            accts: Vec::new(),
+            acct_ids: HashMap::new(),
+            positions: Vec::new(),
+            pos_ids: HashMap::new(),
+            rate_sources: HashMap::new(),
+            orphan_options: HashMap::new(),
+            seen: HashSet::new(),
+            held: HashMap::new(),
+            stash: Vec::new(),
+            next_boundary: None,
+            last_snapshot: None,
+            end_ts: None,
+            max_seen: 0,
+            stats: BookStats::default(),
+        }
+    }
+
+    /// The closing snapshot's time: the largest event time any source read.
+    fn end(&self) -> Ts {
+        self.end_ts.unwrap_or(0).max(self.max_seen)
+    }
+
+    fn on_event(&mut self, time: Ts, env: Envelope, live: &mut Vec<LiveUpdate>, dead: &mut Vec<DeadLetter>) {
+        if let (Event::Tick(_) | Event::Delta(_), Some(ts)) = (&env.event, env.event.ts()) {
+            self.max_seen = self.max_seen.max(ts);
+            let interval = self.config.snapshot_interval;
+            let boundary = time.div_ceil(interval) * interval;
+            self.next_boundary = Some(self.next_boundary.map_or(boundary, |b| b.min(boundary)));
+        }
+        match &env.event {
+            Event::Instrument(def) => self.define_instrument(time, def.clone(), live, dead),
+            Event::Account(def) => self.define_account(time, def.clone(), live, dead),
+            Event::Limit(_) => {}
+            Event::End { max_ts } => self.end_ts = Some(self.end_ts.map_or(*max_ts, |e| e.max(*max_ts))),
+            Event::Tick(_) => self.on_tick(time, env, live, dead),
+            Event::Delta(_) => self.on_delta(time, env, live, dead),
+        }
+    }
+
+    fn hold(&mut self, missing: &str, env: Envelope, reason: String) {
+        self.stats.held += 1;
+        self.held.entry(missing.to_owned()).or_default().push((env, reason));
+    }
+
+    fn release(&mut self, id: &str, time: Ts, live: &mut Vec<LiveUpdate>, dead: &mut Vec<DeadLetter>) {
+        if let Some(waiting) = self.held.remove(id) {
+            for (env, _) in waiting {
+                self.stats.released += 1;
+                self.stats.held -= 1;
+                match env.event {
+                    Event::Tick(_) => self.on_tick(time, env, live, dead),
+                    _ => self.apply_delta(time, env, live, dead),
+                }
+            }
+        }
+    }
+
+    fn define_instrument(&mut self, time: Ts, def: Instrument, live: &mut Vec<LiveUpdate>, dead: &mut Vec<DeadLetter>) {
+        let id = def.id.clone();
+        let idx = match self.instr_ids.get(&id) {
+            Some(&idx) => {
+                self.instrs[idx].def = def;
+                idx
+            }
+            None => {
+                let idx = self.instrs.len();
+                self.instrs.push(Instr {
+                    def,
+                    live: Price::default(),
+                    settled: Price::default(),
+                    positions: Vec::new(),
+                    options: Vec::new(),
+                    underlying: None,
+                });
+                self.instr_ids.insert(id.clone(), idx);
+                idx
+            }
+        };
+        let def = &self.instrs[idx].def;
+        if def.asset_class == AssetClass::Fx {
+            let base = self.config.base_ccy;
+            let (b, q) = (def.base.as_deref().and_then(Ccy::parse), def.quote.as_deref().and_then(Ccy::parse));
+            match (b, q) {
+                (Some(b), Some(q)) if q == base => {
+                    self.rate_sources.insert(b, idx);
+                }
+                (Some(b), Some(q)) if b == base => {
+                    self.rate_sources.insert(q, idx);
+                }
+                _ => {}
+            }
+        }
+        if def.asset_class == AssetClass::Option {
+            let und = def.underlying_id().to_owned();
+            match self.instr_ids.get(&und) {
+                Some(&u) => {
+                    self.instrs[u].options.push(idx);
+                    self.instrs[idx].underlying = Some(u);
+                }
+                None => self.orphan_options.entry(und).or_default().push(idx),
+            }
+        }
+        if let Some(options) = self.orphan_options.remove(&id) {
+            for o in &options {
+                self.instrs[*o].underlying = Some(idx);
+            }
+            self.instrs[idx].options.extend(options);
+        }
+        self.release(&id, time, live, dead);
+    }
+
+    fn define_account(&mut self, time: Ts, def: Account, live: &mut Vec<LiveUpdate>, dead: &mut Vec<DeadLetter>) {
+        let id = def.id.clone();
+        match self.acct_ids.entry(id.clone()) {
+            Entry::Occupied(e) => self.accts[*e.get()].def = def,
+            Entry::Vacant(e) => {
+                e.insert(self.accts.len());
+                self.accts.push(Acct { def, sums: Vec::new() });
+            }
+        }
+        self.release(&id, time, live, dead);
+    }
+
+    fn on_tick(&mut self, time: Ts, env: Envelope, live: &mut Vec<LiveUpdate>, _dead: &mut Vec<DeadLetter>) {
+        let Event::Tick(Tick { ts, ref instrument, price, iv, .. }) = env.event else { return };
+        let Some(&idx) = self.instr_ids.get(instrument) else {
+            let reason = format!("unknown instrument {instrument}");
+            let missing = instrument.clone();
+            return self.hold(&missing, env, reason);
+        };
+        self.stats.ticks_applied += 1;
+        self.stash.push((time, Settle::Price { instr: idx, ts, price, iv }));
+        if !self.instrs[idx].live.apply(ts, price, iv) {
+            return;
+        }
+        let ingest = env.ingest_ns;
+        for p in self.instrs[idx].positions.clone() {
+            self.revalue(p, ts, ingest, live);
+        }
+        for o in self.instrs[idx].options.clone() {
+            for p in self.instrs[o].positions.clone() {
+                self.revalue(p, ts, ingest, live);
+            }
+        }
+    }
+
+    fn on_delta(&mut self, time: Ts, env: Envelope, live: &mut Vec<LiveUpdate>, dead: &mut Vec<DeadLetter>) {
+        let Event::Delta(Delta { ref id, .. }) = env.event else { return };
+        if !self.seen.insert(id_hash(id)) {
+            self.stats.duplicates += 1;
+            return;
+        }
+        self.apply_delta(time, env, live, dead);
+    }
+
+    fn apply_delta(&mut self, time: Ts, env: Envelope, live: &mut Vec<LiveUpdate>, dead: &mut Vec<DeadLetter>) {
+        let Event::Delta(Delta { ts, ref account, ref instrument, qty, .. }) = env.event else { return };
+        let Some(&a) = self.acct_ids.get(account) else {
+            let (missing, reason) = (account.clone(), format!("unknown account {account}"));
+            return self.hold(&missing, env, reason);
+        };
+        let Some(&i) = self.instr_ids.get(instrument) else {
+            let (missing, reason) = (instrument.clone(), format!("unknown instrument {instrument}"));
+            return self.hold(&missing, env, reason);
+        };
+        let p = *self.pos_ids.entry((a, i)).or_insert_with(|| {
+            self.positions.push(Pos { account: a, instr: i, qty: Fixed::ZERO, settled_qty: Fixed::ZERO, live: None });
+            self.instrs[i].positions.push(self.positions.len() - 1);
+            self.positions.len() - 1
+        });
+        let Some(new_qty) = self.positions[p].qty.checked_add(qty) else {
+            let reason = format!("position {account}/{instrument} would overflow");
+            dead.push(DeadLetter { origin: env.origin, payload: payload_of(&env.event), reason });
+            return;
+        };
+        self.stats.deltas_applied += 1;
+        self.positions[p].qty = new_qty;
+        self.stash.push((time, Settle::Qty { pos: p, qty }));
+        self.revalue(p, ts, env.ingest_ns, live);
+    }
+
+    /// The exposure of a position from either the live or the settled state, at `now`.
+    fn exposure_of(&self, p: usize, settled: bool, now: Ts) -> Option<Exposure> {
+        let pos = &self.positions[p];
+        let instr = &self.instrs[pos.instr];
+        let (qty, price) = if settled { (pos.settled_qty, instr.settled) } else { (pos.qty, instr.live) };
+        if qty == Fixed::ZERO {
+            return None;
+        }
+        let option = instr.underlying.and_then(|u| {
+            let und = if settled { self.instrs[u].settled } else { self.instrs[u].live };
+            Some(OptionMarket { spot: und.price?, vol: price.iv? })
+        });
+        position_exposure(&instr.def, qty, price.price?, option, now, self.config.rate).ok()
+    }
+
+    /// Recomputes a position's live exposure and emits the change to its account's sums.
+    fn revalue(&mut self, p: usize, ts: Ts, ingest_ns: u64, live: &mut Vec<LiveUpdate>) {
+        let new = self.exposure_of(p, false, ts);
+        let pos = &mut self.positions[p];
+        let old = std::mem::replace(&mut pos.live, new);
+        if old == new {
+            return;
+        }
+        let acct = &mut self.accts[pos.account];
+        let mut emit = |ccy: Ccy, change: Sums| {
+            match acct.sums.iter_mut().find(|(c, _)| *c == ccy) {
+                Some((_, s)) => s.add(&change),
+                None => acct.sums.push((ccy, change)),
+            }
+            live.push(LiveUpdate { account: acct.def.id.clone(), ccy, change, ts, ingest_ns });
+        };
+        match (old, new) {
+            (Some(o), Some(n)) if o.delta.ccy == n.delta.ccy => {
+                let mut change = Sums::of_exposure(&n);
+                change.sub(&Sums::of_exposure(&o));
+                change.positions = 0;
+                emit(n.delta.ccy, change);
+            }
+            (old, new) => {
+                if let Some(o) = old {
+                    let mut change = Sums::default();
+                    change.sub(&Sums::of_exposure(&o));
+                    emit(o.delta.ccy, change);
+                }
+                if let Some(n) = new {
+                    emit(n.delta.ccy, Sums::of_exposure(&n));
+                }
+            }
+        }
+    }
+
+    /// Applies every stashed change with time ≤ `upto` to the settled state, in time order.
+    fn settle_until(&mut self, upto: Ts) {
+        if self.stash.is_empty() {
+            return;
+        }
+        self.stash.sort_by_key(|(t, _)| *t);
+        let n = self.stash.partition_point(|(t, _)| *t <= upto);
+        for (_, change) in self.stash.drain(..n) {
+            match change {
+                Settle::Qty { pos, qty } => {
+                    let p = &mut self.positions[pos];
+                    p.settled_qty = Fixed(p.settled_qty.0 + qty.0);
+                }
+                Settle::Price { instr, ts, price, iv } => {
+                    self.instrs[instr].settled.apply(ts, price, iv);
+                }
+            }
+        }
+    }
+
+    /// Base-currency units per unit of `ccy` in the settled state.
+    fn settled_rate(&self, ccy: Ccy) -> Option<f64> {
+        if ccy == self.config.base_ccy {
+            return Some(1.0);
+        }
+        let def = &self.instrs[*self.rate_sources.get(&ccy)?];
+        let price = def.settled.price?.to_f64();
+        rate_from_pair(def.def.base.as_deref()?, def.def.quote.as_deref()?, price, ccy.as_str(), self.config.base_ccy.as_str())
+    }
+
+    /// This worker's part of the snapshot at `as_of`, from the settled state.
+    fn snapshot(&self, as_of: Ts, parts: &mut Vec<SnapshotPart>) {
+        let mut aggs: HashMap<AggKey, Sums> = HashMap::new();
+        let mut rates: HashMap<Ccy, f64> = HashMap::new();
+        for ccy in self.rate_sources.keys().copied().chain([self.config.base_ccy]) {
+            if let Some(r) = self.settled_rate(ccy) {
+                rates.insert(ccy, r);
+            }
+        }
+        let base = |n: i128, c: Ccy| rates.get(&c).map(|r| n as f64 / crate::exposure::NANOS * r);
+        let mut unpriced = 0;
+        for (p, pos) in self.positions.iter().enumerate() {
+            if pos.settled_qty == Fixed::ZERO {
+                continue;
+            }
+            let instr = &self.instrs[pos.instr];
+            let acct = &self.accts[pos.account].def;
+            let def = &instr.def;
+            let ccy = Ccy::parse(&def.currency).unwrap_or(self.config.base_ccy);
+            let exposure = self.exposure_of(p, true, as_of);
+            let row = PositionRow {
+                account: acct.id.clone(),
+                desk: acct.desk.clone(),
+                firm: acct.firm().to_owned(),
+                instrument: def.id.clone(),
+                asset_class: def.asset_class,
+                underlying: def.underlying_id().to_owned(),
+                currency: ccy,
+                qty: pos.settled_qty,
+                price: instr.settled.price,
+                exposure_currency: exposure.map_or(ccy, |e| e.delta.ccy),
+                exposure_local: exposure.map(|e| e.delta.nanos),
+                exposure: exposure.and_then(|e| base(e.delta.nanos, e.delta.ccy)),
+                gamma: exposure.and_then(|e| base(e.gamma, e.delta.ccy)),
+                vega: exposure.and_then(|e| base(e.vega, e.delta.ccy)),
+                quote_exposure: exposure.and_then(|e| e.quote).and_then(|q| base(q.nanos, q.ccy)),
+            };
+            let Some(e) = exposure.filter(|_| row.exposure.is_some()) else {
+                unpriced += 1;
+                parts.push(SnapshotPart::Position(row));
+                continue;
+            };
+            let delta = Sums::of_exposure(&e);
+            let quote = e.quote.map(|q| (q.ccy, Sums::of_leg(q.nanos, 0, 0)));
+            let factor = match def.asset_class {
+                AssetClass::Fx => format!("FX:{}", e.delta.ccy),
+                _ => def.underlying_id().to_owned(),
+            };
+            for (scope, scope_id) in [(Scope::Account, &acct.id), (Scope::Desk, &acct.desk), (Scope::Firm, &row.firm)] {
+                let mut add = |dim: Dim, bucket: &str, ccy: Ccy, sums: &Sums| {
+                    let key = AggKey { scope, scope_id: scope_id.clone(), dim, bucket: bucket.to_owned(), ccy };
+                    aggs.entry(key).or_default().add(sums);
+                };
+                let d = e.delta.ccy;
+                add(Dim::Total, "", d, &delta);
+                add(Dim::AssetClass, def.asset_class.as_str(), d, &delta);
+                add(Dim::Underlying, &row.underlying, d, &delta);
+                add(Dim::Currency, d.as_str(), d, &delta);
+                if d != self.config.base_ccy || def.asset_class != AssetClass::Fx {
+                    add(Dim::Factor, &factor, d, &delta);
+                }
+                if let Some((qc, q)) = &quote {
+                    add(Dim::Currency, qc.as_str(), *qc, q);
+                    if *qc != self.config.base_ccy {
+                        add(Dim::Factor, &format!("FX:{qc}"), *qc, q);
+                    }
+                }
+            }
+            parts.push(SnapshotPart::Position(row));
+        }
+        parts.extend(aggs.into_iter().map(|(k, s)| SnapshotPart::Aggregate(k, s)));
+        if self.worker == 0 {
+            parts.extend(rates.into_iter().map(|(ccy, r)| SnapshotPart::Rate(ccy, r)));
+        }
+        parts.push(SnapshotPart::Marker { unpriced });
+    }
+}

@@ -1,0 +1,85 @@
+//! What flows through the dataflow: decoded input events with their source position, the
+//! dead letters that bad input becomes, and the live exposure updates of the hot path.
+
+use serde::{Deserialize, Serialize};
+
+use crate::exposure::{Ccy, Sums};
+use crate::model::{Account, Delta, Instrument, Kind, Limit, Tick, Ts};
+
+/// Where a record came from, so a dead letter can point back at it.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Origin {
+    /// A line (1-based) of a replay file.
+    File { kind: Kind, line: u64 },
+    /// A Kafka message.
+    Kafka { kind: Kind, partition: i32, offset: i64 },
+    /// Made by the engine itself (e.g. an end-of-input marker).
+    Engine,
+}
+
+/// One decoded and validated input record.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Event {
+    Instrument(Instrument),
+    Account(Account),
+    Limit(Limit),
+    Tick(Tick),
+    Delta(Delta),
+    /// A source has no more input; `max_ts` is the largest event time it read.
+    End { max_ts: Ts },
+}
+
+impl Event {
+    /// Event time, for the kinds that carry one.
+    pub fn ts(&self) -> Option<Ts> {
+        match self {
+            Event::Tick(t) => Some(t.ts),
+            Event::Delta(d) => Some(d.ts),
+            Event::End { max_ts } => Some(*max_ts),
+            _ => None,
+        }
+    }
+
+    pub fn kind(&self) -> Option<Kind> {
+        match self {
+            Event::Instrument(_) => Some(Kind::Instrument),
+            Event::Account(_) => Some(Kind::Account),
+            Event::Limit(_) => Some(Kind::Limit),
+            Event::Tick(_) => Some(Kind::Tick),
+            Event::Delta(_) => Some(Kind::Delta),
+            Event::End { .. } => None,
+        }
+    }
+}
+
+/// An event on its way through the dataflow.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Envelope {
+    pub event: Event,
+    pub origin: Origin,
+    /// When the record entered the dataflow, in nanoseconds of [`crate::clock::now_ns`].
+    pub ingest_ns: u64,
+}
+
+/// A record the engine could not use, with the reason; never silently dropped.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    pub origin: Origin,
+    /// The raw payload, or for a record that decoded but could not be resolved, the record
+    /// re-encoded as JSON.
+    pub payload: String,
+    pub reason: String,
+}
+
+/// The hot path's output: an exact change to one account's exposure sums in one currency,
+/// caused by one input record.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LiveUpdate {
+    pub account: String,
+    pub ccy: Ccy,
+    pub change: Sums,
+    /// Event time of the record that caused the change.
+    pub ts: Ts,
+    /// [`Envelope::ingest_ns`] of that record: output time minus this is the latency.
+    pub ingest_ns: u64,
+}

@@ -1,0 +1,31 @@
+//! riskflow's dataflow graph and the risk math it needs.
+//!
+//! Each measure is a function from streams to streams ([`book::book`],
+//! [`snapshot::assemble_snapshots`]); the binary's wiring creates the inputs, probes and sinks.
+//! Formula code ([`formulas`], [`exposure`]) holds no dataflow state and is shared with the
+//! batch reconciliation.
+
+pub mod book;
+pub mod clock;
+pub mod event;
+pub mod exposure;
+pub mod formulas;
+pub mod model;
+pub mod snapshot;
+
+use timely::dataflow::operators::InputCapability;
+
+/// The time of a message with a totally ordered timestamp.
+pub(crate) fn time_of(cap: &InputCapability<model::Ts>) -> model::Ts {
+    *cap.least().expect("a message carries a time")
+}
+
+/// A stable 64-bit FNV-1a hash, used to route records to workers identically in every process.
+pub fn route_hash(s: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in s.bytes() {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}

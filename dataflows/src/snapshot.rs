@@ -1,0 +1,228 @@
+//! Snapshot tables (DESIGN.md §5): the rows the book emits at each boundary, and the
+//! operator that merges every worker's part into one complete [`Snapshot`] per `as_of`.
+//!
+//! ```text
+//!   Book (worker 0..n) ── SnapshotPart @ as_of ──exchange(→0)──> assemble ──> Snapshot @ as_of
+//! ```
+//!
+//! Partial aggregates arrive as exact nanos per currency and are summed here before they are
+//! converted to the base currency, so the figures do not depend on the number of workers.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::{Deserialize, Serialize};
+use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::StreamVec;
+
+use crate::exposure::{BaseSums, Ccy, Sums};
+use crate::model::{AssetClass, Fixed, Scope, Ts};
+
+/// One position at `as_of`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PositionRow {
+    pub account: String,
+    pub desk: String,
+    pub firm: String,
+    pub instrument: String,
+    pub asset_class: AssetClass,
+    pub underlying: String,
+    pub currency: Ccy,
+    pub qty: Fixed,
+    /// The instrument's last price at or before `as_of`; `None` if it has none yet.
+    pub price: Option<Fixed>,
+    /// Currency of the delta leg (the base currency of an fx pair, else `currency`).
+    pub exposure_currency: Ccy,
+    /// Delta exposure in `exposure_currency`, nanos.
+    pub exposure_local: Option<i128>,
+    /// Delta exposure, gamma and vega exposure in the base currency.
+    pub exposure: Option<f64>,
+    pub gamma: Option<f64>,
+    pub vega: Option<f64>,
+    /// The fx quote leg, in the base currency.
+    pub quote_exposure: Option<f64>,
+}
+
+/// What a total is broken down by.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Dim {
+    Total,
+    AssetClass,
+    Underlying,
+    Currency,
+    Factor,
+}
+
+impl Dim {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Dim::Total => "total",
+            Dim::AssetClass => "asset_class",
+            Dim::Underlying => "underlying",
+            Dim::Currency => "currency",
+            Dim::Factor => "factor",
+        }
+    }
+}
+
+/// The key of a partial aggregate: one bucket of one scope, in one currency.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct AggKey {
+    pub scope: Scope,
+    pub scope_id: String,
+    pub dim: Dim,
+    /// The bucket within `dim` (asset class, underlying, currency, factor); empty for totals.
+    pub bucket: String,
+    pub ccy: Ccy,
+}
+
+/// A part of the snapshot at the message's time, from one worker.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum SnapshotPart {
+    Position(PositionRow),
+    Aggregate(AggKey, Sums),
+    /// Base-currency units per unit of a currency, at `as_of`.
+    Rate(Ccy, f64),
+    /// A worker took a snapshot at this time; `unpriced` positions had no exposure figure.
+    Marker { unpriced: u64 },
+}
+
+/// One row of the `exposures` table.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ExposureRow {
+    pub scope: Scope,
+    pub scope_id: String,
+    pub dim: Dim,
+    pub bucket: String,
+    pub sums: BaseSums,
+    /// Max single-underlying |net| / gross, on `Total` rows.
+    pub concentration: Option<f64>,
+}
+
+/// One row of the `factor_exposures` table.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FactorRow {
+    pub scope: Scope,
+    pub scope_id: String,
+    pub factor: String,
+    pub exposure: f64,
+}
+
+/// Every table of one snapshot, rows sorted by key.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Snapshot {
+    pub as_of: Ts,
+    pub positions: Vec<PositionRow>,
+    pub exposures: Vec<ExposureRow>,
+    pub factors: Vec<FactorRow>,
+    pub rates: Vec<(Ccy, f64)>,
+    /// Positions left out of the aggregates for want of a price (or of a rate).
+    pub unpriced: u64,
+}
+
+impl Snapshot {
+    /// The row of `dim`/`bucket` for one scope, if any.
+    pub fn exposure(&self, scope: Scope, scope_id: &str, dim: Dim, bucket: &str) -> Option<&ExposureRow> {
+        self.exposures
+            .iter()
+            .find(|r| r.scope == scope && r.scope_id == scope_id && r.dim == dim && r.bucket == bucket)
+    }
+}
+
+#[derive(Default)]
+struct Pending {
+    positions: Vec<PositionRow>,
+    aggregates: HashMap<AggKey, Sums>,
+    rates: BTreeMap<Ccy, f64>,
+    unpriced: u64,
+}
+
+impl Pending {
+    fn add(&mut self, part: SnapshotPart) {
+        match part {
+            SnapshotPart::Position(row) => self.positions.push(row),
+            SnapshotPart::Aggregate(key, sums) => self.aggregates.entry(key).or_default().add(&sums),
+            SnapshotPart::Rate(ccy, rate) => {
+                self.rates.insert(ccy, rate);
+            }
+            SnapshotPart::Marker { unpriced } => self.unpriced += unpriced,
+        }
+    }
+
+    fn finish(mut self, as_of: Ts) -> Snapshot {
+        self.positions
+            .sort_by(|a, b| (&a.account, &a.instrument).cmp(&(&b.account, &b.instrument)));
+        // Sum per bucket across currencies, converting each currency's exact sum once.
+        let mut buckets: BTreeMap<(Scope, String, Dim, String), BaseSums> = BTreeMap::new();
+        let mut unconverted = 0;
+        // Sorted, so that the base-currency sums add up in the same order on every run.
+        let mut aggregates: Vec<(AggKey, Sums)> = self.aggregates.into_iter().collect();
+        aggregates.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        for (key, sums) in aggregates {
+            let Some(rate) = self.rates.get(&key.ccy) else {
+                unconverted += sums.positions.max(0) as u64;
+                continue;
+            };
+            buckets
+                .entry((key.scope, key.scope_id, key.dim, key.bucket))
+                .or_default()
+                .add(&sums.to_base(*rate));
+        }
+        let mut max_underlying: HashMap<(Scope, String), f64> = HashMap::new();
+        for ((scope, id, dim, _), sums) in &buckets {
+            if *dim == Dim::Underlying {
+                let m = max_underlying.entry((*scope, id.clone())).or_default();
+                *m = m.max(sums.net.abs());
+            }
+        }
+        let mut exposures = Vec::new();
+        let mut factors = Vec::new();
+        for ((scope, scope_id, dim, bucket), sums) in buckets {
+            if dim == Dim::Factor {
+                factors.push(FactorRow { scope, scope_id, factor: bucket, exposure: sums.net });
+                continue;
+            }
+            let concentration = (dim == Dim::Total && sums.gross > 0.0).then(|| {
+                max_underlying.get(&(scope, scope_id.clone())).copied().unwrap_or(0.0) / sums.gross
+            });
+            exposures.push(ExposureRow { scope, scope_id, dim, bucket, sums, concentration });
+        }
+        Snapshot {
+            as_of,
+            positions: self.positions,
+            exposures,
+            factors,
+            rates: self.rates.into_iter().collect(),
+            unpriced: self.unpriced + unconverted,
+        }
+    }
+}
+
+/// Merges every worker's [`SnapshotPart`]s into one [`Snapshot`] per time, on worker 0, once
+/// the frontier has passed that time.
+pub fn assemble_snapshots<'scope>(
+    parts: StreamVec<'scope, Ts, SnapshotPart>,
+) -> StreamVec<'scope, Ts, Snapshot> {
+    parts.unary_frontier(Exchange::new(|_: &SnapshotPart| 0), "AssembleSnapshots", |_cap, _info| {
+        let mut pending: BTreeMap<Ts, (timely::dataflow::operators::Capability<Ts>, Pending)> =
+            BTreeMap::new();
+        move |(input, frontier), output| {
+            input.for_each(|cap, data| {
+                let time = crate::time_of(&cap);
+                let entry = pending.entry(time).or_insert_with(|| {
+                    (cap.delayed(&time, output.output_index()), Pending::default())
+                });
+                for part in data.drain(..) {
+                    entry.1.add(part);
+                }
+            });
+            while let Some(entry) = pending.first_entry() {
+                if frontier.less_equal(entry.key()) {
+                    break;
+                }
+                let (as_of, (cap, parts)) = entry.remove_entry();
+                output.session(&cap).give(parts.finish(as_of));
+            }
+        }
+    })
+}

@@ -1,0 +1,311 @@
+//! `riskflow run`: wires a source into the dataflow and the dataflow into its sinks, then
+//! drives time.
+//!
+//! ```text
+//!  Replay (each worker its share) ─ Envelope ─> book ─ live ───────────> latency histogram
+//!                       │                           ├ snapshot parts ─> assemble ─> Parquet + summary
+//!                       └─ DeadLetter ──────────────┴ dead ───────────> dead-letter.jsonl (worker 0)
+//! ```
+
+use std::cell::RefCell;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use hdrhistogram::Histogram;
+use riskflow_connectors::dead_letter::DeadLetterFile;
+use riskflow_connectors::parquet::{exposure_tables, SnapshotWriter};
+use riskflow_connectors::replay::Replay;
+use riskflow_dataflows::book::{book, BookConfig, BookStats};
+use riskflow_dataflows::clock::now_ns;
+use riskflow_dataflows::event::{DeadLetter, Envelope, Event, Origin};
+use riskflow_dataflows::exposure::Ccy;
+use riskflow_dataflows::model::Ts;
+use riskflow_dataflows::snapshot::{assemble_snapshots, Snapshot};
+use timely::dataflow::channels::pact::{Exchange, Pipeline};
+use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::operators::{Concat, Probe};
+use timely::dataflow::{InputHandleVec, ProbeHandle};
+
+use crate::config::Config;
+use crate::summary::{Counts, Summary};
+
+/// Where a run reads from and how it is laid out over workers and processes.
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    pub config: Config,
+    pub replay: PathBuf,
+    pub out: PathBuf,
+    /// Timely processes in the cluster, this process's index, and their addresses.
+    pub processes: usize,
+    pub process: usize,
+    pub hosts: Vec<String>,
+    pub progress: bool,
+}
+
+/// What one worker hands back when the dataflow is done.
+struct WorkerResult {
+    counts: Counts,
+    book: BookStats,
+    latency: Histogram<u64>,
+    snapshots: Vec<Snapshot>,
+    dead_letters: u64,
+}
+
+fn communication(opts: &RunOptions) -> timely::CommunicationConfig {
+    let workers = opts.config.engine.workers;
+    if opts.processes > 1 {
+        let addresses = if opts.hosts.is_empty() {
+            (0..opts.processes).map(|i| format!("127.0.0.1:{}", 2101 + i)).collect()
+        } else {
+            opts.hosts.clone()
+        };
+        timely::CommunicationConfig::Cluster {
+            threads: workers,
+            process: opts.process,
+            addresses,
+            report: false,
+            zerocopy: false,
+        }
+    } else if workers > 1 {
+        timely::CommunicationConfig::Process(workers)
+    } else {
+        timely::CommunicationConfig::Thread
+    }
+}
+
+/// Replays a dataset through the dataflow and returns the run's summary.
+pub fn run(opts: RunOptions) -> anyhow::Result<Summary> {
+    std::fs::create_dir_all(&opts.out).with_context(|| format!("creating {}", opts.out.display()))?;
+    let base_ccy = Ccy::parse(&opts.config.risk.base_currency).context("base currency")?;
+    let book_config = BookConfig {
+        snapshot_interval: opts.config.risk.snapshot_interval.as_nanos() as Ts,
+        base_ccy,
+        rate: opts.config.risk.rate,
+    };
+    let failure: Arc<Mutex<Option<String>>> = Arc::default();
+    let started = Instant::now();
+    let config = timely::Config { communication: communication(&opts), worker: timely::WorkerConfig::default() };
+    let worker_opts = opts.clone();
+    let worker_failure = failure.clone();
+    let guards = timely::execute(config, move |worker| {
+        let opts = &worker_opts;
+        let fail = |msg: String| {
+            tracing::error!(error = %msg, "sink failed");
+            worker_failure.lock().expect("not poisoned").get_or_insert(msg);
+        };
+        let index = worker.index();
+        let peers = worker.peers();
+        let mut input = InputHandleVec::<Ts, Envelope>::new();
+        let mut dead_input = InputHandleVec::<Ts, DeadLetter>::new();
+        let probe = ProbeHandle::new();
+        let stats = Rc::new(RefCell::new(BookStats::default()));
+        let latency = Rc::new(RefCell::new(Histogram::<u64>::new(3).expect("valid histogram")));
+        let snapshots = Rc::new(RefCell::new(Vec::new()));
+        let dead_count = Rc::new(RefCell::new(0u64));
+
+        worker.dataflow::<Ts, _, _>(|scope| {
+            let streams = book(input.to_stream(scope), book_config.clone(), stats.clone());
+
+            let hist = latency.clone();
+            streams.live.sink(Pipeline, "LatencyProbe", move |(input, _)| {
+                input.for_each(|_, data| {
+                    let now = now_ns();
+                    let mut hist = hist.borrow_mut();
+                    for update in data.drain(..) {
+                        hist.saturating_record(now.saturating_sub(update.ingest_ns));
+                    }
+                });
+            });
+
+            let writer = SnapshotWriter::new(&opts.out);
+            let kept = snapshots.clone();
+            let fail_snap = fail.clone();
+            assemble_snapshots(streams.snapshots)
+                .probe_with(&probe)
+                .sink(Pipeline, "ParquetSnapshots", move |(input, _)| {
+                    input.for_each(|_, data| {
+                        for snap in data.drain(..) {
+                            if let Err(e) = writer.write(snap.as_of, exposure_tables(&snap)) {
+                                fail_snap(e.to_string());
+                            }
+                            tracing::debug!(as_of = snap.as_of, positions = snap.positions.len(), "snapshot written");
+                            kept.borrow_mut().push(snap);
+                        }
+                    });
+                });
+
+            let mut file = (index == 0).then(|| DeadLetterFile::create(&opts.out.join("dead-letter.jsonl")));
+            let counted = dead_count.clone();
+            dead_input
+                .to_stream(scope)
+                .concat(streams.dead)
+                .probe_with(&probe)
+                .sink(Exchange::new(|_: &DeadLetter| 0), "DeadLetterFile", move |(input, frontier)| {
+                    input.for_each(|_, data| {
+                        for d in data.drain(..) {
+                            *counted.borrow_mut() += 1;
+                            match file.as_mut() {
+                                Some(Ok(f)) => {
+                                    if let Err(e) = f.write(&d) {
+                                        fail(e.to_string());
+                                    }
+                                }
+                                Some(Err(e)) => fail(e.to_string()),
+                                None => {}
+                            }
+                        }
+                    });
+                    if frontier.is_empty() {
+                        if let Some(Ok(f)) = file.as_mut() {
+                            if let Err(e) = f.flush() {
+                                fail(e.to_string());
+                            }
+                        }
+                    }
+                });
+        });
+
+        let counts = match drive_replay(worker, opts, index, peers, &mut input, &mut dead_input, &probe) {
+            Ok(counts) => counts,
+            Err(e) => {
+                worker_failure.lock().expect("not poisoned").get_or_insert(format!("{e:#}"));
+                Counts::default()
+            }
+        };
+        drop(input);
+        drop(dead_input);
+        while worker.step_or_park(None) {}
+        let book = stats.borrow().clone();
+        let result = WorkerResult {
+            counts,
+            book,
+            latency: latency.borrow().clone(),
+            snapshots: std::mem::take(&mut *snapshots.borrow_mut()),
+            dead_letters: *dead_count.borrow(),
+        };
+        result
+    })
+    .map_err(|e| anyhow::anyhow!("starting workers: {e}"))?;
+
+    let mut results = Vec::new();
+    for r in guards.join() {
+        results.push(r.map_err(|e| anyhow::anyhow!("a worker failed: {e}"))?);
+    }
+    if let Some(msg) = failure.lock().expect("not poisoned").take() {
+        anyhow::bail!(msg);
+    }
+    let elapsed = started.elapsed();
+    let mut counts = Counts::default();
+    let mut book = BookStats::default();
+    let mut latency = Histogram::<u64>::new(3).expect("valid histogram");
+    let mut snapshots = Vec::new();
+    let mut dead_letters = 0;
+    for r in results {
+        counts.add(&r.counts);
+        book.deltas_applied += r.book.deltas_applied;
+        book.ticks_applied += r.book.ticks_applied;
+        book.duplicates += r.book.duplicates;
+        book.held += r.book.held;
+        book.released += r.book.released;
+        latency.add(&r.latency).expect("same histogram bounds");
+        snapshots.extend(r.snapshots);
+        dead_letters += r.dead_letters;
+    }
+    Ok(Summary::new(&opts, counts, book, latency, snapshots, dead_letters, elapsed))
+}
+
+/// Feeds this worker's share of the dataset into the dataflow, in event-time order, and
+/// returns what it read.
+fn drive_replay(
+    worker: &mut timely::worker::Worker,
+    opts: &RunOptions,
+    index: usize,
+    peers: usize,
+    input: &mut InputHandleVec<Ts, Envelope>,
+    dead_input: &mut InputHandleVec<Ts, DeadLetter>,
+    probe: &ProbeHandle<Ts>,
+) -> anyhow::Result<Counts> {
+    let mut replay = Replay::open(&opts.replay, index, peers)
+        .with_context(|| format!("opening dataset {}", opts.replay.display()))?;
+    let epoch = opts.config.engine.epoch.as_nanos() as Ts;
+    let batch = opts.config.engine.batch;
+    // A source may run ahead of the slowest worker by this much event time before it waits.
+    let max_lead: Ts = opts.config.risk.snapshot_interval.as_nanos() as Ts;
+    let mut counts = Counts::default();
+    let mut send = |record, counts: &mut Counts, input: &mut InputHandleVec<Ts, Envelope>| match record {
+        Ok((event, origin)) => {
+            counts.count(&event);
+            input.send(Envelope { event, origin, ingest_ns: now_ns() });
+        }
+        Err(dead) => {
+            counts.rejected += 1;
+            dead_input.send(dead);
+        }
+    };
+    for record in replay.reference()? {
+        send(record, &mut counts, input);
+    }
+    let mut progress = Progress::new(opts.progress && index == 0);
+    let mut in_batch = 0;
+    while let Some(record) = replay.next_record()? {
+        if let Ok((event, _)) = &record {
+            let ts = event.ts().unwrap_or(0);
+            let time = ts.div_ceil(epoch) * epoch;
+            if time < *input.time() {
+                counts.late += 1;
+            } else if time > *input.time() {
+                input.advance_to(time);
+                dead_input.advance_to(time);
+            }
+        }
+        send(record, &mut counts, input);
+        in_batch += 1;
+        if in_batch >= batch {
+            in_batch = 0;
+            worker.step();
+            let lead_limit = input.time().saturating_sub(max_lead);
+            while probe.less_than(&lead_limit) {
+                worker.step();
+            }
+            progress.show(&counts, *input.time());
+        }
+    }
+    let end = Envelope { event: Event::End { max_ts: replay.max_ts() }, origin: Origin::Engine, ingest_ns: now_ns() };
+    input.send(end);
+    progress.finish();
+    Ok(counts)
+}
+
+/// A one-line progress display on a terminal: records, rate, event time reached.
+struct Progress {
+    on: bool,
+    started: Instant,
+    last: Instant,
+}
+
+impl Progress {
+    fn new(on: bool) -> Progress {
+        let on = on && std::io::stderr().is_terminal();
+        Progress { on, started: Instant::now(), last: Instant::now() }
+    }
+
+    fn show(&mut self, counts: &Counts, time: Ts) {
+        if !self.on || self.last.elapsed() < Duration::from_millis(500) {
+            return;
+        }
+        self.last = Instant::now();
+        let n = counts.records();
+        let rate = n as f64 / self.started.elapsed().as_secs_f64();
+        eprint!("\r  {n} records  {:.2}M/s  event time {}   ", rate / 1e6, crate::summary::format_ts(time));
+    }
+
+    fn finish(&self) {
+        if self.on {
+            eprintln!();
+        }
+    }
+}

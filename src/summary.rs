@@ -1,0 +1,232 @@
+//! The run summary: what `riskflow run` prints, and writes as JSON with `--summary-json`.
+
+use std::fmt;
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use riskflow_dataflows::book::BookStats;
+use riskflow_dataflows::event::Event;
+use riskflow_dataflows::model::{Date, Scope, Ts, DAY_NS};
+use riskflow_dataflows::snapshot::{Dim, Snapshot};
+use serde::Serialize;
+
+use crate::run::RunOptions;
+
+/// Records read by a source, by kind.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Counts {
+    pub instruments: u64,
+    pub accounts: u64,
+    pub limits: u64,
+    pub ticks: u64,
+    pub deltas: u64,
+    /// Lines that failed to decode or validate (dead-lettered at the source).
+    pub rejected: u64,
+    /// Records whose event time was behind the time already reached (applied, not dropped).
+    pub late: u64,
+}
+
+impl Counts {
+    pub fn count(&mut self, event: &Event) {
+        match event {
+            Event::Instrument(_) => self.instruments += 1,
+            Event::Account(_) => self.accounts += 1,
+            Event::Limit(_) => self.limits += 1,
+            Event::Tick(_) => self.ticks += 1,
+            Event::Delta(_) => self.deltas += 1,
+            Event::End { .. } => {}
+        }
+    }
+
+    pub fn add(&mut self, o: &Counts) {
+        self.instruments += o.instruments;
+        self.accounts += o.accounts;
+        self.limits += o.limits;
+        self.ticks += o.ticks;
+        self.deltas += o.deltas;
+        self.rejected += o.rejected;
+        self.late += o.late;
+    }
+
+    /// Every record read, good or bad.
+    pub fn records(&self) -> u64 {
+        self.instruments + self.accounts + self.limits + self.ticks + self.deltas + self.rejected
+    }
+}
+
+/// A labelled total in the base currency.
+#[derive(Clone, Debug, Serialize)]
+pub struct Figure {
+    pub name: String,
+    pub net: f64,
+    pub gross: f64,
+}
+
+/// Ingest-to-output latency of the live path, in microseconds.
+#[derive(Clone, Debug, Serialize)]
+pub struct Latency {
+    pub count: u64,
+    pub mean_us: f64,
+    pub p50_us: f64,
+    pub p99_us: f64,
+    pub max_us: f64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Summary {
+    pub dataset: String,
+    pub out: String,
+    pub workers: usize,
+    pub processes: usize,
+    pub records: Counts,
+    pub duplicates: u64,
+    pub dead_letters: u64,
+    pub snapshots: usize,
+    pub as_of: Option<Ts>,
+    pub firms: Vec<Figure>,
+    pub top_accounts: Vec<Figure>,
+    pub by_asset_class: Vec<Figure>,
+    pub by_currency: Vec<Figure>,
+    pub unpriced_positions: u64,
+    pub elapsed_s: f64,
+    pub records_per_s: f64,
+    pub latency: Latency,
+}
+
+impl Summary {
+    pub fn new(
+        opts: &RunOptions,
+        records: Counts,
+        book: BookStats,
+        latency: Histogram<u64>,
+        mut snapshots: Vec<Snapshot>,
+        dead_letters: u64,
+        elapsed: Duration,
+    ) -> Summary {
+        snapshots.sort_by_key(|s| s.as_of);
+        let count = snapshots.len();
+        let last = snapshots.pop().unwrap_or_default();
+        let figures = |scope: Scope, dim: Dim| {
+            let mut rows: Vec<Figure> = last
+                .exposures
+                .iter()
+                .filter(|r| r.scope == scope && r.dim == dim)
+                .map(|r| Figure {
+                    name: if dim == Dim::Total { r.scope_id.clone() } else { r.bucket.clone() },
+                    net: r.sums.net,
+                    gross: r.sums.gross,
+                })
+                .collect();
+            rows.sort_by(|a, b| b.gross.total_cmp(&a.gross).then_with(|| a.name.cmp(&b.name)));
+            rows
+        };
+        let mut top_accounts = figures(Scope::Account, Dim::Total);
+        top_accounts.truncate(5);
+        let us = |ns: f64| ns / 1_000.0;
+        Summary {
+            dataset: opts.replay.display().to_string(),
+            out: opts.out.display().to_string(),
+            workers: opts.config.engine.workers,
+            processes: opts.processes,
+            duplicates: book.duplicates,
+            dead_letters,
+            snapshots: count,
+            as_of: (last.as_of > 0).then_some(last.as_of),
+            firms: figures(Scope::Firm, Dim::Total),
+            top_accounts,
+            by_asset_class: figures(Scope::Firm, Dim::AssetClass),
+            by_currency: figures(Scope::Firm, Dim::Currency),
+            unpriced_positions: last.unpriced,
+            elapsed_s: elapsed.as_secs_f64(),
+            records_per_s: records.records() as f64 / elapsed.as_secs_f64().max(1e-9),
+            records,
+            latency: Latency {
+                count: latency.len(),
+                mean_us: us(latency.mean()),
+                p50_us: us(latency.value_at_quantile(0.5) as f64),
+                p99_us: us(latency.value_at_quantile(0.99) as f64),
+                max_us: us(latency.max() as f64),
+            },
+        }
+    }
+}
+
+/// `YYYY-MM-DD HH:MM:SS.mmm` UTC of an event time.
+pub fn format_ts(ts: Ts) -> String {
+    let date = Date::of_ts(ts);
+    let ns = ts % DAY_NS;
+    let (h, m, s, ms) = (ns / 3_600_000_000_000, ns / 60_000_000_000 % 60, ns / 1_000_000_000 % 60, ns / 1_000_000 % 1000);
+    format!("{date} {h:02}:{m:02}:{s:02}.{ms:03}")
+}
+
+fn money(x: f64) -> String {
+    let neg = x < 0.0;
+    let digits = format!("{:.0}", x.abs());
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    if neg {
+        format!("-{out}")
+    } else {
+        out
+    }
+}
+
+impl fmt::Display for Summary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let r = &self.records;
+        writeln!(f, "riskflow run: {} ({} worker(s) × {} process(es))", self.dataset, self.workers, self.processes)?;
+        writeln!(
+            f,
+            "records read   {} (instruments {}, accounts {}, limits {}, ticks {}, deltas {})",
+            r.records(), r.instruments, r.accounts, r.limits, r.ticks, r.deltas
+        )?;
+        writeln!(
+            f,
+            "rejected       {} dead letters ({} at decode) → {}/dead-letter.jsonl; duplicates {}; late {}",
+            self.dead_letters, r.rejected, self.out, self.duplicates, r.late
+        )?;
+        match self.as_of {
+            Some(as_of) => writeln!(f, "snapshots      {} written to {} (last as of {})", self.snapshots, self.out, format_ts(as_of))?,
+            None => writeln!(f, "snapshots      none (no positions)")?,
+        }
+        if self.unpriced_positions > 0 {
+            writeln!(f, "unpriced       {} positions without a price, vol or fx rate", self.unpriced_positions)?;
+        }
+        let table = |f: &mut fmt::Formatter<'_>, title: &str, rows: &[Figure]| -> fmt::Result {
+            writeln!(f, "{title}")?;
+            for row in rows {
+                writeln!(f, "  {:<14} gross {:>18}   net {:>18}", row.name, money(row.gross), money(row.net))?;
+            }
+            Ok(())
+        };
+        table(f, "firm (USD)", &self.firms)?;
+        table(f, "top accounts by gross", &self.top_accounts)?;
+        table(f, "by asset class", &self.by_asset_class)?;
+        table(f, "by currency", &self.by_currency)?;
+        writeln!(f, "throughput     {:.0} records/s ({:.3} s)", self.records_per_s, self.elapsed_s)?;
+        let l = &self.latency;
+        write!(
+            f,
+            "latency        ingest→live output over {} updates: p50 {:.1} µs, p99 {:.1} µs, max {:.1} µs, mean {:.1} µs",
+            l.count, l.p50_us, l.p99_us, l.max_us, l.mean_us
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats() {
+        assert_eq!(money(-1234567.6), "-1,234,568");
+        assert_eq!(money(999.0), "999");
+        let ts = Date::parse("2026-03-02").unwrap().start_ts() + 52_200_123_000_000;
+        assert_eq!(format_ts(ts), "2026-03-02 14:30:00.123");
+    }
+}
