@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use riskflow_dataflows::model::{Limit, TradingState};
 use serde::{Deserialize, Deserializer};
 
 /// The whole configuration file.
@@ -12,7 +13,27 @@ use serde::{Deserialize, Deserializer};
 pub struct Config {
     pub engine: EngineConfig,
     pub risk: RiskConfig,
+    pub limits: LimitsSection,
     pub output: OutputConfig,
+}
+
+/// Limit defaults, and limits defined in the file (`[[limits.rules]]`, the JSON limit fields).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsSection {
+    /// Utilisation at which a limit warns, unless the limit sets `warn_at`.
+    pub warn_at: f64,
+    /// Leaving BREACH needs utilisation below 1 − hysteresis.
+    pub hysteresis: f64,
+    /// Trading state a hard-limit breach sets: "reducing" or "halted".
+    pub breach_action: TradingState,
+    pub rules: Vec<Limit>,
+}
+
+impl Default for LimitsSection {
+    fn default() -> Self {
+        LimitsSection { warn_at: 0.8, hysteresis: 0.05, breach_action: TradingState::Reducing, rules: Vec::new() }
+    }
 }
 
 /// How the dataflow runs.
@@ -102,6 +123,20 @@ impl Config {
         }
         if !self.risk.rate.is_finite() {
             problems.push("risk.rate must be a finite number".to_owned());
+        }
+        if !(self.limits.warn_at > 0.0 && self.limits.warn_at <= 1.0) {
+            problems.push(format!("limits.warn_at {} is not in (0, 1]", self.limits.warn_at));
+        }
+        if !(0.0..1.0).contains(&self.limits.hysteresis) {
+            problems.push(format!("limits.hysteresis {} is not in [0, 1)", self.limits.hysteresis));
+        }
+        if self.limits.breach_action == TradingState::Active {
+            problems.push("limits.breach_action must be \"reducing\" or \"halted\"".to_owned());
+        }
+        for rule in &self.limits.rules {
+            if let Err(reason) = riskflow_connectors::decode::validate_limit(rule) {
+                problems.push(format!("limits.rules {:?}: {reason}", rule.id));
+            }
         }
         if problems.is_empty() {
             Ok(())

@@ -2,9 +2,11 @@
 //! drives time.
 //!
 //! ```text
-//!  Replay (each worker its share) ─ Envelope ─> book ─ live ───────────> latency histogram
-//!                       │                           ├ snapshot parts ─> assemble ─> Parquet + summary
-//!                       └─ DeadLetter ──────────────┴ dead ───────────> dead-letter.jsonl (worker 0)
+//!  Replay (each worker its share) ─ Envelope ─┬> book ─ live ─┬──────────────> latency histogram
+//!                       │                     │         │      └> limits ─ events ─> risk-breaches.jsonl, risk-actions.jsonl
+//!                       │                     └ limit definitions ─┘           │
+//!                       │                               ├ snapshot parts ──────┴─> assemble ─> Parquet + summary
+//!                       └─ DeadLetter ──────────────────┴ dead ───────────────────> dead-letter.jsonl (worker 0)
 //! ```
 
 use std::cell::RefCell;
@@ -16,22 +18,25 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use hdrhistogram::Histogram;
-use riskflow_connectors::dead_letter::DeadLetterFile;
-use riskflow_connectors::parquet::{exposure_tables, SnapshotWriter};
+use riskflow_connectors::dead_letter;
+use riskflow_connectors::jsonl::JsonlFile;
+use riskflow_connectors::parquet::{snapshot_tables, SnapshotWriter};
 use riskflow_connectors::replay::Replay;
 use riskflow_dataflows::book::{book, BookConfig, BookStats};
 use riskflow_dataflows::clock::now_ns;
 use riskflow_dataflows::event::{DeadLetter, Envelope, Event, Origin};
 use riskflow_dataflows::exposure::Ccy;
+use riskflow_dataflows::limits::{limits, LimitEvent, LimitState, LimitStates, LimitsConfig, MetricUpdate};
 use riskflow_dataflows::model::Ts;
-use riskflow_dataflows::snapshot::{assemble_snapshots, Snapshot};
+use riskflow_dataflows::snapshot::{assemble_snapshots, Snapshot, SnapshotPart};
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::operators::vec::{Map, ToStream};
 use timely::dataflow::operators::{Concat, Probe};
 use timely::dataflow::{InputHandleVec, ProbeHandle};
 
 use crate::config::Config;
-use crate::summary::{Counts, Summary};
+use crate::summary::{Counts, Latencies, Summary};
 
 /// Where a run reads from and how it is laid out over workers and processes.
 #[derive(Clone, Debug)]
@@ -50,7 +55,9 @@ pub struct RunOptions {
 struct WorkerResult {
     counts: Counts,
     book: BookStats,
+    limits: Vec<(String, LimitState, f64)>,
     latency: Histogram<u64>,
+    breach_latency: Histogram<u64>,
     snapshots: Vec<Snapshot>,
     dead_letters: u64,
 }
@@ -77,6 +84,11 @@ fn communication(opts: &RunOptions) -> timely::CommunicationConfig {
     }
 }
 
+/// Nanoseconds from 1 ns to 10 minutes, 3 significant digits (values beyond saturate).
+fn new_histogram() -> Histogram<u64> {
+    Histogram::<u64>::new_with_bounds(1, 600_000_000_000, 3).expect("valid histogram")
+}
+
 /// Replays a dataset through the dataflow and returns the run's summary.
 pub fn run(opts: RunOptions) -> anyhow::Result<Summary> {
     std::fs::create_dir_all(&opts.out).with_context(|| format!("creating {}", opts.out.display()))?;
@@ -86,6 +98,11 @@ pub fn run(opts: RunOptions) -> anyhow::Result<Summary> {
         base_ccy,
         rate: opts.config.risk.rate,
     };
+    let limits_config = LimitsConfig {
+        warn_at: opts.config.limits.warn_at,
+        hysteresis: opts.config.limits.hysteresis,
+        breach_action: opts.config.limits.breach_action,
+    };
     let failure: Arc<Mutex<Option<String>>> = Arc::default();
     let started = Instant::now();
     let config = timely::Config { communication: communication(&opts), worker: timely::WorkerConfig::default() };
@@ -93,9 +110,12 @@ pub fn run(opts: RunOptions) -> anyhow::Result<Summary> {
     let worker_failure = failure.clone();
     let guards = timely::execute(config, move |worker| {
         let opts = &worker_opts;
-        let fail = |msg: String| {
-            tracing::error!(error = %msg, "sink failed");
-            worker_failure.lock().expect("not poisoned").get_or_insert(msg);
+        let fail = {
+            let failure = worker_failure.clone();
+            move |msg: String| {
+                tracing::error!(error = %msg, "sink failed");
+                failure.lock().expect("not poisoned").get_or_insert(msg);
+            }
         };
         let index = worker.index();
         let peers = worker.peers();
@@ -103,33 +123,85 @@ pub fn run(opts: RunOptions) -> anyhow::Result<Summary> {
         let mut dead_input = InputHandleVec::<Ts, DeadLetter>::new();
         let probe = ProbeHandle::new();
         let stats = Rc::new(RefCell::new(BookStats::default()));
-        let latency = Rc::new(RefCell::new(Histogram::<u64>::new(3).expect("valid histogram")));
+        let limit_states: LimitStates = Rc::default();
+        let latency = Rc::new(RefCell::new(new_histogram()));
+        let breach_latency = Rc::new(RefCell::new(new_histogram()));
         let snapshots = Rc::new(RefCell::new(Vec::new()));
         let dead_count = Rc::new(RefCell::new(0u64));
 
         worker.dataflow::<Ts, _, _>(|scope| {
-            let streams = book(input.to_stream(scope), book_config.clone(), stats.clone());
+            let events = input.to_stream(scope);
+            let definitions = events.clone().flat_map(|env| match env.event {
+                Event::Limit(limit) => Some(limit),
+                _ => None,
+            });
+            let streams = book(events, book_config.clone(), stats.clone());
+            let no_metrics = Vec::<MetricUpdate>::new().to_stream(scope);
+            let limit_events = limits(
+                streams.live.clone(),
+                definitions,
+                no_metrics,
+                limits_config.clone(),
+                base_ccy,
+                limit_states.clone(),
+            );
 
+            // The live output follows the input frontier: the source paces itself on it.
             let hist = latency.clone();
-            streams.live.sink(Pipeline, "LatencyProbe", move |(input, _)| {
+            streams.live.clone().probe_with(&probe).sink(Pipeline, "LatencyProbe", move |(input, _)| {
                 input.for_each(|_, data| {
                     let now = now_ns();
                     let mut hist = hist.borrow_mut();
                     for update in data.drain(..) {
-                        hist.saturating_record(now.saturating_sub(update.ingest_ns));
+                        hist.saturating_record(now.saturating_sub(update.ingest_ns()));
                     }
                 });
             });
 
+            // Limit events leave through the event files (the topics of replay mode), where
+            // their detection latency is measured, and into the snapshots.
+            let mut files = (index == 0).then(|| {
+                let open = |name: &str| JsonlFile::create(&opts.out.join(name));
+                (open("risk-breaches.jsonl"), open("risk-actions.jsonl"))
+            });
+            let hist = breach_latency.clone();
+            let fail_events = fail.clone();
+            limit_events.clone().sink(
+                Exchange::new(|_: &LimitEvent| 0),
+                "LimitEventFiles",
+                move |(input, frontier)| {
+                    let Some((Ok(breaches), Ok(actions))) = files.as_mut() else {
+                        input.for_each(|_, _| {});
+                        return fail_events("cannot create the event files".into());
+                    };
+                    input.for_each(|_, data| {
+                        for event in data.drain(..) {
+                            let written = match &event {
+                                LimitEvent::Breach(b) => breaches.write(b),
+                                LimitEvent::Action(a) => actions.write(a),
+                            };
+                            if let Err(e) = written.and_then(|_| breaches.flush()).and_then(|_| actions.flush()) {
+                                fail_events(e.to_string());
+                            }
+                            hist.borrow_mut().saturating_record(now_ns().saturating_sub(event.ingest_ns()));
+                        }
+                    });
+                    let _ = frontier;
+                },
+            );
+
             let writer = SnapshotWriter::new(&opts.out);
             let kept = snapshots.clone();
             let fail_snap = fail.clone();
-            assemble_snapshots(streams.snapshots)
-                .probe_with(&probe)
+            let event_parts = limit_events.map(|e| match e {
+                LimitEvent::Breach(b) => SnapshotPart::Breach(b),
+                LimitEvent::Action(a) => SnapshotPart::Action(a),
+            });
+            assemble_snapshots(streams.snapshots.concat(event_parts))
                 .sink(Pipeline, "ParquetSnapshots", move |(input, _)| {
                     input.for_each(|_, data| {
                         for snap in data.drain(..) {
-                            if let Err(e) = writer.write(snap.as_of, exposure_tables(&snap)) {
+                            if let Err(e) = writer.write(snap.as_of, snapshot_tables(&snap)) {
                                 fail_snap(e.to_string());
                             }
                             tracing::debug!(as_of = snap.as_of, positions = snap.positions.len(), "snapshot written");
@@ -138,19 +210,18 @@ pub fn run(opts: RunOptions) -> anyhow::Result<Summary> {
                     });
                 });
 
-            let mut file = (index == 0).then(|| DeadLetterFile::create(&opts.out.join("dead-letter.jsonl")));
+            let mut file = (index == 0).then(|| JsonlFile::create(&opts.out.join("dead-letter.jsonl")));
             let counted = dead_count.clone();
             dead_input
                 .to_stream(scope)
                 .concat(streams.dead)
-                .probe_with(&probe)
                 .sink(Exchange::new(|_: &DeadLetter| 0), "DeadLetterFile", move |(input, frontier)| {
                     input.for_each(|_, data| {
                         for d in data.drain(..) {
                             *counted.borrow_mut() += 1;
                             match file.as_mut() {
                                 Some(Ok(f)) => {
-                                    if let Err(e) = f.write(&d) {
+                                    if let Err(e) = f.write_line(&dead_letter::to_json(&d)) {
                                         fail(e.to_string());
                                     }
                                 }
@@ -183,7 +254,9 @@ pub fn run(opts: RunOptions) -> anyhow::Result<Summary> {
         let result = WorkerResult {
             counts,
             book,
+            limits: limit_states.borrow().clone(),
             latency: latency.borrow().clone(),
+            breach_latency: breach_latency.borrow().clone(),
             snapshots: std::mem::take(&mut *snapshots.borrow_mut()),
             dead_letters: *dead_count.borrow(),
         };
@@ -201,10 +274,14 @@ pub fn run(opts: RunOptions) -> anyhow::Result<Summary> {
     let elapsed = started.elapsed();
     let mut counts = Counts::default();
     let mut book = BookStats::default();
-    let mut latency = Histogram::<u64>::new(3).expect("valid histogram");
+    let mut latency = new_histogram();
+    let mut breach_latency = new_histogram();
+    let mut limit_states = Vec::new();
     let mut snapshots = Vec::new();
     let mut dead_letters = 0;
     for r in results {
+        limit_states.extend(r.limits);
+        breach_latency.add(&r.breach_latency).expect("same histogram bounds");
         counts.add(&r.counts);
         book.deltas_applied += r.book.deltas_applied;
         book.ticks_applied += r.book.ticks_applied;
@@ -215,7 +292,9 @@ pub fn run(opts: RunOptions) -> anyhow::Result<Summary> {
         snapshots.extend(r.snapshots);
         dead_letters += r.dead_letters;
     }
-    Ok(Summary::new(&opts, counts, book, latency, snapshots, dead_letters, elapsed))
+    limit_states.sort_by(|a, b| a.0.cmp(&b.0));
+    let latencies = Latencies { live: latency, breach: breach_latency };
+    Ok(Summary::new(&opts, counts, book, limit_states, latencies, snapshots, dead_letters, elapsed))
 }
 
 /// Feeds this worker's share of the dataset into the dataflow, in event-time order, and
@@ -236,18 +315,32 @@ fn drive_replay(
     // A source may run ahead of the slowest worker by this much event time before it waits.
     let max_lead: Ts = opts.config.risk.snapshot_interval.as_nanos() as Ts;
     let mut counts = Counts::default();
-    let mut send = |record, counts: &mut Counts, input: &mut InputHandleVec<Ts, Envelope>| match record {
-        Ok((event, origin)) => {
-            counts.count(&event);
-            input.send(Envelope { event, origin, ingest_ns: now_ns() });
+    if index == 0 {
+        for limit in &opts.config.limits.rules {
+            counts.limits += 1;
+            let event = Event::Limit(limit.clone());
+            input.send(Envelope { event, origin: Origin::Engine, ingest_ns: now_ns() });
         }
-        Err(dead) => {
-            counts.rejected += 1;
-            dead_input.send(dead);
+    }
+    fn send(
+        record: riskflow_connectors::replay::Record,
+        counts: &mut Counts,
+        input: &mut InputHandleVec<Ts, Envelope>,
+        dead_input: &mut InputHandleVec<Ts, DeadLetter>,
+    ) {
+        match record {
+            Ok((event, origin)) => {
+                counts.count(&event);
+                input.send(Envelope { event, origin, ingest_ns: now_ns() });
+            }
+            Err(dead) => {
+                counts.rejected += 1;
+                dead_input.send(dead);
+            }
         }
-    };
+    }
     for record in replay.reference()? {
-        send(record, &mut counts, input);
+        send(record, &mut counts, input, dead_input);
     }
     let mut progress = Progress::new(opts.progress && index == 0);
     let mut in_batch = 0;
@@ -262,7 +355,7 @@ fn drive_replay(
                 dead_input.advance_to(time);
             }
         }
-        send(record, &mut counts, input);
+        send(record, &mut counts, input, dead_input);
         in_batch += 1;
         if in_batch >= batch {
             in_batch = 0;
@@ -274,7 +367,10 @@ fn drive_replay(
             progress.show(&counts, *input.time());
         }
     }
-    let end = Envelope { event: Event::End { max_ts: replay.max_ts() }, origin: Origin::Engine, ingest_ns: now_ns() };
+    // The closing snapshot is at the end of the last epoch read, so that it comes after every
+    // record and every event derived from one.
+    let last = replay.max_ts().div_ceil(epoch) * epoch;
+    let end = Envelope { event: Event::End { max_ts: last }, origin: Origin::Engine, ingest_ns: now_ns() };
     input.send(end);
     progress.finish();
     Ok(counts)

@@ -6,6 +6,7 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 use riskflow_dataflows::book::BookStats;
 use riskflow_dataflows::event::Event;
+use riskflow_dataflows::limits::{BreachEvent, LimitState};
 use riskflow_dataflows::model::{Date, Scope, Ts, DAY_NS};
 use riskflow_dataflows::snapshot::{Dim, Snapshot};
 use serde::Serialize;
@@ -62,14 +63,36 @@ pub struct Figure {
     pub gross: f64,
 }
 
-/// Ingest-to-output latency of the live path, in microseconds.
-#[derive(Clone, Debug, Serialize)]
+/// A latency distribution, in microseconds.
+#[derive(Clone, Debug, Default, Serialize)]
 pub struct Latency {
     pub count: u64,
     pub mean_us: f64,
     pub p50_us: f64,
     pub p99_us: f64,
     pub max_us: f64,
+}
+
+/// The histograms a run measures.
+pub struct Latencies {
+    /// Ingest of a tick or delta to its live exposure update.
+    pub live: Histogram<u64>,
+    /// Ingest of a tick or delta to the breach or action event it caused leaving the sink.
+    pub breach: Histogram<u64>,
+}
+
+/// Limits at the end of the run, and what they raised.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct LimitSummary {
+    pub limits: usize,
+    pub ok: usize,
+    pub warn: usize,
+    pub breach: usize,
+    pub breach_events: usize,
+    pub action_events: usize,
+    /// The last few limit state changes.
+    pub latest: Vec<BreachEvent>,
+    pub detection_latency: Latency,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -91,20 +114,36 @@ pub struct Summary {
     pub elapsed_s: f64,
     pub records_per_s: f64,
     pub latency: Latency,
+    pub limits: LimitSummary,
 }
 
 impl Summary {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         opts: &RunOptions,
         records: Counts,
         book: BookStats,
-        latency: Histogram<u64>,
+        limit_states: Vec<(String, LimitState, f64)>,
+        latencies: Latencies,
         mut snapshots: Vec<Snapshot>,
         dead_letters: u64,
         elapsed: Duration,
     ) -> Summary {
         snapshots.sort_by_key(|s| s.as_of);
         let count = snapshots.len();
+        let breaches: Vec<BreachEvent> = snapshots.iter().flat_map(|s| s.breaches.iter().cloned()).collect();
+        let action_events = snapshots.iter().map(|s| s.actions.len()).sum();
+        let in_state = |state| limit_states.iter().filter(|(_, s, _)| *s == state).count();
+        let limits = LimitSummary {
+            limits: limit_states.len(),
+            ok: in_state(LimitState::Ok),
+            warn: in_state(LimitState::Warn),
+            breach: in_state(LimitState::Breach),
+            breach_events: breaches.len(),
+            action_events,
+            latest: breaches[breaches.len().saturating_sub(5)..].to_vec(),
+            detection_latency: Latency::of(&latencies.breach),
+        };
         let last = snapshots.pop().unwrap_or_default();
         let figures = |scope: Scope, dim: Dim| {
             let mut rows: Vec<Figure> = last
@@ -122,7 +161,6 @@ impl Summary {
         };
         let mut top_accounts = figures(Scope::Account, Dim::Total);
         top_accounts.truncate(5);
-        let us = |ns: f64| ns / 1_000.0;
         Summary {
             dataset: opts.replay.display().to_string(),
             out: opts.out.display().to_string(),
@@ -140,13 +178,21 @@ impl Summary {
             elapsed_s: elapsed.as_secs_f64(),
             records_per_s: records.records() as f64 / elapsed.as_secs_f64().max(1e-9),
             records,
-            latency: Latency {
-                count: latency.len(),
-                mean_us: us(latency.mean()),
-                p50_us: us(latency.value_at_quantile(0.5) as f64),
-                p99_us: us(latency.value_at_quantile(0.99) as f64),
-                max_us: us(latency.max() as f64),
-            },
+            latency: Latency::of(&latencies.live),
+            limits,
+        }
+    }
+}
+
+impl Latency {
+    fn of(h: &Histogram<u64>) -> Latency {
+        let us = |ns: f64| ns / 1_000.0;
+        Latency {
+            count: h.len(),
+            mean_us: us(h.mean()),
+            p50_us: us(h.value_at_quantile(0.5) as f64),
+            p99_us: us(h.value_at_quantile(0.99) as f64),
+            max_us: us(h.max() as f64),
         }
     }
 }
@@ -210,10 +256,30 @@ impl fmt::Display for Summary {
         table(f, "by currency", &self.by_currency)?;
         writeln!(f, "throughput     {:.0} records/s ({:.3} s)", self.records_per_s, self.elapsed_s)?;
         let l = &self.latency;
-        write!(
+        writeln!(
             f,
             "latency        ingest→live output over {} updates: p50 {:.1} µs, p99 {:.1} µs, max {:.1} µs, mean {:.1} µs",
             l.count, l.p50_us, l.p99_us, l.max_us, l.mean_us
+        )?;
+        let m = &self.limits;
+        writeln!(
+            f,
+            "limits         {} (OK {}, WARN {}, BREACH {}); {} state changes, {} trading actions",
+            m.limits, m.ok, m.warn, m.breach, m.breach_events, m.action_events
+        )?;
+        for b in &m.latest {
+            writeln!(
+                f,
+                "  {} {:<10} {} {:<10} {:<14} {:>6.1}%  {} → {}",
+                format_ts(b.ts), b.limit_id, b.scope.as_str(), b.scope_id, b.metric, b.utilisation * 100.0,
+                b.prev_state.as_str(), b.state.as_str()
+            )?;
+        }
+        let d = &m.detection_latency;
+        write!(
+            f,
+            "breach latency ingest→event written over {} events: p50 {:.1} µs, p99 {:.1} µs, max {:.1} µs",
+            d.count, d.p50_us, d.p99_us, d.max_us
         )
     }
 }

@@ -1,14 +1,9 @@
-//! The dead-letter sink of replay mode: `<out>/dead-letter.jsonl`, one JSON object per
-//! rejected record with its source position, raw payload and reason.
-
-use std::fs::File;
-use std::io::{BufWriter, Write};
-use std::path::{Path, PathBuf};
+//! The dead-letter format: one JSON object per rejected record with its source position
+//! (file and line, or topic, partition and offset), raw payload and reason. Replay mode
+//! writes them to `<out>/dead-letter.jsonl` through [`crate::jsonl::JsonlFile`].
 
 use riskflow_dataflows::event::{DeadLetter, Origin};
 use serde::Serialize;
-
-use crate::ConnectorError;
 
 /// One line of the dead-letter file.
 #[derive(Serialize)]
@@ -57,33 +52,3 @@ pub fn to_json(d: &DeadLetter) -> String {
     serde_json::to_string(&line).expect("dead letters serialise")
 }
 
-/// Appends dead letters to a JSON Lines file, created empty when the sink opens.
-pub struct DeadLetterFile {
-    path: PathBuf,
-    out: BufWriter<File>,
-    count: u64,
-}
-
-impl DeadLetterFile {
-    pub fn create(path: &Path) -> Result<DeadLetterFile, ConnectorError> {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(ConnectorError::io(dir))?;
-        }
-        let file = File::create(path).map_err(ConnectorError::io(path))?;
-        Ok(DeadLetterFile { path: path.to_owned(), out: BufWriter::new(file), count: 0 })
-    }
-
-    pub fn write(&mut self, d: &DeadLetter) -> Result<(), ConnectorError> {
-        self.count += 1;
-        writeln!(self.out, "{}", to_json(d)).map_err(ConnectorError::io(&self.path))
-    }
-
-    /// Number of dead letters written.
-    pub fn count(&self) -> u64 {
-        self.count
-    }
-
-    pub fn flush(&mut self) -> Result<(), ConnectorError> {
-        self.out.flush().map_err(ConnectorError::io(&self.path))
-    }
-}

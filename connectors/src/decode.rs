@@ -39,7 +39,8 @@ pub fn decode(kind: Kind, raw: &[u8]) -> Result<Event, String> {
     }
 }
 
-fn validate_limit(l: &Limit) -> Result<(), String> {
+/// Checks a limit's fields; the error is a dead-letter reason.
+pub fn validate_limit(l: &Limit) -> Result<(), String> {
     if l.id.is_empty() || l.scope_id.is_empty() {
         return Err("limit id and scope_id must not be empty".into());
     }

@@ -4,6 +4,7 @@
 
 pub mod dead_letter;
 pub mod decode;
+pub mod jsonl;
 pub mod parquet;
 pub mod replay;
 

@@ -52,6 +52,12 @@ impl Table {
         self.push(Field::new(name, DataType::Float64, true), Arc::new(values.collect::<Float64Array>()))
     }
 
+    /// An event-time column (timestamp[ns, UTC]).
+    pub fn timestamp(self, name: &str, values: impl Iterator<Item = Ts>) -> Table {
+        let array = TimestampNanosecondArray::from_iter_values(values.map(|t| t as i64)).with_timezone("UTC");
+        self.push(Field::new(name, DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into())), false), Arc::new(array))
+    }
+
     pub fn i64(self, name: &str, values: impl Iterator<Item = i64>) -> Table {
         self.push(Field::new(name, DataType::Int64, false), Arc::new(Int64Array::from_iter_values(values)))
     }
@@ -78,8 +84,8 @@ impl Table {
     }
 }
 
-/// The tables of DESIGN.md §5 that exposures produce, from one snapshot.
-pub fn exposure_tables(s: &Snapshot) -> Vec<Table> {
+/// The tables of DESIGN.md §5 that exposures and limits produce, from one snapshot.
+pub fn snapshot_tables(s: &Snapshot) -> Vec<Table> {
     let p = &s.positions;
     let positions = Table::new("positions", s.as_of, p.len())
         .str("account", p.iter().map(|r| r.account.as_str()))
@@ -117,7 +123,27 @@ pub fn exposure_tables(s: &Snapshot) -> Vec<Table> {
         .str("scope_id", f.iter().map(|r| r.scope_id.as_str()))
         .str("factor", f.iter().map(|r| r.factor.as_str()))
         .f64("exposure", f.iter().map(|r| Some(r.exposure)));
-    vec![positions, exposures, factors]
+    let b = &s.breaches;
+    let breaches = Table::new("breaches", s.as_of, b.len())
+        .timestamp("ts", b.iter().map(|r| r.ts))
+        .str("limit_id", b.iter().map(|r| r.limit_id.as_str()))
+        .str("scope", b.iter().map(|r| r.scope.as_str()))
+        .str("scope_id", b.iter().map(|r| r.scope_id.as_str()))
+        .str("metric", b.iter().map(|r| r.metric.as_str()))
+        .f64("value", b.iter().map(|r| Some(r.value)))
+        .f64("limit", b.iter().map(|r| Some(r.limit)))
+        .f64("utilisation", b.iter().map(|r| Some(r.utilisation)))
+        .str("state", b.iter().map(|r| r.state.as_str()))
+        .str("prev_state", b.iter().map(|r| r.prev_state.as_str()));
+    let a = &s.actions;
+    let actions = Table::new("actions", s.as_of, a.len())
+        .timestamp("ts", a.iter().map(|r| r.ts))
+        .str("scope", a.iter().map(|r| r.scope.as_str()))
+        .str("scope_id", a.iter().map(|r| r.scope_id.as_str()))
+        .str("state", a.iter().map(|r| r.state.as_str()))
+        .str("prev_state", a.iter().map(|r| r.prev_state.as_str()))
+        .str("limit_id", a.iter().map(|r| r.limit_id.as_str()));
+    vec![positions, exposures, factors, breaches, actions]
 }
 
 /// Writes snapshots under one output directory.

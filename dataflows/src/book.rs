@@ -5,7 +5,7 @@
 //!   deltas ───────────── exchange(account) ──┐
 //!   instruments, accounts, ticks, end ─ broadcast ─┤
 //!                                            v
-//!                                          Book ──> live: LiveUpdate per changed (account, ccy), on arrival
+//!                                          Book ──> live: LiveUpdate per changed position or fx rate, on arrival
 //!                                            │  ──> snapshot parts at each boundary, from the settled state
 //!                                            └───> dead letters: records never resolved
 //! ```
@@ -29,7 +29,7 @@ use timely::dataflow::operators::vec::{Broadcast, Partition};
 use timely::dataflow::operators::Capability;
 use timely::dataflow::StreamVec;
 
-use crate::event::{DeadLetter, Envelope, Event, LiveUpdate};
+use crate::event::{DeadLetter, Envelope, Event, LiveUpdate, PositionChange};
 use crate::exposure::{position_exposure, Ccy, Exposure, OptionMarket, Sums};
 use crate::formulas::rate_from_pair;
 use crate::model::{Account, AssetClass, Delta, Fixed, Instrument, Scope, Tick, Ts};
@@ -176,6 +176,11 @@ impl<P: timely::communication::Pull<timely::dataflow::channels::Message<Ts, Vec<
     }
 }
 
+/// Route keys of an account, its desk and its firm.
+fn account_keys(def: &Account) -> [u64; 3] {
+    [crate::route_hash(&def.id), crate::route_hash(&def.desk), crate::route_hash(def.firm())]
+}
+
 /// The record re-encoded, for dead letters of records that decoded but never resolved.
 fn payload_of(event: &Event) -> String {
     match event {
@@ -225,6 +230,10 @@ impl Price {
 
 struct Instr {
     def: Instrument,
+    key: u64,
+    underlying_key: u64,
+    /// The currency whose rate against the base currency this fx pair gives.
+    rate_of: Option<Ccy>,
     live: Price,
     settled: Price,
     /// Positions in this instrument on this worker.
@@ -237,8 +246,8 @@ struct Instr {
 
 struct Acct {
     def: Account,
-    /// Live exposure sums per delta-leg currency.
-    sums: Vec<(Ccy, Sums)>,
+    /// Route keys of the account, its desk and its firm.
+    keys: [u64; 3],
 }
 
 struct Pos {
@@ -349,12 +358,16 @@ impl State {
         let id = def.id.clone();
         let idx = match self.instr_ids.get(&id) {
             Some(&idx) => {
+                self.instrs[idx].underlying_key = crate::route_hash(def.underlying_id());
                 self.instrs[idx].def = def;
                 idx
             }
             None => {
                 let idx = self.instrs.len();
                 self.instrs.push(Instr {
+                    key: crate::route_hash(&def.id),
+                    underlying_key: crate::route_hash(def.underlying_id()),
+                    rate_of: None,
                     def,
                     live: Price::default(),
                     settled: Price::default(),
@@ -366,16 +379,18 @@ impl State {
                 idx
             }
         };
-        let def = &self.instrs[idx].def;
+        let def = self.instrs[idx].def.clone();
         if def.asset_class == AssetClass::Fx {
             let base = self.config.base_ccy;
             let (b, q) = (def.base.as_deref().and_then(Ccy::parse), def.quote.as_deref().and_then(Ccy::parse));
             match (b, q) {
                 (Some(b), Some(q)) if q == base => {
                     self.rate_sources.insert(b, idx);
+                    self.instrs[idx].rate_of = Some(b);
                 }
                 (Some(b), Some(q)) if b == base => {
                     self.rate_sources.insert(q, idx);
+                    self.instrs[idx].rate_of = Some(q);
                 }
                 _ => {}
             }
@@ -402,10 +417,14 @@ impl State {
     fn define_account(&mut self, time: Ts, def: Account, live: &mut Vec<LiveUpdate>, dead: &mut Vec<DeadLetter>) {
         let id = def.id.clone();
         match self.acct_ids.entry(id.clone()) {
-            Entry::Occupied(e) => self.accts[*e.get()].def = def,
+            Entry::Occupied(e) => {
+                let acct = &mut self.accts[*e.get()];
+                acct.keys = account_keys(&def);
+                acct.def = def;
+            }
             Entry::Vacant(e) => {
                 e.insert(self.accts.len());
-                self.accts.push(Acct { def, sums: Vec::new() });
+                self.accts.push(Acct { keys: account_keys(&def), def });
             }
         }
         self.release(&id, time, live, dead);
@@ -423,13 +442,19 @@ impl State {
         if !self.instrs[idx].live.apply(ts, price, iv) {
             return;
         }
-        let ingest = env.ingest_ns;
-        for p in self.instrs[idx].positions.clone() {
-            self.revalue(p, ts, ingest, live);
+        let ingest_ns = env.ingest_ns;
+        if let (Some(ccy), 0) = (self.instrs[idx].rate_of, self.worker) {
+            if let Some(rate) = self.rate(ccy, false) {
+                live.push(LiveUpdate::Rate { ccy, rate, ts, ingest_ns });
+            }
         }
-        for o in self.instrs[idx].options.clone() {
-            for p in self.instrs[o].positions.clone() {
-                self.revalue(p, ts, ingest, live);
+        for i in 0..self.instrs[idx].positions.len() {
+            self.revalue(self.instrs[idx].positions[i], 0, ts, ingest_ns, live);
+        }
+        for o in 0..self.instrs[idx].options.len() {
+            let option = self.instrs[idx].options[o];
+            for i in 0..self.instrs[option].positions.len() {
+                self.revalue(self.instrs[option].positions[i], 0, ts, ingest_ns, live);
             }
         }
     }
@@ -466,7 +491,7 @@ impl State {
         self.stats.deltas_applied += 1;
         self.positions[p].qty = new_qty;
         self.stash.push((time, Settle::Qty { pos: p, qty }));
-        self.revalue(p, ts, env.ingest_ns, live);
+        self.revalue(p, qty.0, ts, env.ingest_ns, live);
     }
 
     /// The exposure of a position from either the live or the settled state, at `now`.
@@ -484,39 +509,35 @@ impl State {
         position_exposure(&instr.def, qty, price.price?, option, now, self.config.rate).ok()
     }
 
-    /// Recomputes a position's live exposure and emits the change to its account's sums.
-    fn revalue(&mut self, p: usize, ts: Ts, ingest_ns: u64, live: &mut Vec<LiveUpdate>) {
+    /// Recomputes a position's live exposure and emits its change (with a quantity change
+    /// `dqty`) if there is one.
+    fn revalue(&mut self, p: usize, dqty: i64, ts: Ts, ingest_ns: u64, live: &mut Vec<LiveUpdate>) {
         let new = self.exposure_of(p, false, ts);
         let pos = &mut self.positions[p];
         let old = std::mem::replace(&mut pos.live, new);
-        if old == new {
+        if old == new && dqty == 0 {
             return;
         }
-        let acct = &mut self.accts[pos.account];
-        let mut emit = |ccy: Ccy, change: Sums| {
-            match acct.sums.iter_mut().find(|(c, _)| *c == ccy) {
-                Some((_, s)) => s.add(&change),
-                None => acct.sums.push((ccy, change)),
-            }
-            live.push(LiveUpdate { account: acct.def.id.clone(), ccy, change, ts, ingest_ns });
+        let [account, desk, firm] = self.accts[pos.account].keys;
+        let instr = &self.instrs[pos.instr];
+        let ccy_of = |e: &Option<Exposure>| e.map(|e| e.delta.ccy);
+        let base = Ccy::parse(&instr.def.currency).unwrap_or(self.config.base_ccy);
+        let mut emit = |ccy: Ccy, change: Sums, qty: i64| {
+            let (instrument, underlying) = (instr.key, instr.underlying_key);
+            let change = PositionChange { account, desk, firm, instrument, underlying, ccy, change, qty, ts, ingest_ns };
+            live.push(LiveUpdate::Position(change));
         };
-        match (old, new) {
-            (Some(o), Some(n)) if o.delta.ccy == n.delta.ccy => {
-                let mut change = Sums::of_exposure(&n);
-                change.sub(&Sums::of_exposure(&o));
-                change.positions = 0;
-                emit(n.delta.ccy, change);
-            }
-            (old, new) => {
-                if let Some(o) = old {
-                    let mut change = Sums::default();
-                    change.sub(&Sums::of_exposure(&o));
-                    emit(o.delta.ccy, change);
-                }
-                if let Some(n) = new {
-                    emit(n.delta.ccy, Sums::of_exposure(&n));
-                }
-            }
+        let old_sums = old.as_ref().map(Sums::of_exposure).unwrap_or_default();
+        let new_sums = new.as_ref().map(Sums::of_exposure).unwrap_or_default();
+        if ccy_of(&old) == ccy_of(&new) || old.is_none() || new.is_none() {
+            let mut change = new_sums;
+            change.sub(&old_sums);
+            emit(ccy_of(&new).or(ccy_of(&old)).unwrap_or(base), change, dqty);
+        } else {
+            let mut retract = Sums::default();
+            retract.sub(&old_sums);
+            emit(ccy_of(&old).unwrap_or(base), retract, 0);
+            emit(ccy_of(&new).unwrap_or(base), new_sums, dqty);
         }
     }
 
@@ -540,13 +561,13 @@ impl State {
         }
     }
 
-    /// Base-currency units per unit of `ccy` in the settled state.
-    fn settled_rate(&self, ccy: Ccy) -> Option<f64> {
+    /// Base-currency units per unit of `ccy`, in the live or the settled state.
+    fn rate(&self, ccy: Ccy, settled: bool) -> Option<f64> {
         if ccy == self.config.base_ccy {
             return Some(1.0);
         }
         let def = &self.instrs[*self.rate_sources.get(&ccy)?];
-        let price = def.settled.price?.to_f64();
+        let price = if settled { def.settled.price } else { def.live.price }?.to_f64();
         rate_from_pair(def.def.base.as_deref()?, def.def.quote.as_deref()?, price, ccy.as_str(), self.config.base_ccy.as_str())
     }
 
@@ -555,7 +576,7 @@ impl State {
         let mut aggs: HashMap<AggKey, Sums> = HashMap::new();
         let mut rates: HashMap<Ccy, f64> = HashMap::new();
         for ccy in self.rate_sources.keys().copied().chain([self.config.base_ccy]) {
-            if let Some(r) = self.settled_rate(ccy) {
+            if let Some(r) = self.rate(ccy, true) {
                 rates.insert(ccy, r);
             }
         }

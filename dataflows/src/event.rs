@@ -71,15 +71,41 @@ pub struct DeadLetter {
     pub reason: String,
 }
 
-/// The hot path's output: an exact change to one account's exposure sums in one currency,
-/// caused by one input record.
+/// The hot path's output, emitted as records arrive.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct LiveUpdate {
-    pub account: String,
+pub enum LiveUpdate {
+    /// An exact change to one position's exposure and quantity.
+    Position(PositionChange),
+    /// A currency's rate against the base currency moved (from worker 0 only).
+    Rate { ccy: Ccy, rate: f64, ts: Ts, ingest_ns: u64 },
+}
+
+impl LiveUpdate {
+    /// [`Envelope::ingest_ns`] of the record that caused it: output time minus this is the latency.
+    pub fn ingest_ns(&self) -> u64 {
+        match self {
+            LiveUpdate::Position(p) => p.ingest_ns,
+            LiveUpdate::Rate { ingest_ns, .. } => *ingest_ns,
+        }
+    }
+}
+
+/// The change one input record made to one position. Names are [`crate::route_hash`]
+/// keys, the same in every process, so that downstream operators need no strings.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PositionChange {
+    pub account: u64,
+    pub desk: u64,
+    pub firm: u64,
+    pub instrument: u64,
+    pub underlying: u64,
+    /// Currency of the delta leg.
     pub ccy: Ccy,
+    /// Change of the position's exposure sums (delta leg), exact.
     pub change: Sums,
+    /// Change of the position's quantity, in 1e-8 units.
+    pub qty: i64,
     /// Event time of the record that caused the change.
     pub ts: Ts,
-    /// [`Envelope::ingest_ns`] of that record: output time minus this is the latency.
     pub ingest_ns: u64,
 }

@@ -10,6 +10,7 @@ pub mod clock;
 pub mod event;
 pub mod exposure;
 pub mod formulas;
+pub mod limits;
 pub mod model;
 pub mod snapshot;
 

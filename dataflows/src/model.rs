@@ -404,8 +404,10 @@ impl Scope {
     }
 }
 
-/// A limit on one metric of one scope.
+/// A limit on one metric of one scope. Unknown fields are rejected: a misspelt `warn_at`
+/// must not silently fall back to the default.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Limit {
     pub id: String,
     pub scope: Scope,
@@ -414,6 +416,38 @@ pub struct Limit {
     pub limit: f64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub warn_at: Option<f64>,
+    /// A hard limit's BREACH changes the scope's trading state (default true).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hard: Option<bool>,
+    /// The trading state a breach of this hard limit sets: `reducing` or `halted`
+    /// (default: the configured one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<TradingState>,
+    /// `false` removes the limit (default true).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+}
+
+/// A scope's trading state, set by breaches of hard limits.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum TradingState {
+    #[serde(alias = "active")]
+    Active,
+    #[serde(alias = "reducing")]
+    Reducing,
+    #[serde(alias = "halted")]
+    Halted,
+}
+
+impl TradingState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TradingState::Active => "ACTIVE",
+            TradingState::Reducing => "REDUCING",
+            TradingState::Halted => "HALTED",
+        }
+    }
 }
 
 /// What a replay file or Kafka topic carries.

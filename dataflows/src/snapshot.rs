@@ -16,6 +16,7 @@ use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::StreamVec;
 
 use crate::exposure::{BaseSums, Ccy, Sums};
+use crate::limits::{ActionEvent, BreachEvent};
 use crate::model::{AssetClass, Fixed, Scope, Ts};
 
 /// One position at `as_of`.
@@ -85,6 +86,9 @@ pub enum SnapshotPart {
     Rate(Ccy, f64),
     /// A worker took a snapshot at this time; `unpriced` positions had no exposure figure.
     Marker { unpriced: u64 },
+    /// Limit events, written with the first snapshot at or after their time.
+    Breach(BreachEvent),
+    Action(ActionEvent),
 }
 
 /// One row of the `exposures` table.
@@ -116,6 +120,9 @@ pub struct Snapshot {
     pub exposures: Vec<ExposureRow>,
     pub factors: Vec<FactorRow>,
     pub rates: Vec<(Ccy, f64)>,
+    /// Limit state changes and trading-state actions since the previous snapshot.
+    pub breaches: Vec<BreachEvent>,
+    pub actions: Vec<ActionEvent>,
     /// Positions left out of the aggregates for want of a price (or of a rate).
     pub unpriced: u64,
 }
@@ -131,6 +138,10 @@ impl Snapshot {
 
 #[derive(Default)]
 struct Pending {
+    /// Whether any worker took a snapshot at this time (else it holds only events).
+    snapshot: bool,
+    breaches: Vec<BreachEvent>,
+    actions: Vec<ActionEvent>,
     positions: Vec<PositionRow>,
     aggregates: HashMap<AggKey, Sums>,
     rates: BTreeMap<Ccy, f64>,
@@ -145,8 +156,22 @@ impl Pending {
             SnapshotPart::Rate(ccy, rate) => {
                 self.rates.insert(ccy, rate);
             }
-            SnapshotPart::Marker { unpriced } => self.unpriced += unpriced,
+            SnapshotPart::Marker { unpriced } => {
+                self.snapshot = true;
+                self.unpriced += unpriced;
+            }
+            SnapshotPart::Breach(b) => self.breaches.push(b),
+            SnapshotPart::Action(a) => self.actions.push(a),
         }
+    }
+
+    /// Takes over the events of an earlier time that had no snapshot.
+    fn absorb(&mut self, earlier: Pending) {
+        let (mut b, mut a) = (earlier.breaches, earlier.actions);
+        b.append(&mut self.breaches);
+        a.append(&mut self.actions);
+        self.breaches = b;
+        self.actions = a;
     }
 
     fn finish(mut self, as_of: Ts) -> Snapshot {
@@ -189,6 +214,8 @@ impl Pending {
         }
         Snapshot {
             as_of,
+            breaches: self.breaches,
+            actions: self.actions,
             positions: self.positions,
             exposures,
             factors,
@@ -206,6 +233,8 @@ pub fn assemble_snapshots<'scope>(
     parts.unary_frontier(Exchange::new(|_: &SnapshotPart| 0), "AssembleSnapshots", |_cap, _info| {
         let mut pending: BTreeMap<Ts, (timely::dataflow::operators::Capability<Ts>, Pending)> =
             BTreeMap::new();
+        // Events of times without a snapshot wait for the next snapshot.
+        let mut carry = Pending::default();
         move |(input, frontier), output| {
             input.for_each(|cap, data| {
                 let time = crate::time_of(&cap);
@@ -220,8 +249,14 @@ pub fn assemble_snapshots<'scope>(
                 if frontier.less_equal(entry.key()) {
                     break;
                 }
-                let (as_of, (cap, parts)) = entry.remove_entry();
-                output.session(&cap).give(parts.finish(as_of));
+                let (as_of, (cap, mut parts)) = entry.remove_entry();
+                if parts.snapshot {
+                    parts.absorb(std::mem::take(&mut carry));
+                    output.session(&cap).give(parts.finish(as_of));
+                } else {
+                    carry.breaches.extend(parts.breaches);
+                    carry.actions.extend(parts.actions);
+                }
             }
         }
     })

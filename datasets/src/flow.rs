@@ -16,7 +16,7 @@ use riskflow_dataflows::model::Ts;
 
 use crate::rng::{Alias, Rng};
 use crate::universe::{Acct, Class, Universe, UNIT};
-use crate::write::{push_fixed, push_u64, Out};
+use crate::write::{push_fixed, push_u64, Frag, Line, Out};
 use crate::{BadLine, GenError, Plan};
 
 /// Largest quantity of one delta, in 1e-8 units (50 million): far inside the exact range
@@ -91,6 +91,8 @@ pub(crate) struct Flow {
     checkpoints: u64,
     ckpt_next: u64,
     unknown_account: Vec<u8>,
+    acct_frag: Vec<Frag>,
+    inst_frag: Vec<Frag>,
     line: Vec<u8>,
     /// Valid delta lines written (duplicates included) and duplicates among them.
     pub written: u64,
@@ -98,12 +100,14 @@ pub(crate) struct Flow {
 }
 
 impl Flow {
-    pub fn new(plan: &Plan, accounts: Vec<Acct>, mut rng: Rng) -> Flow {
+    pub fn new(plan: &Plan, u: &Universe, accounts: Vec<Acct>, mut rng: Rng) -> Flow {
         let sod: u64 = accounts.iter().map(|a| a.book.len() as u64).sum();
         let originals = plan.deltas - plan.duplicates;
         let fills = originals - sod;
         let weights: Vec<f64> = accounts.iter().map(|a| a.activity).collect();
-        let mut sizes: Vec<f64> = (0..4096).map(|_| (0.9 * rng.normal() - 0.4).exp()).collect();
+        let mut sizes: Vec<f64> = (0..4096)
+            .map(|_| (0.9 * rng.normal() - 0.4).exp())
+            .collect();
         sizes.sort_by(f64::total_cmp);
         let mut bad = Vec::new();
         if plan.bad_lines {
@@ -115,6 +119,18 @@ impl Flow {
             ];
         }
         let unknown_account = crate::write::json_str(&plan.unknown_account());
+        // Ids are short (at most ~25 bytes), so the fragments fit.
+        let acct_frag = accounts
+            .iter()
+            .map(|a| Frag::new(&[&b",\"account\":"[..], &a.json_id, b",\"instrument\":"].concat()))
+            .collect::<Option<Vec<_>>>()
+            .expect("account ids are short");
+        let inst_frag = u
+            .insts
+            .iter()
+            .map(|i| Frag::new(&[&i.json_id[..], b",\"qty\":"].concat()))
+            .collect::<Option<Vec<_>>>()
+            .expect("instrument ids are short");
         Flow {
             alias: Alias::new(&weights),
             accounts,
@@ -134,6 +150,8 @@ impl Flow {
             checkpoints: plan.checkpoints.min(fills.max(1)),
             ckpt_next: 0,
             unknown_account,
+            acct_frag,
+            inst_frag,
             line: Vec::with_capacity(256),
             written: 0,
             duplicates: 0,
@@ -190,12 +208,22 @@ impl Flow {
                 }
                 let sign = if self.rng.chance(long) { 1 } else { -1 };
                 let qty = sign * self.size(u, i, scale);
-                let rec = Rec { id: self.take_id(), ts: plan.start_ts, acct: a as u32, pos: p as u32, qty };
+                let rec = Rec {
+                    id: self.take_id(),
+                    ts: plan.start_ts,
+                    acct: a as u32,
+                    pos: p as u32,
+                    qty,
+                };
                 self.queue.push_back(Item::Orig(rec, None));
                 if self.dup_chosen() {
                     self.sod_dups.push(rec);
                 }
-                self.sod_next = if p + 1 < self.accounts[a].book.len() { (a, p + 1) } else { (a + 1, 0) };
+                self.sod_next = if p + 1 < self.accounts[a].book.len() {
+                    (a, p + 1)
+                } else {
+                    (a + 1, 0)
+                };
                 return;
             }
             self.sod_done = true;
@@ -224,14 +252,23 @@ impl Flow {
             };
             let i = acct.book[pos] as usize;
             let qty = sign * self.size(u, i, scale);
-            let rec = Rec { id: self.take_id(), ts, acct: a as u32, pos: pos as u32, qty };
+            let rec = Rec {
+                id: self.take_id(),
+                ts,
+                acct: a as u32,
+                pos: pos as u32,
+                qty,
+            };
             self.queue.push_back(Item::Orig(rec, Some(k)));
             if self.dup_chosen() {
                 self.queue.push_back(Item::Dup(rec));
             }
             while self.bad.first().is_some_and(|&(at, _)| at == k) {
                 let (_, kind) = self.bad.remove(0);
-                let bad = Rec { id: self.take_id(), ..rec };
+                let bad = Rec {
+                    id: self.take_id(),
+                    ..rec
+                };
                 self.queue.push_back(Item::Bad(kind, bad));
             }
             return;
@@ -239,7 +276,13 @@ impl Flow {
         // Bad lines that found no fill to follow.
         for (_, kind) in std::mem::take(&mut self.bad) {
             let acct = &self.accounts[0];
-            let rec = Rec { id: self.next_id, ts: plan.start_ts, acct: 0, pos: 0, qty: acct.book.len() as i64 * UNIT };
+            let rec = Rec {
+                id: self.next_id,
+                ts: plan.start_ts,
+                acct: 0,
+                pos: 0,
+                qty: acct.book.len() as i64 * UNIT,
+            };
             self.next_id += 1;
             self.queue.push_back(Item::Bad(kind, rec));
         }
@@ -263,8 +306,11 @@ impl Flow {
         let Some(Item::Orig(_, Some(k))) = self.queue.front() else {
             return false;
         };
-        if self.ckpt_next < self.checkpoints && *k >= self.ckpt_next * self.fills / self.checkpoints {
-            while self.ckpt_next < self.checkpoints && *k >= self.ckpt_next * self.fills / self.checkpoints {
+        if self.ckpt_next < self.checkpoints && *k >= self.ckpt_next * self.fills / self.checkpoints
+        {
+            while self.ckpt_next < self.checkpoints
+                && *k >= self.ckpt_next * self.fills / self.checkpoints
+            {
                 self.ckpt_next += 1;
             }
             return true;
@@ -289,11 +335,11 @@ impl Flow {
             Item::Orig(rec, _) => {
                 let acct = &mut self.accounts[rec.acct as usize];
                 acct.qty[rec.pos as usize] += rec.qty;
-                self.write(u, &rec, out)?;
+                self.write(&rec, out)?;
             }
             Item::Dup(rec) => {
                 self.duplicates += 1;
-                self.write(u, &rec, out)?;
+                self.write(&rec, out)?;
             }
             Item::Bad(kind, rec) => {
                 self.write_bad(u, kind, &rec, out)?;
@@ -307,26 +353,30 @@ impl Flow {
         Ok(Some(ts))
     }
 
-    fn write(&mut self, u: &Universe, rec: &Rec, out: &mut Out) -> Result<(), GenError> {
-        let acct = &self.accounts[rec.acct as usize];
-        let inst = &u.insts[acct.book[rec.pos as usize] as usize];
-        let b = &mut out.buf;
-        b.extend_from_slice(b"{\"id\":\"F-");
-        push_u64(b, rec.id);
-        b.extend_from_slice(b"\",\"ts\":");
-        push_u64(b, rec.ts);
-        b.extend_from_slice(b",\"account\":");
-        b.extend_from_slice(&acct.json_id);
-        b.extend_from_slice(b",\"instrument\":");
-        b.extend_from_slice(&inst.json_id);
-        b.extend_from_slice(b",\"qty\":");
-        push_fixed(b, rec.qty);
-        b.extend_from_slice(b"}\n");
+    fn write(&mut self, rec: &Rec, out: &mut Out) -> Result<(), GenError> {
+        let i = self.accounts[rec.acct as usize].book[rec.pos as usize] as usize;
+        let mut l = Line::new();
+        l.lit(b"{\"id\":\"F-");
+        l.u64(rec.id);
+        l.lit(b"\",\"ts\":");
+        l.u64(rec.ts);
+        // `,"account":"ACC-0001","instrument":` and `"AAPL","qty":`, prepared once.
+        l.frag(&self.acct_frag[rec.acct as usize]);
+        l.frag(&self.inst_frag[i]);
+        l.fixed(rec.qty);
+        l.lit(b"}\n");
+        l.append_to(&mut out.buf);
         self.written += 1;
         out.end_line()
     }
 
-    fn write_bad(&mut self, u: &Universe, kind: BadDelta, rec: &Rec, out: &mut Out) -> Result<(), GenError> {
+    fn write_bad(
+        &mut self,
+        u: &Universe,
+        kind: BadDelta,
+        rec: &Rec,
+        out: &mut Out,
+    ) -> Result<(), GenError> {
         let acct = &self.accounts[rec.acct as usize];
         let inst = &u.insts[acct.book[rec.pos as usize] as usize];
         let l = &mut self.line;
@@ -342,7 +392,9 @@ impl Flow {
         }
         l.extend_from_slice(b",\"instrument\":");
         match kind {
-            BadDelta::UnknownInstrument => l.extend_from_slice(&crate::write::json_str(UNKNOWN_INSTRUMENT)),
+            BadDelta::UnknownInstrument => {
+                l.extend_from_slice(&crate::write::json_str(UNKNOWN_INSTRUMENT))
+            }
             _ => l.extend_from_slice(&inst.json_id),
         }
         match kind {

@@ -3,8 +3,8 @@
 //! Log returns come from a factor model: a global market factor, one factor per region
 //! (currency), one per sector, and an idiosyncratic part; the three FX rates against USD have
 //! their own factors and load on the market factor (the yen is a haven). A two-state Markov
-//! chain switches between a calm and a stressed regime: stressed has 3× the volatility and
-//! higher loadings on the market factor, hence higher correlation.
+//! chain switches between a calm and a stressed regime: stressed has 3× the volatility of
+//! equities (1.8× for FX) and higher loadings on the market factor, hence higher correlation.
 //!
 //! The factors are simulated once on a time grid (cumulative sums, kept per regime so each
 //! instrument can apply its regime-dependent loadings). Instruments are priced lazily: when an
@@ -21,7 +21,7 @@ use riskflow_dataflows::formulas::{black_scholes, year_fraction};
 use riskflow_dataflows::model::Ts;
 
 use crate::rng::{Alias, Rng};
-use crate::universe::{f_fx, Ccy, Class, Universe, F_MARKET, NF, UNIT};
+use crate::universe::{f_fx, Ccy, Class, Universe, FX_STRESS_SCALE, F_MARKET, NF, UNIT};
 use crate::write::{push_fixed, push_u64, Out};
 use crate::{Axis, BadLine, GenError, Plan};
 
@@ -92,7 +92,14 @@ impl Grid {
             let target = if r == 0 { 1.0 } else { STRESS_IV };
             ivm[g + 1] = ivm[g] + (target - ivm[g]) * relax;
         }
-        Grid { steps, step_ns, regime, x, tv, ivm }
+        Grid {
+            steps,
+            step_ns,
+            regime,
+            x,
+            tv,
+            ivm,
+        }
     }
 
     fn xv(&self, g: usize, r: usize, f: usize) -> f64 {
@@ -214,7 +221,13 @@ impl Market {
                 }
                 if self.random_next < self.random_total {
                     let ts = plan.start_ts
-                        + crate::stratified(self.random_next, self.random_total, *duration_ns, plan.seed, 1);
+                        + crate::stratified(
+                            self.random_next,
+                            self.random_total,
+                            *duration_ns,
+                            plan.seed,
+                            1,
+                        );
                     return Some((ts, None, self.point_of(ts)));
                 }
                 None
@@ -243,7 +256,11 @@ impl Market {
         };
         let i = match inst {
             Some(i) => i,
-            None => self.alias.as_ref().expect("intraday schedule").sample(&mut self.rng),
+            None => self
+                .alias
+                .as_ref()
+                .expect("intraday schedule")
+                .sample(&mut self.rng),
         };
         let random_index = self.random_next;
         match &plan.axis {
@@ -251,7 +268,11 @@ impl Market {
             Axis::Intraday { .. } => self.random_next += 1,
             Axis::Daily { .. } => {
                 let (d, i) = self.daily_next;
-                self.daily_next = if i + 1 < u.insts.len() { (d, i + 1) } else { (d + 1, 0) };
+                self.daily_next = if i + 1 < u.insts.len() {
+                    (d, i + 1)
+                } else {
+                    (d + 1, 0)
+                };
             }
         }
         self.write_tick(u, i, g, ts, out)?;
@@ -302,7 +323,9 @@ impl Market {
         line.extend_from_slice(&u.insts[i].json_id);
         line.extend_from_slice(b",\"price\":");
         match kind {
-            BadTick::NegativePrice => push_fixed(line, -quantize(self.last_price[i], u.insts[i].tick)),
+            BadTick::NegativePrice => {
+                push_fixed(line, -quantize(self.last_price[i], u.insts[i].tick))
+            }
             BadTick::ZeroPrice => line.push(b'0'),
         }
         line.push(b'}');
@@ -330,10 +353,14 @@ impl Market {
                     }
                 }
             }
-            let dv = [grid.tv[g][0] - grid.tv[g0][0], grid.tv[g][1] - grid.tv[g0][1]];
+            let dv = [
+                grid.tv[g][0] - grid.tv[g0][0],
+                grid.tv[g][1] - grid.tv[g0][1],
+            ];
             let idio = load.idio[0] * dv[0] + load.idio[1] * dv[1];
             let s = inst.sigma;
-            self.lp[i] += s * z + s * idio.max(0.0).sqrt() * self.rng.normal() - 0.5 * s * s * (dv[0] + dv[1]);
+            self.lp[i] += s * z + s * idio.max(0.0).sqrt() * self.rng.normal()
+                - 0.5 * s * s * (dv[0] + dv[1]);
             self.lg[i] = g;
         }
         self.lp[i].exp()
@@ -345,17 +372,24 @@ impl Market {
             return 1.0;
         }
         let s = c.sigma();
-        let lm = c.market_loading();
         let mut z = 0.0;
         for r in 0..2 {
-            let lf = (1.0 - lm[r] * lm[r]).sqrt();
-            z += lm[r] * self.grid.xv(g, r, F_MARKET) + lf * self.grid.xv(g, r, f_fx(c));
+            let (lm, lf) = c.loadings(r);
+            z += lm * self.grid.xv(g, r, F_MARKET) + lf * self.grid.xv(g, r, f_fx(c));
         }
         let tv = self.grid.tv[g];
-        (c.rate0().ln() + s * z - 0.5 * s * s * (tv[0] + tv[1])).exp()
+        let k2 = FX_STRESS_SCALE * FX_STRESS_SCALE;
+        (c.rate0().ln() + s * z - 0.5 * s * s * (tv[0] + k2 * tv[1])).exp()
     }
 
-    fn write_tick(&mut self, u: &Universe, i: usize, g: usize, ts: Ts, out: &mut Out) -> Result<(), GenError> {
+    fn write_tick(
+        &mut self,
+        u: &Universe,
+        i: usize,
+        g: usize,
+        ts: Ts,
+        out: &mut Out,
+    ) -> Result<(), GenError> {
         let inst = &u.insts[i];
         let stressed = self.grid.regime_at(g) == 1;
         let mut iv = None;
@@ -365,7 +399,14 @@ impl Market {
                 let s = self.spot(u, *under, g);
                 quantize(s * (1.0 + basis), inst.tick)
             }
-            Class::Option { under, strike, expiry, kind, skew, curv } => {
+            Class::Option {
+                under,
+                strike,
+                expiry,
+                kind,
+                skew,
+                curv,
+            } => {
                 let s = self.spot(u, *under, g);
                 let t = year_fraction(*expiry, ts).max(1.0 / 365.25);
                 let base = u.insts[*under].sigma;

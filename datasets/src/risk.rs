@@ -11,7 +11,8 @@
 //! instrument and without, and a limit is designed to breach only if it breaches under both.
 
 use riskflow_dataflows::formulas::{black_scholes, year_fraction};
-use riskflow_dataflows::model::{Limit, Scope, Ts};
+use riskflow_dataflows::model::{Scope, Ts};
+use serde::Serialize;
 
 use crate::market::{Market, STRESS_VOL};
 use crate::rng::Rng;
@@ -95,7 +96,10 @@ impl Tracker {
         Tracker {
             checkpoints: 0,
             acct: vec![[Range::default(); NM]; accounts.len()],
-            acct_pos: accounts.iter().map(|a| vec![Range::default(); a.book.len()]).collect(),
+            acct_pos: accounts
+                .iter()
+                .map(|a| vec![Range::default(); a.book.len()])
+                .collect(),
             desk: vec![[Range::default(); NM]; desks.len()],
             desk_pos: vec![vec![Range::default(); n]; desks.len()],
             firm: [Range::default(); NM],
@@ -108,10 +112,6 @@ impl Tracker {
             touched: Vec::new(),
             pos_buf: Vec::new(),
         }
-    }
-
-    pub fn checkpoints(&self) -> u64 {
-        self.checkpoints
     }
 
     fn prepare(&mut self, u: &Universe, m: &Market, now: Ts) {
@@ -132,13 +132,29 @@ impl Tracker {
             self.unit[i] = match &inst.class {
                 Class::Stock | Class::Index => {
                     let e = px[i] * r;
-                    Unit { e, key: i, stress: lin(e), fx: None }
+                    Unit {
+                        e,
+                        key: i,
+                        stress: lin(e),
+                        fx: None,
+                    }
                 }
                 Class::Future { under, .. } => {
                     let e = inst.mult * px[i] * r;
-                    Unit { e, key: *under, stress: lin(e), fx: None }
+                    Unit {
+                        e,
+                        key: *under,
+                        stress: lin(e),
+                        fx: None,
+                    }
                 }
-                Class::Option { under, strike, expiry, kind, .. } => {
+                Class::Option {
+                    under,
+                    strike,
+                    expiry,
+                    kind,
+                    ..
+                } => {
                     let s = px[*under];
                     let iv = m.last_iv[i];
                     let t = year_fraction(*expiry, now);
@@ -149,9 +165,17 @@ impl Tracker {
                     let e = k * g.delta * s;
                     let stress = [k * (down.price - g.price), k * (up.price - g.price), 0.0];
                     if [e, stress[0], stress[1]].iter().all(|x| x.is_finite()) {
-                        Unit { e, key: *under, stress, fx: None }
+                        Unit {
+                            e,
+                            key: *under,
+                            stress,
+                            fx: None,
+                        }
                     } else {
-                        Unit { key: *under, ..Unit::default() }
+                        Unit {
+                            key: *under,
+                            ..Unit::default()
+                        }
                     }
                 }
                 Class::Fx { base, quote } => {
@@ -210,9 +234,9 @@ impl Tracker {
         }
         for c in [Ccy::Eur, Ccy::Gbp, Ccy::Jpy] {
             let s = ccy[c as usize] * c.sigma();
-            let lm = c.market_loading()[r];
+            let (lm, lf) = c.loadings(r);
             common[F_MARKET] += s * lm;
-            common[f_fx(c)] += s * (1.0 - lm * lm).sqrt();
+            common[f_fx(c)] += s * lf;
         }
         let vs = if r == 0 { 1.0 } else { STRESS_VOL };
         let var_year = vs * vs * (common.iter().map(|x| x * x).sum::<f64>() + idio);
@@ -268,21 +292,30 @@ impl Tracker {
         }
         let n = u.insts.len();
         let mut firm_qty = vec![0.0; n];
-        for d in 0..nd {
+        for (d, &gross) in desk_gross.iter().enumerate() {
             buf.clear();
-            for i in 0..n {
-                let q = self.desk_qty[d][i];
-                self.desk_pos[d][i].update(q, first);
-                firm_qty[i] += q;
+            let (qty, pos) = (&self.desk_qty[d], &mut self.desk_pos[d]);
+            for (i, ((&q, p), f)) in qty
+                .iter()
+                .zip(pos.iter_mut())
+                .zip(firm_qty.iter_mut())
+                .enumerate()
+            {
+                p.update(q, first);
+                *f += q;
                 if q != 0.0 {
                     buf.push((i, q));
                 }
             }
             let mx = self.eval(u, &buf, regime);
-            let unnetted_conc = if desk_gross[d] > 0.0 { mx.conc * mx.gross / desk_gross[d] } else { 0.0 };
+            let unnetted_conc = if gross > 0.0 {
+                mx.conc * mx.gross / gross
+            } else {
+                0.0
+            };
             let r = &mut self.desk[d];
             for (k, x) in [
-                (GROSS, desk_gross[d]),
+                (GROSS, gross),
                 (GROSS_NETTED, mx.gross),
                 (NET, mx.net),
                 (VAR, mx.var),
@@ -303,7 +336,11 @@ impl Tracker {
         }
         let mx = self.eval(u, &buf, regime);
         let total: f64 = desk_gross.iter().sum();
-        let unnetted_conc = if total > 0.0 { mx.conc * mx.gross / total } else { 0.0 };
+        let unnetted_conc = if total > 0.0 {
+            mx.conc * mx.gross / total
+        } else {
+            0.0
+        };
         for (k, x) in [
             (GROSS, total),
             (GROSS_NETTED, mx.gross),
@@ -320,14 +357,45 @@ impl Tracker {
     }
 }
 
-#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-enum Kind {
+/// A scope-level metric.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+enum M {
     Gross,
     Net,
     Var,
     Es,
     Stress,
     Conc,
+}
+
+impl M {
+    fn name(self) -> &'static str {
+        match self {
+            M::Gross => "gross",
+            M::Net => "net",
+            M::Var => "var",
+            M::Es => "es",
+            M::Stress => "stress",
+            M::Conc => "concentration",
+        }
+    }
+
+    /// The tracked figures of this metric (netted and not, where they differ).
+    fn slots(self) -> (usize, usize) {
+        match self {
+            M::Gross => (GROSS, GROSS_NETTED),
+            M::Net => (NET, NET),
+            M::Var => (VAR, VAR),
+            M::Es => (ES, ES),
+            M::Stress => (STRESS, STRESS),
+            M::Conc => (CONC, CONC_NETTED),
+        }
+    }
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+enum Kind {
+    Metric(M),
     PosQty,
 }
 
@@ -344,27 +412,18 @@ struct Cand {
     focus: bool,
 }
 
-fn cand_of(scope: Scope, id: &str, kind: Kind, r: &[Range; NM], focus: bool) -> Cand {
-    let pair = |a: usize, b: usize| (r[a].x0.max(r[b].x0), r[a].max.min(r[b].max), r[a].max.max(r[b].max));
-    let (x0, lo_max, hi_max) = match kind {
-        Kind::Gross => pair(GROSS, GROSS_NETTED),
-        Kind::Conc => pair(CONC, CONC_NETTED),
-        Kind::Net => pair(NET, NET),
-        Kind::Var => pair(VAR, VAR),
-        Kind::Es => pair(ES, ES),
-        Kind::Stress => pair(STRESS, STRESS),
-        Kind::PosQty => unreachable!("position limits are built with pos_cand"),
-    };
-    let metric = match kind {
-        Kind::Gross => "gross",
-        Kind::Net => "net",
-        Kind::Var => "var",
-        Kind::Es => "es",
-        Kind::Stress => "stress",
-        Kind::Conc => "concentration",
-        Kind::PosQty => "position_qty",
-    };
-    Cand { scope, scope_id: id.into(), metric: metric.into(), kind, x0, lo_max, hi_max, focus }
+fn cand_of(scope: Scope, id: &str, m: M, r: &[Range; NM], focus: bool) -> Cand {
+    let (a, b) = m.slots();
+    Cand {
+        scope,
+        scope_id: id.into(),
+        metric: m.name().into(),
+        kind: Kind::Metric(m),
+        x0: r[a].x0.max(r[b].x0),
+        lo_max: r[a].max.min(r[b].max),
+        hi_max: r[a].max.max(r[b].max),
+        focus,
+    }
 }
 
 fn pos_cand(scope: Scope, id: &str, inst: &str, r: Range, focus: bool) -> Cand {
@@ -395,6 +454,19 @@ fn round_sig(x: f64, digits: i32) -> f64 {
     }
 }
 
+/// A limit record (DESIGN.md §2); written from this struct so that fields the engine's model
+/// may add later (all optional) do not change the dataset.
+#[derive(Clone, Debug, Serialize)]
+pub(crate) struct Limit {
+    pub id: String,
+    pub scope: Scope,
+    pub scope_id: String,
+    pub metric: String,
+    pub limit: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub warn_at: Option<f64>,
+}
+
 /// The limits, with the ids of those designed to breach and of those designed to reach WARN
 /// without breaching.
 pub(crate) struct LimitSet {
@@ -411,7 +483,7 @@ pub(crate) fn build_limits(
     target_breaches: usize,
     rng: &mut Rng,
 ) -> LimitSet {
-    use Kind::*;
+    use M::*;
     let mut cands = Vec::new();
     let firm = riskflow_dataflows::model::Account::DEFAULT_FIRM;
     for k in [Gross, Net, Var, Es, Stress, Conc] {
@@ -429,13 +501,30 @@ pub(crate) fn build_limits(
         mains.sort_unstable();
         mains.dedup();
         for &i in mains.iter().take(3) {
-            cands.push(pos_cand(Scope::Desk, desk.name, &u.insts[i].record.id, t.desk_pos[d][i], true));
+            cands.push(pos_cand(
+                Scope::Desk,
+                desk.name,
+                &u.insts[i].record.id,
+                t.desk_pos[d][i],
+                true,
+            ));
         }
         let biggest = (0..u.insts.len())
             .filter(|i| !mains.contains(i))
-            .max_by(|&a, &b| t.desk_pos[d][a].x0.total_cmp(&t.desk_pos[d][b].x0).then(b.cmp(&a)));
+            .max_by(|&a, &b| {
+                t.desk_pos[d][a]
+                    .x0
+                    .total_cmp(&t.desk_pos[d][b].x0)
+                    .then(b.cmp(&a))
+            });
         if let Some(i) = biggest.filter(|&i| t.desk_pos[d][i].x0 > 0.0) {
-            cands.push(pos_cand(Scope::Desk, desk.name, &u.insts[i].record.id, t.desk_pos[d][i], false));
+            cands.push(pos_cand(
+                Scope::Desk,
+                desk.name,
+                &u.insts[i].record.id,
+                t.desk_pos[d][i],
+                false,
+            ));
         }
     }
     for (a, acct) in accounts.iter().enumerate() {
@@ -460,8 +549,12 @@ pub(crate) fn build_limits(
             _ => cands.push(cand_of(Scope::Account, id, Conc, r, false)),
         }
         if a % 10 == 9 {
-            let p = (0..acct.book.len())
-                .max_by(|&x, &y| t.acct_pos[a][x].x0.total_cmp(&t.acct_pos[a][y].x0).then(y.cmp(&x)));
+            let p = (0..acct.book.len()).max_by(|&x, &y| {
+                t.acct_pos[a][x]
+                    .x0
+                    .total_cmp(&t.acct_pos[a][y].x0)
+                    .then(y.cmp(&x))
+            });
             if let Some(p) = p {
                 let inst = &u.insts[acct.book[p] as usize].record.id;
                 cands.push(pos_cand(Scope::Account, id, inst, t.acct_pos[a][p], false));
@@ -470,17 +563,28 @@ pub(crate) fn build_limits(
     }
     // A limit with nothing to measure, or a concentration of a single-underlying scope, is
     // not worth setting.
-    cands.retain(|c| c.hi_max > 0.0 && c.hi_max.is_finite() && !(c.kind == Conc && c.x0 > 0.7));
+    cands.retain(|c| {
+        c.hi_max > 0.0 && c.hi_max.is_finite() && !(c.kind == Kind::Metric(Conc) && c.x0 > 0.7)
+    });
 
     // Choose the limits that breach: eligible ones grow to at least 1.5× their start value
     // under every interpretation; accumulating accounts first, then one of each
     // (scope, metric) kind, then by growth.
     let eligible = |c: &Cand| c.lo_max >= 1.5 * c.x0 && c.lo_max > 0.0;
     let mut order: Vec<usize> = (0..cands.len()).filter(|&i| eligible(&cands[i])).collect();
-    let growth = |c: &Cand| if c.x0 > 0.0 { c.lo_max / c.x0 } else { f64::INFINITY };
+    let growth = |c: &Cand| {
+        if c.x0 > 0.0 {
+            c.lo_max / c.x0
+        } else {
+            f64::INFINITY
+        }
+    };
     order.sort_by(|&a, &b| {
         let (ca, cb) = (&cands[a], &cands[b]);
-        cb.focus.cmp(&ca.focus).then(growth(cb).total_cmp(&growth(ca))).then(a.cmp(&b))
+        cb.focus
+            .cmp(&ca.focus)
+            .then(growth(cb).total_cmp(&growth(ca)))
+            .then(a.cmp(&b))
     });
     let mut chosen = vec![false; cands.len()];
     let mut seen: Vec<(Scope, Kind)> = Vec::new();
@@ -504,7 +608,11 @@ pub(crate) fn build_limits(
     }
 
     let width = 4.max(cands.len().to_string().len());
-    let mut set = LimitSet { limits: Vec::new(), breach: Vec::new(), warn: Vec::new() };
+    let mut set = LimitSet {
+        limits: Vec::new(),
+        breach: Vec::new(),
+        warn: Vec::new(),
+    };
     for (i, c) in cands.iter().enumerate() {
         let id = format!("L-{:0width$}", set.limits.len() + 1);
         let (limit, warn_at) = if chosen[i] {
@@ -520,7 +628,7 @@ pub(crate) fn build_limits(
         } else if c.lo_max == c.hi_max && c.x0 <= 0.7 * c.hi_max && rng.chance(0.1) {
             // Reaches WARN (u = 0.9 at the peak) but never breaches.
             set.warn.push(id.clone());
-            let l = round_sig(c.hi_max / 0.9, 8);
+            let l = round_sig(c.hi_max / 0.9, 3);
             (l, if rng.chance(0.3) { Some(0.75) } else { None })
         } else {
             let l = round_sig(c.hi_max * rng.range(1.3, 2.5), 3);
@@ -531,7 +639,7 @@ pub(crate) fn build_limits(
             };
             (l, w)
         };
-        if c.kind == Conc && limit >= 1.0 {
+        if c.kind == Kind::Metric(Conc) && limit >= 1.0 {
             set.breach.retain(|b| *b != id);
             set.warn.retain(|b| *b != id);
             continue;

@@ -41,28 +41,34 @@ impl Ccy {
         [0.0, 0.075, 0.085, 0.10][self as usize]
     }
 
-    /// Loading of the currency's USD rate on the global market factor, [calm, stressed]:
-    /// the yen strengthens when equities fall.
-    pub fn market_loading(self) -> [f64; 2] {
-        match self {
-            Ccy::Usd => [0.0, 0.0],
+    /// Loadings of the currency's log USD rate on (the global market factor, its own factor)
+    /// in regime `r` (0 calm, 1 stressed). The yen strengthens when equities fall. Stressed
+    /// loadings are scaled by 0.6, so FX volatility rises 1.8× (not 3×) in stress.
+    pub fn loadings(self, r: usize) -> (f64, f64) {
+        let rho = match self {
+            Ccy::Usd => return (0.0, 0.0),
             Ccy::Eur => [0.15, 0.30],
             Ccy::Gbp => [0.20, 0.35],
             Ccy::Jpy => [-0.30, -0.55],
-        }
+        }[r];
+        let k = [1.0, FX_STRESS_SCALE][r];
+        (k * rho, k * (1.0 - rho * rho).sqrt())
     }
 }
 
+/// Scale of FX loadings in the stressed regime.
+pub(crate) const FX_STRESS_SCALE: f64 = 0.6;
+
 /// GICS-like sectors with a volatility multiplier each.
 pub(crate) const SECTORS: [(&str, f64); 11] = [
-    ("Technology", 1.25),
+    ("Technology", 1.2),
     ("Financials", 1.1),
     ("Health Care", 0.95),
-    ("Energy", 1.15),
+    ("Energy", 1.1),
     ("Industrials", 1.0),
-    ("Consumer Discretionary", 1.15),
-    ("Consumer Staples", 0.75),
-    ("Utilities", 0.7),
+    ("Consumer Discretionary", 1.1),
+    ("Consumer Staples", 0.8),
+    ("Utilities", 0.75),
     ("Materials", 1.05),
     ("Communication Services", 1.0),
     ("Real Estate", 0.9),
@@ -197,7 +203,7 @@ const INDICES: [IndexDef; 4] = [
         id: "SPX",
         ccy: Ccy::Usd,
         p0: 6850.0,
-        sigma: 0.16,
+        sigma: 0.13,
         fut_root: "ES",
         fut_mult: 50,
         fut_tick: UNIT / 4,
@@ -208,7 +214,7 @@ const INDICES: [IndexDef; 4] = [
         id: "SX5E",
         ccy: Ccy::Eur,
         p0: 5700.0,
-        sigma: 0.18,
+        sigma: 0.15,
         fut_root: "FESX",
         fut_mult: 10,
         fut_tick: UNIT,
@@ -219,7 +225,7 @@ const INDICES: [IndexDef; 4] = [
         id: "NKY",
         ccy: Ccy::Jpy,
         p0: 49000.0,
-        sigma: 0.21,
+        sigma: 0.17,
         fut_root: "NK",
         fut_mult: 1000,
         fut_tick: 10 * UNIT,
@@ -230,7 +236,7 @@ const INDICES: [IndexDef; 4] = [
         id: "UKX",
         ccy: Ccy::Gbp,
         p0: 9800.0,
-        sigma: 0.14,
+        sigma: 0.12,
         fut_root: "Z",
         fut_mult: 10,
         fut_tick: UNIT / 2,
@@ -268,9 +274,22 @@ impl Loadings {
 pub(crate) enum Class {
     Stock,
     Index,
-    Future { under: usize, basis: f64 },
-    Option { under: usize, strike: f64, expiry: Date, kind: OptionType, skew: f64, curv: f64 },
-    Fx { base: Ccy, quote: Ccy },
+    Future {
+        under: usize,
+        basis: f64,
+    },
+    Option {
+        under: usize,
+        strike: f64,
+        expiry: Date,
+        kind: OptionType,
+        skew: f64,
+        curv: f64,
+    },
+    Fx {
+        base: Ccy,
+        quote: Ccy,
+    },
 }
 
 /// One instrument with everything the generator needs to price and trade it.
@@ -320,7 +339,6 @@ impl Inst {
 pub(crate) struct Universe {
     pub insts: Vec<Inst>,
     pub stocks: Vec<usize>,
-    pub indices: Vec<usize>,
     pub futures: Vec<usize>,
     pub options: Vec<usize>,
     pub fx: Vec<usize>,
@@ -487,14 +505,18 @@ pub(crate) fn build_universe(plan: &Plan, rng: &mut Rng) -> Universe {
                 None => {
                     let k = rank - named.len() + 1;
                     let sector = rng.index(SECTORS.len());
-                    let p = (median * (0.9 * rng.normal()).exp()).clamp(median / 20.0, median * 15.0);
+                    let p =
+                        (median * (0.9 * rng.normal()).exp()).clamp(median / 20.0, median * 15.0);
                     (format!("{prefix}{k:04}{suffix}"), sector, p, false)
                 }
             };
             let tick = stock_tick(*c, p0);
             let p0 = ((p0 * UNIT as f64 / tick as f64).round() as i64).max(50) as f64 * tick as f64
                 / UNIT as f64;
-            let vol = 0.22 * SECTORS[sector].1 * (0.25 * rng.normal()).exp() * if is_named { 1.0 } else { 1.25 };
+            let vol = 0.20
+                * SECTORS[sector].1
+                * (0.2 * rng.normal()).exp()
+                * if is_named { 1.0 } else { 1.2 };
             let liq = ccy_liq / (rank as f64 + 3.0).powf(0.8) * 3.0f64.powf(0.8);
             let usd = p0 * c.rate0();
             let lots = (150_000.0 / (100.0 * usd)).clamp(1.0, 200.0);
@@ -522,7 +544,7 @@ pub(crate) fn build_universe(plan: &Plan, rng: &mut Rng) -> Universe {
                 class: Class::Stock,
                 ccy: *c,
                 mult: 1.0,
-                sigma: vol.clamp(0.12, 0.7),
+                sigma: vol.clamp(0.12, 0.6),
                 load: Some(Loadings::new(factors)),
                 p0,
                 tick,
@@ -562,7 +584,10 @@ pub(crate) fn build_universe(plan: &Plan, rng: &mut Rng) -> Universe {
                 sector: None,
             },
             json_id: json_str(&id),
-            class: Class::Future { under, basis: def.basis },
+            class: Class::Future {
+                under,
+                basis: def.basis,
+            },
             ccy: def.ccy,
             mult: def.fut_mult as f64,
             sigma: 0.0,
@@ -581,9 +606,15 @@ pub(crate) fn build_universe(plan: &Plan, rng: &mut Rng) -> Universe {
     let mut options = Vec::new();
     if plan.options > 0 {
         let mut unders: Vec<usize> = Vec::new();
-        let by_ccy = |c: Ccy| stocks.iter().copied().filter(move |&i| insts[i].ccy == c);
-        let us: Vec<usize> = by_ccy(Ccy::Usd).collect();
-        let eu: Vec<usize> = by_ccy(Ccy::Eur).collect();
+        let by_ccy = |c: Ccy| -> Vec<usize> {
+            stocks
+                .iter()
+                .copied()
+                .filter(|&i| insts[i].ccy == c)
+                .collect()
+        };
+        let us = by_ccy(Ccy::Usd);
+        let eu = by_ccy(Ccy::Eur);
         let preferred = [
             Some(indices[0]),
             Some(indices[1]),
@@ -594,7 +625,11 @@ pub(crate) fn build_universe(plan: &Plan, rng: &mut Rng) -> Universe {
             Some(indices[3]),
         ];
         unders.extend(preferred.into_iter().flatten());
-        let mut rest: Vec<usize> = stocks.iter().copied().filter(|i| !unders.contains(i)).collect();
+        let mut rest: Vec<usize> = stocks
+            .iter()
+            .copied()
+            .filter(|i| !unders.contains(i))
+            .collect();
         rest.sort_by(|&a, &b| insts[b].liq.total_cmp(&insts[a].liq).then(a.cmp(&b)));
         unders.extend(rest);
         let per = plan
@@ -610,7 +645,10 @@ pub(crate) fn build_universe(plan: &Plan, rng: &mut Rng) -> Universe {
             let (s0, ccy, is_index) = (ui.p0, ui.ccy, matches!(ui.class, Class::Index));
             let under_id = ui.record.id.clone();
             let opt_mult = if is_index {
-                INDICES.iter().find(|d| d.id == under_id).map_or(100, |d| d.opt_mult)
+                INDICES
+                    .iter()
+                    .find(|d| d.id == under_id)
+                    .map_or(100, |d| d.opt_mult)
             } else if ccy == Ccy::Gbp {
                 1000
             } else {
@@ -639,7 +677,11 @@ pub(crate) fn build_universe(plan: &Plan, rng: &mut Rng) -> Universe {
                         OptionType::Call => 'C',
                         OptionType::Put => 'P',
                     };
-                    let id = format!("{under_id}-{:02}{mo:02}{d:02}-{letter}{}", y % 100, fixed(strike));
+                    let id = format!(
+                        "{under_id}-{:02}{mo:02}{d:02}-{letter}{}",
+                        y % 100,
+                        fixed(strike)
+                    );
                     if insts.iter().rev().take(64).any(|i| i.record.id == id) {
                         continue;
                     }
@@ -659,7 +701,14 @@ pub(crate) fn build_universe(plan: &Plan, rng: &mut Rng) -> Universe {
                             sector: None,
                         },
                         json_id: json_str(&id),
-                        class: Class::Option { under: u, strike, expiry, kind, skew, curv },
+                        class: Class::Option {
+                            under: u,
+                            strike,
+                            expiry,
+                            kind,
+                            skew,
+                            curv,
+                        },
                         ccy,
                         mult: opt_mult as f64,
                         sigma: 0.0,
@@ -683,7 +732,11 @@ pub(crate) fn build_universe(plan: &Plan, rng: &mut Rng) -> Universe {
     let mut fx = Vec::new();
     for &(id, base, quote, half_spread) in &PAIRS {
         let p0 = base.rate0() / quote.rate0();
-        let tick = if quote == Ccy::Jpy { UNIT / 1000 } else { UNIT / 100_000 };
+        let tick = if quote == Ccy::Jpy {
+            UNIT / 1000
+        } else {
+            UNIT / 100_000
+        };
         fx.push(insts.len());
         insts.push(Inst {
             record: Instrument {
@@ -715,7 +768,13 @@ pub(crate) fn build_universe(plan: &Plan, rng: &mut Rng) -> Universe {
         });
     }
 
-    Universe { insts, stocks, indices, futures, options, fx }
+    Universe {
+        insts,
+        stocks,
+        futures,
+        options,
+        fx,
+    }
 }
 
 /// A desk and the instruments its accounts trade.
@@ -753,7 +812,11 @@ pub(crate) fn build_accounts(plan: &Plan, u: &Universe, rng: &mut Rng) -> (Vec<D
         names.push(("QUANT", 1.5));
     }
     let stocks_of = |cs: &[Ccy]| -> Vec<usize> {
-        u.stocks.iter().copied().filter(|&i| cs.contains(&u.insts[i].ccy)).collect()
+        u.stocks
+            .iter()
+            .copied()
+            .filter(|&i| cs.contains(&u.insts[i].ccy))
+            .collect()
     };
     let mut top: Vec<usize> = u.stocks.clone();
     top.sort_by(|&a, &b| u.insts[b].liq.total_cmp(&u.insts[a].liq).then(a.cmp(&b)));
@@ -793,11 +856,18 @@ pub(crate) fn build_accounts(plan: &Plan, u: &Universe, rng: &mut Rng) -> (Vec<D
             universe = top.clone();
         }
         let weights: Vec<f64> = universe.iter().map(|&i| u.insts[i].liq.max(0.01)).collect();
-        desks.push(Desk { name, universe, alias: Alias::new(&weights) });
+        desks.push(Desk {
+            name,
+            universe,
+            alias: Alias::new(&weights),
+        });
     }
 
     // Accounts: desks by weight, shuffled so ids do not reveal the desk.
-    let counts = apportion(plan.accounts, &names.iter().map(|n| n.1).collect::<Vec<_>>());
+    let counts = apportion(
+        plan.accounts,
+        &names.iter().map(|n| n.1).collect::<Vec<_>>(),
+    );
     let mut desk_of: Vec<usize> = Vec::with_capacity(plan.accounts);
     for (d, &n) in counts.iter().enumerate() {
         desk_of.extend(std::iter::repeat_n(d, n));
@@ -826,11 +896,17 @@ pub(crate) fn build_accounts(plan: &Plan, u: &Universe, rng: &mut Rng) -> (Vec<D
     }
 
     // Accumulating accounts.
-    let n_acc = if plan.accounts < 4 { 1 } else { (plan.accounts / 50).clamp(2, 200) };
+    let n_acc = if plan.accounts < 4 {
+        1
+    } else {
+        (plan.accounts / 50).clamp(2, 200)
+    };
     let mut eligible: Vec<usize> = (0..accts.len())
         .filter(|&a| {
-            matches!(desks[accts[a].desk].name, "EQ-US" | "EQ-EU" | "DERIV" | "MACRO")
-                && accts[a].book.len() >= 3
+            matches!(
+                desks[accts[a].desk].name,
+                "EQ-US" | "EQ-EU" | "DERIV" | "MACRO"
+            ) && accts[a].book.len() >= 3
         })
         .collect();
     rng.shuffle(&mut eligible);
@@ -838,11 +914,20 @@ pub(crate) fn build_accounts(plan: &Plan, u: &Universe, rng: &mut Rng) -> (Vec<D
     eligible.sort_unstable();
     for a in eligible {
         let acct = &mut accts[a];
-        let pos = acct
-            .book
-            .iter()
-            .position(|&i| matches!(u.insts[i as usize].class, Class::Future { .. }))
-            .unwrap_or_else(|| rng.index(acct.book.len()));
+        // Derivatives desks mostly build up a future or an option, the others a stock.
+        let derivs: Vec<usize> = (0..acct.book.len())
+            .filter(|&p| {
+                matches!(
+                    u.insts[acct.book[p] as usize].class,
+                    Class::Future { .. } | Class::Option { .. }
+                )
+            })
+            .collect();
+        let pos = if !derivs.is_empty() && rng.chance(0.7) {
+            derivs[rng.index(derivs.len())]
+        } else {
+            rng.index(acct.book.len())
+        };
         let sign = if rng.chance(0.7) { 1 } else { -1 };
         acct.main = Some((pos, sign));
         acct.activity *= 3.0;

@@ -1,0 +1,287 @@
+//! Limits end to end through the book: a scripted scenario whose exact event sequence is
+//! asserted, a price oscillating around a limit, a limit changed mid-stream, a desk breached
+//! by two accounts together, and utilisations against a batch computation.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashSet};
+use std::rc::Rc;
+
+use riskflow_dataflows::book::{book, BookConfig, BookStats};
+use riskflow_dataflows::event::{Envelope, Event, Origin};
+use riskflow_dataflows::exposure::{position_exposure, Ccy};
+use riskflow_dataflows::limits::{limits, LimitEvent, LimitState, LimitStates, LimitsConfig, MetricUpdate};
+use riskflow_dataflows::model::*;
+use timely::dataflow::operators::vec::{Map, ToStream};
+use timely::dataflow::operators::Inspect;
+use timely::dataflow::InputHandleVec;
+
+fn f(x: f64) -> Fixed {
+    Fixed::from_f64(x).unwrap()
+}
+
+fn tick(ts: Ts, instrument: &str, price: f64) -> Event {
+    Event::Tick(Tick { ts, instrument: instrument.into(), price: f(price), bid: None, ask: None, iv: None })
+}
+
+fn delta(id: &str, ts: Ts, account: &str, instrument: &str, qty: f64) -> Event {
+    Event::Delta(Delta { id: id.into(), ts, account: account.into(), instrument: instrument.into(), qty: f(qty) })
+}
+
+fn limit(id: &str, scope: Scope, scope_id: &str, metric: &str, value: f64) -> Limit {
+    Limit {
+        id: id.into(),
+        scope,
+        scope_id: scope_id.into(),
+        metric: metric.into(),
+        limit: value,
+        warn_at: None,
+        hard: None,
+        action: None,
+        enabled: None,
+    }
+}
+
+fn reference() -> Vec<Event> {
+    let inst = |s: &str| Event::Instrument(serde_json::from_str(s).unwrap());
+    vec![
+        inst(r#"{"id":"AAPL","asset_class":"equity","currency":"USD","multiplier":1}"#),
+        inst(r#"{"id":"SAP","asset_class":"equity","currency":"EUR","multiplier":1}"#),
+        inst(r#"{"id":"EURUSD","asset_class":"fx","currency":"USD","multiplier":1,"base":"EUR","quote":"USD"}"#),
+        Event::Account(Account { id: "A1".into(), desk: "D1".into(), firm: None }),
+        Event::Account(Account { id: "A2".into(), desk: "D1".into(), firm: None }),
+        Event::Account(Account { id: "A3".into(), desk: "D2".into(), firm: None }),
+    ]
+}
+
+struct Run {
+    events: Vec<LimitEvent>,
+    states: Vec<(String, LimitState, f64)>,
+}
+
+/// Book and limits on one worker; events are sent at their event time, one step each.
+fn run(events: Vec<(Ts, Event)>, workers: usize) -> Run {
+    let guards = timely::execute(timely::Config::process(workers), move |worker| {
+        let mut input = InputHandleVec::<Ts, Envelope>::new();
+        let out = Rc::new(RefCell::new(Vec::new()));
+        let states: LimitStates = Rc::default();
+        let o = out.clone();
+        worker.dataflow::<Ts, _, _>(|scope| {
+            let stream = input.to_stream(scope);
+            let defs = stream.clone().flat_map(|e| match e.event {
+                Event::Limit(l) => Some(l),
+                _ => None,
+            });
+            let config = BookConfig { snapshot_interval: 1_000_000, base_ccy: Ccy::USD, rate: 0.0 };
+            let b = book(stream, config, Rc::new(RefCell::new(BookStats::default())));
+            let metrics = Vec::<MetricUpdate>::new().to_stream(scope);
+            limits(b.live, defs, metrics, LimitsConfig::default(), Ccy::USD, states.clone())
+                .inspect(move |e| o.borrow_mut().push(e.clone()));
+        });
+        if worker.index() == 0 {
+            for e in reference() {
+                input.send(Envelope { event: e, origin: Origin::Engine, ingest_ns: 0 });
+            }
+            for (time, e) in events.iter().cloned() {
+                if time > *input.time() {
+                    input.advance_to(time);
+                }
+                input.send(Envelope { event: e, origin: Origin::Engine, ingest_ns: 0 });
+                worker.step();
+            }
+        }
+        drop(input);
+        while worker.step() {}
+        let result = (out.take(), states.borrow().clone());
+        result
+    })
+    .unwrap();
+    let mut run = Run { events: Vec::new(), states: Vec::new() };
+    for r in guards.join() {
+        let (e, s) = r.unwrap();
+        run.events.extend(e);
+        run.states.extend(s);
+    }
+    run.states.sort_by(|a, b| a.0.cmp(&b.0));
+    run
+}
+
+/// (ts, limit, state, prev) of breach events; (ts, scope id, state, prev) of actions.
+fn sequence(events: &[LimitEvent]) -> Vec<String> {
+    events
+        .iter()
+        .map(|e| match e {
+            LimitEvent::Breach(b) => {
+                format!("{} {} {:?}->{:?}", b.ts, b.limit_id, b.prev_state, b.state)
+            }
+            LimitEvent::Action(a) => format!("{} {} {:?}->{:?}", a.ts, a.scope_id, a.prev_state, a.state),
+        })
+        .collect()
+}
+
+#[test]
+fn scripted_scenario_yields_exactly_these_events() {
+    use Scope::*;
+    let mut events = vec![
+        (1, Event::Limit(limit("L1", Account, "A1", "gross", 1000.0))),
+        (1, Event::Limit(limit("L2", Desk, "D1", "gross", 1300.0))),
+        (1, tick(1, "AAPL", 10.0)),
+        (10, delta("f1", 10, "A1", "AAPL", 50.0)), // A1 500: OK
+        (20, delta("f2", 20, "A1", "AAPL", 35.0)), // A1 850: WARN
+        (30, tick(30, "AAPL", 12.0)),              // A1 1020: BREACH, REDUCING; D1 1020/1300 OK
+        (40, delta("f3", 40, "A2", "AAPL", 30.0)), // D1 1380/1300: BREACH by two accounts
+        (50, tick(50, "AAPL", 11.9)),              // A1 1011.5, D1 1368.5: still BREACH
+    ];
+    // Oscillating around A1's limit, never below 1 − hysteresis: no event at all.
+    for (i, p) in [11.7, 11.8, 11.6, 11.9, 11.5, 11.75].iter().enumerate() {
+        events.push((60 + i as Ts, tick(60 + i as Ts, "AAPL", *p)));
+    }
+    events.push((70, tick(70, "AAPL", 11.0))); // A1 935 = 0.935: clears to WARN, ACTIVE; D1 0.973 stays
+    for (i, p) in [11.3, 11.0, 11.4, 11.1].iter().enumerate() {
+        events.push((80 + i as Ts, tick(80 + i as Ts, "AAPL", *p))); // A1 WARN, D1 BREACH: no event
+    }
+    let mut raised = limit("L1", Account, "A1", "gross", 2000.0);
+    raised.warn_at = Some(0.9);
+    events.push((100, Event::Limit(raised))); // A1 85 × 11.1 = 943.5 / 2000: OK
+    events.push((110, delta("f4", 110, "A2", "AAPL", -30.0))); // D1 85 × 11.1 = 943.5: OK, ACTIVE
+    events.push((120, delta("f4", 120, "A2", "AAPL", -30.0))); // duplicate: nothing
+
+    let out = run(events, 1);
+    assert_eq!(
+        sequence(&out.events),
+        vec![
+            "20 L1 Ok->Warn",
+            "30 L1 Warn->Breach",
+            "30 A1 Active->Reducing",
+            "40 L2 Ok->Breach",
+            "40 D1 Active->Reducing",
+            "70 L1 Breach->Warn",
+            "70 A1 Reducing->Active",
+            "100 L1 Warn->Ok",
+            "110 L2 Breach->Ok",
+            "110 D1 Reducing->Active",
+        ]
+    );
+    let LimitEvent::Breach(b) = &out.events[1] else { panic!() };
+    assert_eq!((b.value, b.limit, b.utilisation), (1020.0, 1000.0, 1.02));
+    assert_eq!(b.scope, Account);
+    assert_eq!(out.states, vec![("L1".into(), LimitState::Ok, 943.5 / 2000.0), ("L2".into(), LimitState::Ok, 943.5 / 1300.0)]);
+}
+
+#[test]
+fn removed_limits_stop_and_halting_limits_halt() {
+    use Scope::*;
+    let mut hard = limit("H", Firm, "FIRM", "net", 100.0);
+    hard.action = Some(TradingState::Halted);
+    let mut soft = limit("S", Account, "A3", "position_qty:SAP", 5.0);
+    soft.hard = Some(false);
+    let mut removed = hard.clone();
+    removed.enabled = Some(false);
+    let events = vec![
+        (1, Event::Limit(hard)),
+        (1, Event::Limit(soft)),
+        (1, tick(1, "SAP", 10.0)),
+        (1, tick(1, "EURUSD", 1.5)),
+        (10, delta("a", 10, "A3", "SAP", 6.0)), // qty 6 > 5: S BREACH (soft: no action); net 90 USD: H WARN
+        (20, tick(20, "EURUSD", 2.0)),          // net 120: H BREACH, firm HALTED
+        (30, Event::Limit(removed)),            // H removed: firm ACTIVE again
+        (40, tick(40, "EURUSD", 3.0)),          // no H any more: nothing
+    ];
+    let out = run(events, 1);
+    assert_eq!(
+        sequence(&out.events),
+        vec!["10 S Ok->Breach", "10 H Ok->Warn", "20 H Warn->Breach", "20 FIRM Active->Halted", "30 FIRM Halted->Active"]
+    );
+}
+
+#[test]
+fn utilisations_equal_a_batch_computation_with_two_workers() {
+    // Seeded linear book: three accounts, AAPL and SAP, prices and EURUSD moving.
+    let mut state: u64 = 42;
+    let mut next = || {
+        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (state >> 33) as f64 / (1u64 << 31) as f64
+    };
+    let mut events = vec![
+        (1, tick(1, "AAPL", 100.0)),
+        (1, tick(1, "SAP", 50.0)),
+        (1, tick(1, "EURUSD", 1.1)),
+    ];
+    let accounts = ["A1", "A2", "A3"];
+    let mut limits_defs = Vec::new();
+    for (i, a) in accounts.iter().enumerate() {
+        limits_defs.push(limit(&format!("G{i}"), Scope::Account, a, "gross", 50_000.0));
+        limits_defs.push(limit(&format!("N{i}"), Scope::Account, a, "net", 20_000.0));
+        limits_defs.push(limit(&format!("C{i}"), Scope::Account, a, "concentration", 0.9));
+    }
+    limits_defs.push(limit("D1", Scope::Desk, "D1", "gross", 80_000.0));
+    limits_defs.push(limit("F", Scope::Firm, "FIRM", "net", 40_000.0));
+    limits_defs.push(limit("Q", Scope::Desk, "D2", "position_qty:SAP", 300.0));
+    for l in &limits_defs {
+        events.push((1, Event::Limit(l.clone())));
+    }
+    for n in 0..600 {
+        let ts = 10 + n as Ts;
+        let r = next();
+        if r < 0.3 {
+            let (inst, base) = [("AAPL", 100.0), ("SAP", 50.0), ("EURUSD", 1.1)][(next() * 3.0) as usize % 3];
+            let p = (base * (0.8 + 0.4 * next()) * 1e4f64).round() / 1e4;
+            events.push((ts, tick(ts, inst, p)));
+        } else {
+            let a = accounts[(next() * 3.0) as usize % 3];
+            let inst = if next() < 0.5 { "AAPL" } else { "SAP" };
+            let q = ((next() - 0.5) * 200.0).round();
+            events.push((ts, delta(&format!("d{n}"), ts, a, inst, q)));
+        }
+    }
+    let out = run(events.clone(), 2);
+
+    // Batch: final positions and last prices, straight from the events.
+    let mut qty: BTreeMap<(&str, &str), f64> = BTreeMap::new();
+    let mut last: BTreeMap<&str, f64> = BTreeMap::new();
+    let mut seen = HashSet::new();
+    for (_, e) in &events {
+        match e {
+            Event::Tick(t) => {
+                last.insert(&t.instrument, t.price.to_f64());
+            }
+            Event::Delta(d) if seen.insert(&d.id) => *qty.entry((&d.account, &d.instrument)).or_default() += d.qty.to_f64(),
+            _ => {}
+        }
+    }
+    let desk = |a: &str| if a == "A3" { "D2" } else { "D1" };
+    let inst_def = |i: &str| -> Instrument {
+        serde_json::from_str(&format!(r#"{{"id":"{i}","asset_class":"equity","currency":"{}","multiplier":1}}"#, if i == "SAP" { "EUR" } else { "USD" })).unwrap()
+    };
+    let exposure = |a: &str, i: &str| -> f64 {
+        let q = qty.get(&(a, i)).copied().unwrap_or(0.0);
+        let e = position_exposure(&inst_def(i), f(q), f(last[i]), None, 0, 0.0).unwrap();
+        let rate = if i == "SAP" { last["EURUSD"] } else { 1.0 };
+        e.delta.nanos as f64 / 1e9 * rate
+    };
+    let in_scope = |scope: Scope, id: &str, a: &str| match scope {
+        Scope::Account => a == id,
+        Scope::Desk => desk(a) == id,
+        Scope::Firm => true,
+    };
+    for l in &limits_defs {
+        let exposures: Vec<(&str, f64)> = accounts
+            .iter()
+            .filter(|a| in_scope(l.scope, &l.scope_id, a))
+            .flat_map(|a| ["AAPL", "SAP"].map(|i| (i, exposure(a, i))))
+            .collect();
+        let gross: f64 = exposures.iter().map(|(_, e)| e.abs()).sum();
+        let value = match l.metric.as_str() {
+            "gross" => gross,
+            "net" => exposures.iter().map(|(_, e)| e).sum(),
+            "concentration" => ["AAPL", "SAP"]
+                .iter()
+                .map(|u| exposures.iter().filter(|(i, _)| i == u).map(|(_, e)| e).sum::<f64>().abs())
+                .fold(0.0, f64::max)
+                / gross,
+            _ => accounts.iter().filter(|a| in_scope(l.scope, &l.scope_id, a)).map(|a| qty.get(&(*a, "SAP")).copied().unwrap_or(0.0)).sum(),
+        };
+        let expected = value.abs() / l.limit;
+        let (_, _, got) = out.states.iter().find(|(id, _, _)| *id == l.id).expect("limit state");
+        assert!((got - expected).abs() <= 1e-12 * expected.max(1.0), "{}: {got} vs {expected}", l.id);
+    }
+}

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Runs every test of riskflow on a fresh machine: formatting, clippy, the Rust unit, property
+# and integration tests, the benches' compilation, and the end-to-end suite that runs the
+# release binary and reads its output back with independent readers (DuckDB, pyarrow).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/setup.sh
+
+step() { printf '\n== %s\n' "$*" >&2; }
+
+step "format"
+cargo fmt --all --check
+step "clippy"
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+step "release build"
+cargo build --release --quiet --bin riskflow
+step "rust tests"
+cargo test --workspace
+step "end-to-end tests (real binary, DuckDB and pyarrow readers)"
+RISKFLOW_BIN="$PWD/target/release/riskflow" "$RISKFLOW_PY" -m pytest -q tests/e2e
