@@ -112,7 +112,7 @@ impl Config {
             problems.push("engine.epoch must be positive".to_owned());
         }
         let interval = self.risk.snapshot_interval.as_nanos();
-        if interval == 0 || (epoch > 0 && interval % epoch != 0) {
+        if interval == 0 || (epoch > 0 && !interval.is_multiple_of(epoch)) {
             problems.push(format!(
                 "risk.snapshot_interval ({:?}) must be a positive multiple of engine.epoch ({:?})",
                 self.risk.snapshot_interval, self.engine.epoch
@@ -182,7 +182,8 @@ mod tests {
 
     #[test]
     fn every_problem_is_reported() {
-        let c: Config = toml::from_str("[engine]\nworkers = 0\nepoch = \"7ms\"\n[risk]\nbase_currency = \"dollars\"\n").unwrap();
+        let c: Config =
+            toml::from_str("[engine]\nworkers = 0\nepoch = \"7ms\"\n[risk]\nbase_currency = \"dollars\"\n").unwrap();
         let err = c.validate().unwrap_err().to_string();
         assert!(err.contains("engine.workers"), "{err}");
         assert!(err.contains("multiple of engine.epoch"), "{err}");

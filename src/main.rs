@@ -1,6 +1,7 @@
 //! The `riskflow` command: `run` (the engine), `gen` (datasets).
 
 mod config;
+mod recon;
 mod run;
 mod sample;
 mod summary;
@@ -25,6 +26,27 @@ enum Command {
     Run(RunArgs),
     /// Generate a dataset.
     Gen(GenArgs),
+    /// Recompute the snapshot tables in batch from the raw inputs and compare.
+    Recon(ReconArgs),
+}
+
+#[derive(Args)]
+struct ReconArgs {
+    /// Dataset directory the snapshots were computed from (default: the bundled sample).
+    #[arg(long)]
+    input: Option<PathBuf>,
+    /// Output directory of the run whose snapshots to check.
+    #[arg(long, default_value = "out")]
+    snapshots: PathBuf,
+    /// Largest accepted |snapshot − batch| / max(|snapshot|, |batch|, 1).
+    #[arg(long, default_value_t = 1e-9)]
+    tolerance: f64,
+    /// The run's configuration (base currency, rate).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Also write the full comparison as JSON.
+    #[arg(long)]
+    report: Option<PathBuf>,
 }
 
 #[derive(Args, Default)]
@@ -97,6 +119,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command.unwrap_or(Command::Run(RunArgs::default())) {
         Command::Run(args) => run(args),
         Command::Gen(args) => gen(args),
+        Command::Recon(args) => recon(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -146,7 +169,36 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     let summary = run::run(opts)?;
     println!("{summary}");
     if let Some(path) = args.summary_json {
-        std::fs::write(&path, serde_json::to_vec_pretty(&summary)?).with_context(|| format!("writing {}", path.display()))?;
+        std::fs::write(&path, serde_json::to_vec_pretty(&summary)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
+fn recon(args: ReconArgs) -> anyhow::Result<()> {
+    let config = match &args.config {
+        Some(path) => Config::load(path)?,
+        None => Config::default(),
+    };
+    let input = match args.input {
+        Some(dir) => dir,
+        None => sample::materialise().context("writing the bundled sample to a temp dir")?,
+    };
+    let opts = recon::ReconOptions {
+        input,
+        snapshots: args.snapshots,
+        tolerance: args.tolerance,
+        base_ccy: riskflow_dataflows::exposure::Ccy::parse(&config.risk.base_currency).context("base currency")?,
+        rate: config.risk.rate,
+    };
+    let report = recon::recon(&opts)?;
+    println!("{report}");
+    if let Some(path) = args.report {
+        std::fs::write(&path, serde_json::to_vec_pretty(&report)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    if !report.ok {
+        anyhow::bail!("snapshots disagree with the batch recomputation");
     }
     Ok(())
 }

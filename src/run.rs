@@ -22,16 +22,17 @@ use riskflow_connectors::dead_letter;
 use riskflow_connectors::jsonl::JsonlFile;
 use riskflow_connectors::parquet::{snapshot_tables, SnapshotWriter};
 use riskflow_connectors::replay::Replay;
-use riskflow_dataflows::book::{book, BookConfig, BookStats};
+use riskflow_dataflows::book::{BookConfig, BookStats};
 use riskflow_dataflows::clock::now_ns;
+use riskflow_dataflows::engine::{engine, EngineConfig};
 use riskflow_dataflows::event::{DeadLetter, Envelope, Event, Origin};
 use riskflow_dataflows::exposure::Ccy;
-use riskflow_dataflows::limits::{limits, LimitEvent, LimitState, LimitStates, LimitsConfig, MetricUpdate};
+use riskflow_dataflows::limits::{LimitEvent, LimitState, LimitsConfig};
 use riskflow_dataflows::model::Ts;
 use riskflow_dataflows::snapshot::{assemble_snapshots, Snapshot, SnapshotPart};
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::generic::Operator;
-use timely::dataflow::operators::vec::{Map, ToStream};
+use timely::dataflow::operators::vec::Map;
 use timely::dataflow::operators::{Concat, Probe};
 use timely::dataflow::{InputHandleVec, ProbeHandle};
 
@@ -93,15 +94,17 @@ fn new_histogram() -> Histogram<u64> {
 pub fn run(opts: RunOptions) -> anyhow::Result<Summary> {
     std::fs::create_dir_all(&opts.out).with_context(|| format!("creating {}", opts.out.display()))?;
     let base_ccy = Ccy::parse(&opts.config.risk.base_currency).context("base currency")?;
-    let book_config = BookConfig {
-        snapshot_interval: opts.config.risk.snapshot_interval.as_nanos() as Ts,
-        base_ccy,
-        rate: opts.config.risk.rate,
-    };
-    let limits_config = LimitsConfig {
-        warn_at: opts.config.limits.warn_at,
-        hysteresis: opts.config.limits.hysteresis,
-        breach_action: opts.config.limits.breach_action,
+    let engine_config = EngineConfig {
+        book: BookConfig {
+            snapshot_interval: opts.config.risk.snapshot_interval.as_nanos() as Ts,
+            base_ccy,
+            rate: opts.config.risk.rate,
+        },
+        limits: LimitsConfig {
+            warn_at: opts.config.limits.warn_at,
+            hysteresis: opts.config.limits.hysteresis,
+            breach_action: opts.config.limits.breach_action,
+        },
     };
     let failure: Arc<Mutex<Option<String>>> = Arc::default();
     let started = Instant::now();
@@ -122,29 +125,16 @@ pub fn run(opts: RunOptions) -> anyhow::Result<Summary> {
         let mut input = InputHandleVec::<Ts, Envelope>::new();
         let mut dead_input = InputHandleVec::<Ts, DeadLetter>::new();
         let probe = ProbeHandle::new();
-        let stats = Rc::new(RefCell::new(BookStats::default()));
-        let limit_states: LimitStates = Rc::default();
+        let mut handles = None;
         let latency = Rc::new(RefCell::new(new_histogram()));
         let breach_latency = Rc::new(RefCell::new(new_histogram()));
         let snapshots = Rc::new(RefCell::new(Vec::new()));
         let dead_count = Rc::new(RefCell::new(0u64));
 
         worker.dataflow::<Ts, _, _>(|scope| {
-            let events = input.to_stream(scope);
-            let definitions = events.clone().flat_map(|env| match env.event {
-                Event::Limit(limit) => Some(limit),
-                _ => None,
-            });
-            let streams = book(events, book_config.clone(), stats.clone());
-            let no_metrics = Vec::<MetricUpdate>::new().to_stream(scope);
-            let limit_events = limits(
-                streams.live.clone(),
-                definitions,
-                no_metrics,
-                limits_config.clone(),
-                base_ccy,
-                limit_states.clone(),
-            );
+            let engine = engine(input.to_stream(scope), &engine_config);
+            handles = Some((engine.stats.clone(), engine.limit_states.clone()));
+            let (streams, limit_events) = (engine.book, engine.limit_events);
 
             // The live output follows the input frontier: the source paces itself on it.
             let hist = latency.clone();
@@ -197,8 +187,10 @@ pub fn run(opts: RunOptions) -> anyhow::Result<Summary> {
                 LimitEvent::Breach(b) => SnapshotPart::Breach(b),
                 LimitEvent::Action(a) => SnapshotPart::Action(a),
             });
-            assemble_snapshots(streams.snapshots.concat(event_parts))
-                .sink(Pipeline, "ParquetSnapshots", move |(input, _)| {
+            assemble_snapshots(streams.snapshots.concat(event_parts)).sink(
+                Pipeline,
+                "ParquetSnapshots",
+                move |(input, _)| {
                     input.for_each(|_, data| {
                         for snap in data.drain(..) {
                             if let Err(e) = writer.write(snap.as_of, snapshot_tables(&snap)) {
@@ -208,14 +200,15 @@ pub fn run(opts: RunOptions) -> anyhow::Result<Summary> {
                             kept.borrow_mut().push(snap);
                         }
                     });
-                });
+                },
+            );
 
             let mut file = (index == 0).then(|| JsonlFile::create(&opts.out.join("dead-letter.jsonl")));
             let counted = dead_count.clone();
-            dead_input
-                .to_stream(scope)
-                .concat(streams.dead)
-                .sink(Exchange::new(|_: &DeadLetter| 0), "DeadLetterFile", move |(input, frontier)| {
+            dead_input.to_stream(scope).concat(streams.dead).sink(
+                Exchange::new(|_: &DeadLetter| 0),
+                "DeadLetterFile",
+                move |(input, frontier)| {
                     input.for_each(|_, data| {
                         for d in data.drain(..) {
                             *counted.borrow_mut() += 1;
@@ -237,7 +230,8 @@ pub fn run(opts: RunOptions) -> anyhow::Result<Summary> {
                             }
                         }
                     }
-                });
+                },
+            );
         });
 
         let counts = match drive_replay(worker, opts, index, peers, &mut input, &mut dead_input, &probe) {
@@ -250,6 +244,7 @@ pub fn run(opts: RunOptions) -> anyhow::Result<Summary> {
         drop(input);
         drop(dead_input);
         while worker.step_or_park(None) {}
+        let (stats, limit_states) = handles.expect("dataflow built");
         let book = stats.borrow().clone();
         let result = WorkerResult {
             counts,

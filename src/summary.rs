@@ -201,7 +201,8 @@ impl Latency {
 pub fn format_ts(ts: Ts) -> String {
     let date = Date::of_ts(ts);
     let ns = ts % DAY_NS;
-    let (h, m, s, ms) = (ns / 3_600_000_000_000, ns / 60_000_000_000 % 60, ns / 1_000_000_000 % 60, ns / 1_000_000 % 1000);
+    let (h, m, s, ms) =
+        (ns / 3_600_000_000_000, ns / 60_000_000_000 % 60, ns / 1_000_000_000 % 60, ns / 1_000_000 % 1000);
     format!("{date} {h:02}:{m:02}:{s:02}.{ms:03}")
 }
 
@@ -229,7 +230,12 @@ impl fmt::Display for Summary {
         writeln!(
             f,
             "records read   {} (instruments {}, accounts {}, limits {}, ticks {}, deltas {})",
-            r.records(), r.instruments, r.accounts, r.limits, r.ticks, r.deltas
+            r.records(),
+            r.instruments,
+            r.accounts,
+            r.limits,
+            r.ticks,
+            r.deltas
         )?;
         writeln!(
             f,
@@ -237,7 +243,13 @@ impl fmt::Display for Summary {
             self.dead_letters, r.rejected, self.out, self.duplicates, r.late
         )?;
         match self.as_of {
-            Some(as_of) => writeln!(f, "snapshots      {} written to {} (last as of {})", self.snapshots, self.out, format_ts(as_of))?,
+            Some(as_of) => writeln!(
+                f,
+                "snapshots      {} written to {} (last as of {})",
+                self.snapshots,
+                self.out,
+                format_ts(as_of)
+            )?,
             None => writeln!(f, "snapshots      none (no positions)")?,
         }
         if self.unpriced_positions > 0 {
@@ -271,8 +283,14 @@ impl fmt::Display for Summary {
             writeln!(
                 f,
                 "  {} {:<10} {} {:<10} {:<14} {:>6.1}%  {} → {}",
-                format_ts(b.ts), b.limit_id, b.scope.as_str(), b.scope_id, b.metric, b.utilisation * 100.0,
-                b.prev_state.as_str(), b.state.as_str()
+                format_ts(b.ts),
+                b.limit_id,
+                b.scope.as_str(),
+                b.scope_id,
+                b.metric,
+                b.utilisation * 100.0,
+                b.prev_state.as_str(),
+                b.state.as_str()
             )?;
         }
         let d = &m.detection_latency;

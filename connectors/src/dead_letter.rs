@@ -51,4 +51,3 @@ pub fn to_json(d: &DeadLetter) -> String {
     }
     serde_json::to_string(&line).expect("dead letters serialise")
 }
-

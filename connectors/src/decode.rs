@@ -53,8 +53,8 @@ pub fn validate_limit(l: &Limit) -> Result<(), String> {
         }
     }
     let known = ["gross", "net", "var", "es", "stress", "concentration"];
-    let ok = known.contains(&l.metric.as_str())
-        || l.metric.strip_prefix("position_qty:").is_some_and(|i| !i.is_empty());
+    let ok =
+        known.contains(&l.metric.as_str()) || l.metric.strip_prefix("position_qty:").is_some_and(|i| !i.is_empty());
     if !ok {
         return Err(format!("unknown limit metric {:?}", l.metric));
     }
@@ -84,6 +84,8 @@ mod tests {
             .contains("more than 8 decimal places"));
         assert!(r(Kind::Limit, r#"{"id":"L","scope":"desk","scope_id":"D","metric":"vol","limit":1}"#)
             .contains("unknown limit metric"));
-        assert!(r(Kind::Delta, r#"{"id":"F","ts":-1,"account":"A","instrument":"X","qty":1}"#).contains("invalid value"));
+        assert!(
+            r(Kind::Delta, r#"{"id":"F","ts":-1,"account":"A","instrument":"X","qty":1}"#).contains("invalid value")
+        );
     }
 }

@@ -55,7 +55,10 @@ impl Table {
     /// An event-time column (timestamp[ns, UTC]).
     pub fn timestamp(self, name: &str, values: impl Iterator<Item = Ts>) -> Table {
         let array = TimestampNanosecondArray::from_iter_values(values.map(|t| t as i64)).with_timezone("UTC");
-        self.push(Field::new(name, DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into())), false), Arc::new(array))
+        self.push(
+            Field::new(name, DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into())), false),
+            Arc::new(array),
+        )
     }
 
     pub fn i64(self, name: &str, values: impl Iterator<Item = i64>) -> Table {
@@ -179,7 +182,9 @@ impl SnapshotWriter {
         let marker_dir = self.out.join("_snapshots").join(as_of.to_string());
         std::fs::create_dir_all(&marker_dir).map_err(ConnectorError::io(&marker_dir))?;
         let manifest = serde_json::to_vec_pretty(&written).expect("manifest serialises");
-        write_atomic(&marker_dir.join("_SUCCESS"), |f| f.write_all(&manifest).map_err(ConnectorError::io(&marker_dir)))?;
+        write_atomic(&marker_dir.join("_SUCCESS"), |f| {
+            f.write_all(&manifest).map_err(ConnectorError::io(&marker_dir))
+        })?;
         Ok(written)
     }
 }
@@ -197,10 +202,7 @@ fn write_parquet(path: &Path, batch: RecordBatch) -> Result<(), ConnectorError> 
 
 /// Writes `path` under a temporary name, fsyncs it, renames it into place and fsyncs the
 /// directory, so the file appears whole or not at all.
-fn write_atomic(
-    path: &Path,
-    body: impl FnOnce(&mut File) -> Result<(), ConnectorError>,
-) -> Result<(), ConnectorError> {
+fn write_atomic(path: &Path, body: impl FnOnce(&mut File) -> Result<(), ConnectorError>) -> Result<(), ConnectorError> {
     let dir = path.parent().expect("a file has a directory");
     let tmp = dir.join(format!(".{}.tmp", path.file_name().and_then(|n| n.to_str()).unwrap_or("file")));
     let mut file = File::create(&tmp).map_err(ConnectorError::io(&tmp))?;
@@ -210,4 +212,75 @@ fn write_atomic(
     std::fs::rename(&tmp, path).map_err(ConnectorError::io(path))?;
     File::open(dir).and_then(|d| d.sync_all()).map_err(ConnectorError::io(dir))?;
     Ok(())
+}
+
+/// A table read back from Parquet: column names and, per row, each column as text (keys)
+/// or number (values), as reconciliation compares them.
+#[derive(Debug, Default)]
+pub struct ReadTable {
+    pub columns: Vec<String>,
+    pub rows: Vec<Vec<Cell>>,
+}
+
+/// One cell of a [`ReadTable`].
+#[derive(Clone, Debug, PartialEq)]
+pub enum Cell {
+    Text(String),
+    Number(Option<f64>),
+}
+
+impl Cell {
+    pub fn text(&self) -> &str {
+        match self {
+            Cell::Text(s) => s,
+            Cell::Number(_) => "",
+        }
+    }
+
+    pub fn number(&self) -> Option<f64> {
+        match self {
+            Cell::Number(n) => *n,
+            Cell::Text(_) => None,
+        }
+    }
+}
+
+/// Reads a Parquet file written by [`SnapshotWriter`]: strings as text; doubles, integers,
+/// timestamps and decimals as numbers.
+pub fn read_table(path: &Path) -> Result<ReadTable, ConnectorError> {
+    use arrow_array::Array;
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    let err = |source| ConnectorError::Parquet { path: path.display().to_string(), source };
+    let file = File::open(path).map_err(ConnectorError::io(path))?;
+    let reader = ParquetRecordBatchReaderBuilder::try_new(file).map_err(err)?.build().map_err(err)?;
+    let mut table = ReadTable::default();
+    for batch in reader {
+        let batch = batch?;
+        if table.columns.is_empty() {
+            table.columns = batch.schema().fields().iter().map(|f| f.name().clone()).collect();
+        }
+        let mut rows = vec![Vec::with_capacity(batch.num_columns()); batch.num_rows()];
+        for column in batch.columns() {
+            let any = column.as_any();
+            for (i, row) in rows.iter_mut().enumerate() {
+                let null = column.is_null(i);
+                let cell = if let Some(a) = any.downcast_ref::<StringArray>() {
+                    Cell::Text(a.value(i).to_owned())
+                } else if let Some(a) = any.downcast_ref::<Float64Array>() {
+                    Cell::Number((!null).then(|| a.value(i)))
+                } else if let Some(a) = any.downcast_ref::<Int64Array>() {
+                    Cell::Number((!null).then(|| a.value(i) as f64))
+                } else if let Some(a) = any.downcast_ref::<TimestampNanosecondArray>() {
+                    Cell::Number((!null).then(|| a.value(i) as f64))
+                } else if let Some(a) = any.downcast_ref::<Decimal128Array>() {
+                    Cell::Number((!null).then(|| a.value(i) as f64 / 1e8))
+                } else {
+                    Cell::Number(None)
+                };
+                row.push(cell);
+            }
+        }
+        table.rows.extend(rows);
+    }
+    Ok(table)
 }

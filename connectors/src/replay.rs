@@ -127,12 +127,7 @@ impl Replay {
             Some(Err(_)) => Some(0),
             None => None,
         };
-        let pick = self
-            .streams
-            .iter()
-            .enumerate()
-            .filter_map(|(i, (_, head))| key(head).map(|k| (k, i)))
-            .min();
+        let pick = self.streams.iter().enumerate().filter_map(|(i, (_, head))| key(head).map(|k| (k, i))).min();
         let Some((_, i)) = pick else { return Ok(None) };
         let (lines, head) = &mut self.streams[i];
         let next = lines.next()?;

@@ -524,7 +524,8 @@ impl State {
         let base = Ccy::parse(&instr.def.currency).unwrap_or(self.config.base_ccy);
         let mut emit = |ccy: Ccy, change: Sums, qty: i64| {
             let (instrument, underlying) = (instr.key, instr.underlying_key);
-            let change = PositionChange { account, desk, firm, instrument, underlying, ccy, change, qty, ts, ingest_ns };
+            let change =
+                PositionChange { account, desk, firm, instrument, underlying, ccy, change, qty, ts, ingest_ns };
             live.push(LiveUpdate::Position(change));
         };
         let old_sums = old.as_ref().map(Sums::of_exposure).unwrap_or_default();
@@ -568,7 +569,13 @@ impl State {
         }
         let def = &self.instrs[*self.rate_sources.get(&ccy)?];
         let price = if settled { def.settled.price } else { def.live.price }?.to_f64();
-        rate_from_pair(def.def.base.as_deref()?, def.def.quote.as_deref()?, price, ccy.as_str(), self.config.base_ccy.as_str())
+        rate_from_pair(
+            def.def.base.as_deref()?,
+            def.def.quote.as_deref()?,
+            price,
+            ccy.as_str(),
+            self.config.base_ccy.as_str(),
+        )
     }
 
     /// This worker's part of the snapshot at `as_of`, from the settled state.

@@ -26,7 +26,9 @@ pub enum Event {
     Tick(Tick),
     Delta(Delta),
     /// A source has no more input; `max_ts` is the largest event time it read.
-    End { max_ts: Ts },
+    End {
+        max_ts: Ts,
+    },
 }
 
 impl Event {

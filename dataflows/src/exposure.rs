@@ -142,8 +142,7 @@ pub fn position_exposure(
     now: Ts,
     r: f64,
 ) -> Result<Exposure, ExposureError> {
-    let ccy = Ccy::parse(&inst.currency)
-        .ok_or_else(|| ExposureError::BadCurrency(inst.currency.clone()))?;
+    let ccy = Ccy::parse(&inst.currency).ok_or_else(|| ExposureError::BadCurrency(inst.currency.clone()))?;
     let linear = |nanos| Exposure { delta: Leg { ccy, nanos }, gamma: 0, vega: 0, quote: None };
     match inst.asset_class {
         AssetClass::Equity => Ok(linear(mul_fixed_nanos(qty, price))),
@@ -160,8 +159,7 @@ pub fn position_exposure(
         }
         AssetClass::Option => {
             let market = option.ok_or_else(|| ExposureError::NoOptionMarket(inst.id.clone()))?;
-            let (Some(kind), Some(strike), Some(expiry)) = (inst.option_type, inst.strike, inst.expiry)
-            else {
+            let (Some(kind), Some(strike), Some(expiry)) = (inst.option_type, inst.strike, inst.expiry) else {
                 return Err(ExposureError::NoOptionMarket(inst.id.clone()));
             };
             let s = market.spot.to_f64();
@@ -196,15 +194,7 @@ pub struct Sums {
 impl Sums {
     /// The contribution of one amount (a delta or quote leg) with optional greeks.
     pub fn of_leg(nanos: Nanos, gamma: Nanos, vega: Nanos) -> Sums {
-        Sums {
-            net: nanos,
-            gross: nanos.abs(),
-            long: nanos.max(0),
-            short: nanos.min(0),
-            gamma,
-            vega,
-            positions: 1,
-        }
+        Sums { net: nanos, gross: nanos.abs(), long: nanos.max(0), short: nanos.min(0), gamma, vega, positions: 1 }
     }
 
     /// The contribution of a position's delta leg.
@@ -307,7 +297,8 @@ mod tests {
 
     #[test]
     fn fx_has_base_and_quote_legs() {
-        let i = inst(r#"{"id":"USDJPY","asset_class":"fx","currency":"JPY","multiplier":1,"base":"USD","quote":"JPY"}"#);
+        let i =
+            inst(r#"{"id":"USDJPY","asset_class":"fx","currency":"JPY","multiplier":1,"base":"USD","quote":"JPY"}"#);
         let e = position_exposure(&i, f(1_000_000.0), f(150.25), None, 0, 0.0).unwrap();
         assert_eq!(e.delta, Leg { ccy: Ccy::USD, nanos: 1_000_000 * 1_000_000_000 });
         assert_eq!(e.quote, Some(Leg { ccy: Ccy(*b"JPY"), nanos: -150_250_000 * 1_000_000_000 }));

@@ -60,12 +60,8 @@ pub fn norm_cdf(x: f64) -> f64 {
         18_154.981_253_343_561_249,
         0.065_682_337_918_207_449_113,
     ];
-    const B: [f64; 4] = [
-        47.202_581_904_688_241_87,
-        976.098_551_737_776_693_22,
-        10_260.932_208_618_978_205,
-        45_507.789_335_026_729_956,
-    ];
+    const B: [f64; 4] =
+        [47.202_581_904_688_241_87, 976.098_551_737_776_693_22, 10_260.932_208_618_978_205, 45_507.789_335_026_729_956];
     const C: [f64; 9] = [
         0.398_941_512_088_134_667_64,
         8.883_149_794_388_375_941_2,
@@ -282,12 +278,7 @@ pub struct Greeks {
 }
 
 impl Greeks {
-    const NAN: Greeks = Greeks {
-        price: f64::NAN,
-        delta: f64::NAN,
-        gamma: f64::NAN,
-        vega: f64::NAN,
-    };
+    const NAN: Greeks = Greeks { price: f64::NAN, delta: f64::NAN, gamma: f64::NAN, vega: f64::NAN };
 }
 
 /// European Black-Scholes price, delta, gamma and vega, without dividend yield.
@@ -311,12 +302,7 @@ pub fn black_scholes(kind: OptionType, s: f64, k: f64, t: f64, r: f64, sigma: f6
             OptionType::Call => ((s - k).max(0.0), if s > k { 1.0 } else { 0.0 }),
             OptionType::Put => ((k - s).max(0.0), if s < k { -1.0 } else { 0.0 }),
         };
-        return Greeks {
-            price,
-            delta,
-            gamma: 0.0,
-            vega: 0.0,
-        };
+        return Greeks { price, delta, gamma: 0.0, vega: 0.0 };
     }
     let sqrt_t = t.sqrt();
     let sig_sqrt_t = sigma * sqrt_t;
@@ -331,12 +317,7 @@ pub fn black_scholes(kind: OptionType, s: f64, k: f64, t: f64, r: f64, sigma: f6
         OptionType::Call => (s * n_d1 - discounted_k * norm_cdf(d2), n_d1),
         OptionType::Put => (discounted_k * norm_cdf(-d2) - s * norm_cdf(-d1), n_d1 - 1.0),
     };
-    Greeks {
-        price,
-        delta,
-        gamma,
-        vega,
-    }
+    Greeks { price, delta, gamma, vega }
 }
 
 /// Years from `now` to the end of the `expiry` date (00:00 UTC of the following day), in
@@ -359,13 +340,7 @@ pub fn year_fraction(expiry: Date, now: Ts) -> f64 {
 /// `Some(1.0)` when `ccy` is the base currency and the pair involves it. Returns `None` if
 /// the pair does not involve both `ccy` and `base_ccy` (a cross such as EURJPY), or if
 /// `price` is not finite and positive. Currency codes compare exactly (case-sensitive).
-pub fn rate_from_pair(
-    pair_base: &str,
-    pair_quote: &str,
-    price: f64,
-    ccy: &str,
-    base_ccy: &str,
-) -> Option<f64> {
+pub fn rate_from_pair(pair_base: &str, pair_quote: &str, price: f64, ccy: &str, base_ccy: &str) -> Option<f64> {
     if !(price.is_finite() && price > 0.0) {
         return None;
     }
@@ -432,11 +407,7 @@ pub fn historical_var_es(pnl: &[f64], alpha: f64) -> Option<(f64, f64)> {
     let n = pnl.len();
     let tail_len = n as f64 * (1.0 - alpha);
     let nearest = tail_len.round();
-    let k = if (tail_len - nearest).abs() <= 1e-9 * nearest.max(1.0) {
-        nearest
-    } else {
-        tail_len.ceil()
-    };
+    let k = if (tail_len - nearest).abs() <= 1e-9 * nearest.max(1.0) { nearest } else { tail_len.ceil() };
     // k is in (0, n] up to the snapping above; the cast saturates and the clamp bounds it.
     let k = (k as usize).clamp(1, n);
     let mut sorted = pnl.to_vec();
@@ -460,10 +431,7 @@ mod tests {
 
     fn assert_rel(actual: f64, expected: f64, rel_tol: f64, what: &str) {
         let err = ((actual - expected) / expected).abs();
-        assert!(
-            err <= rel_tol,
-            "{what}: got {actual:e}, expected {expected:e} (rel err {err:e} > {rel_tol:e})"
-        );
+        assert!(err <= rel_tol, "{what}: got {actual:e}, expected {expected:e} (rel err {err:e} > {rel_tol:e})");
     }
 
     // Reference values below are from mpmath at 40 digits.
@@ -520,18 +488,8 @@ mod tests {
     fn norm_pdf_known_values() {
         assert_rel(norm_pdf(0.0), 0.398_942_280_401_432_677_94, 1e-15, "phi(0)");
         assert_rel(norm_pdf(1.0), 0.241_970_724_519_143_349_8, 1e-15, "phi(1)");
-        assert_rel(
-            norm_pdf(-2.5),
-            0.017_528_300_493_568_537_362,
-            1e-15,
-            "phi(-2.5)",
-        );
-        assert_rel(
-            norm_pdf(8.0),
-            5.052_271_083_536_892_288e-15,
-            1e-14,
-            "phi(8)",
-        );
+        assert_rel(norm_pdf(-2.5), 0.017_528_300_493_568_537_362, 1e-15, "phi(-2.5)");
+        assert_rel(norm_pdf(8.0), 5.052_271_083_536_892_288e-15, 1e-14, "phi(8)");
         assert_eq!(norm_pdf(f64::INFINITY), 0.0);
         assert!(norm_pdf(f64::NAN).is_nan());
     }
@@ -552,18 +510,8 @@ mod tests {
             assert_close(inv_norm_cdf(p), expected, 1e-15, &format!("inv({p})"));
         }
         assert_eq!(inv_norm_cdf(0.5), 0.0);
-        assert_rel(
-            inv_norm_cdf(1e-20),
-            -9.262_340_089_798_407_573_7,
-            1e-15,
-            "inv(1e-20)",
-        );
-        assert_rel(
-            inv_norm_cdf(1e-300),
-            -37.047_096_299_361_199_237,
-            1e-15,
-            "inv(1e-300)",
-        );
+        assert_rel(inv_norm_cdf(1e-20), -9.262_340_089_798_407_573_7, 1e-15, "inv(1e-20)");
+        assert_rel(inv_norm_cdf(1e-300), -37.047_096_299_361_199_237, 1e-15, "inv(1e-300)");
         for p in [0.0, 1.0, -0.1, 1.5, f64::NAN, f64::INFINITY] {
             assert!(inv_norm_cdf(p).is_nan(), "inv({p}) should be NaN");
         }
@@ -579,11 +527,7 @@ mod tests {
             }
             let back = inv_norm_cdf(p);
             // Near 1 the resolution of p itself bounds the round trip: dx ≈ dp/φ(x).
-            let tol = if x > 0.0 {
-                1e-14 + f64::EPSILON / norm_pdf(x)
-            } else {
-                1e-14 * x.abs().max(1.0)
-            };
+            let tol = if x > 0.0 { 1e-14 + f64::EPSILON / norm_pdf(x) } else { 1e-14 * x.abs().max(1.0) };
             assert_close(back, x, tol, &format!("inv(Phi({x}))"));
         }
     }
@@ -600,12 +544,7 @@ mod tests {
         // Full precision (mpmath).
         assert_rel(call.price, 4.759_422_392_871_533_219_6, 1e-14, "call price");
         assert_rel(put.price, 0.808_599_372_900_093_583_26, 1e-13, "put price");
-        assert_rel(
-            call.delta,
-            0.779_131_290_942_668_940_42,
-            1e-14,
-            "call delta",
-        );
+        assert_rel(call.delta, 0.779_131_290_942_668_940_42, 1e-14, "call delta");
         assert_rel(call.gamma, 0.049_962_670_405_911_855_657, 1e-14, "gamma");
         assert_rel(call.vega, 8.813_415_059_602_851_337_9, 1e-14, "vega");
         assert_eq!(call.gamma, put.gamma);
@@ -633,9 +572,7 @@ mod tests {
                 assert_rel(g.delta, delta_fd, 1e-6, &format!("delta {what}"));
 
                 let hg = 1e-3 * s * sigma * t.sqrt();
-                let gamma_fd = (price(s + hg, sigma) - 2.0 * price(s, sigma)
-                    + price(s - hg, sigma))
-                    / (hg * hg);
+                let gamma_fd = (price(s + hg, sigma) - 2.0 * price(s, sigma) + price(s - hg, sigma)) / (hg * hg);
                 assert_rel(g.gamma, gamma_fd, 1e-6, &format!("gamma {what}"));
 
                 let hv = 1e-5;
@@ -658,12 +595,7 @@ mod tests {
         ];
         for (kind, s, k, t, sigma, price, delta) in cases {
             let g = black_scholes(kind, s, k, t, 0.05, sigma);
-            let expected = Greeks {
-                price,
-                delta,
-                gamma: 0.0,
-                vega: 0.0,
-            };
+            let expected = Greeks { price, delta, gamma: 0.0, vega: 0.0 };
             assert_eq!(g, expected, "{kind:?} S={s} K={k} T={t} sigma={sigma}");
         }
         for (s, k, t, r, sigma) in [
@@ -705,15 +637,9 @@ mod tests {
     #[test]
     fn rate_from_pair_cases() {
         // EURUSD 1.0850 gives rate(EUR) = 1.0850 USD per EUR.
-        assert_eq!(
-            rate_from_pair("EUR", "USD", 1.085, "EUR", "USD"),
-            Some(1.085)
-        );
+        assert_eq!(rate_from_pair("EUR", "USD", 1.085, "EUR", "USD"), Some(1.085));
         // USDJPY 150 gives rate(JPY) = 1/150 USD per JPY.
-        assert_eq!(
-            rate_from_pair("USD", "JPY", 150.0, "JPY", "USD"),
-            Some(1.0 / 150.0)
-        );
+        assert_eq!(rate_from_pair("USD", "JPY", 150.0, "JPY", "USD"), Some(1.0 / 150.0));
         // The base currency itself, from a pair involving it.
         assert_eq!(rate_from_pair("EUR", "USD", 1.085, "USD", "USD"), Some(1.0));
         // Cross and unrelated pairs.
@@ -731,15 +657,7 @@ mod tests {
 
     #[test]
     fn to_nanos_exact() {
-        let amounts = [
-            0.1,
-            0.2,
-            -0.3,
-            1_234.567_891_234,
-            -99.999_999_999,
-            1e-9,
-            7.5e12,
-        ];
+        let amounts = [0.1, 0.2, -0.3, 1_234.567_891_234, -99.999_999_999, 1e-9, 7.5e12];
         let nanos: Vec<i128> = amounts.iter().map(|&x| to_nanos(x).unwrap()).collect();
         let mut total: i128 = nanos.iter().sum();
         for n in nanos.iter().rev() {
@@ -748,10 +666,7 @@ mod tests {
         assert_eq!(total, 0);
         // 0.1 + 0.2 != 0.3 in f64, but their nanos add up exactly.
         assert_ne!(0.1 + 0.2, 0.3);
-        assert_eq!(
-            to_nanos(0.1).unwrap() + to_nanos(0.2).unwrap(),
-            to_nanos(0.3).unwrap()
-        );
+        assert_eq!(to_nanos(0.1).unwrap() + to_nanos(0.2).unwrap(), to_nanos(0.3).unwrap());
         assert_eq!(to_nanos(0.3), Some(300_000_000));
         assert_eq!(to_nanos(-1_234.567_891_234), Some(-1_234_567_891_234));
         // Halves round away from zero (2.5e-9 * 1e9 == 2.5 exactly).
@@ -806,33 +721,13 @@ mod tests {
     fn parametric_var_es_known_z() {
         let z99 = 2.326_347_874_040_841_100_9;
         assert_rel(parametric_var(1.0, 0.99, 1.0), z99, 1e-15, "VaR99 unit");
-        assert_rel(
-            parametric_var(2.0, 0.99, 4.0),
-            4.0 * z99,
-            1e-15,
-            "VaR99 s=2 h=4",
-        );
+        assert_rel(parametric_var(2.0, 0.99, 4.0), 4.0 * z99, 1e-15, "VaR99 s=2 h=4");
         let z975 = 1.959_963_984_540_054_235_5;
         assert_rel(parametric_var(1.0, 0.975, 1.0), z975, 1e-15, "VaR975");
         // ES_975 of a standard normal: phi(z)/(1-alpha) = 2.3378027922014144...
-        assert_rel(
-            parametric_es(1.0, 0.975, 1.0),
-            2.337_802_792_201_414_44,
-            1e-13,
-            "ES975",
-        );
-        assert_rel(
-            parametric_es(1.0, 0.99, 1.0),
-            2.665_214_220_345_804_813,
-            1e-13,
-            "ES99",
-        );
-        assert_rel(
-            parametric_es(3.0, 0.975, 9.0),
-            9.0 * 2.337_802_792_201_414_44,
-            1e-13,
-            "ES975 s=3 h=9",
-        );
+        assert_rel(parametric_es(1.0, 0.975, 1.0), 2.337_802_792_201_414_44, 1e-13, "ES975");
+        assert_rel(parametric_es(1.0, 0.99, 1.0), 2.665_214_220_345_804_813, 1e-13, "ES99");
+        assert_rel(parametric_es(3.0, 0.975, 9.0), 9.0 * 2.337_802_792_201_414_44, 1e-13, "ES975 s=3 h=9");
         assert!(parametric_var(1.0, 1.0, 1.0).is_nan());
         assert!(parametric_es(1.0, 0.0, 1.0).is_nan());
         assert!(parametric_var(1.0, 0.99, -1.0).is_nan());

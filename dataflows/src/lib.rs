@@ -7,6 +7,7 @@
 
 pub mod book;
 pub mod clock;
+pub mod engine;
 pub mod event;
 pub mod exposure;
 pub mod formulas;

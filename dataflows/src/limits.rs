@@ -96,7 +96,9 @@ impl Metric {
             "es" => Metric::Es,
             "stress" => Metric::Stress,
             "concentration" => Metric::Concentration,
-            other => Metric::PositionQty(crate::route_hash(other.strip_prefix("position_qty:").filter(|i| !i.is_empty())?)),
+            other => {
+                Metric::PositionQty(crate::route_hash(other.strip_prefix("position_qty:").filter(|i| !i.is_empty())?))
+            }
         })
     }
 }
@@ -225,7 +227,8 @@ pub fn limits<'scope>(
     let (out, events) = builder.new_output();
     let mut out = OutputBuilder::from(out);
     builder.build(move |_caps| {
-        let mut state = State { config, base_ccy, rates: HashMap::new(), limits: HashMap::new(), scopes: HashMap::new() };
+        let mut state =
+            State { config, base_ccy, rates: HashMap::new(), limits: HashMap::new(), scopes: HashMap::new() };
         let mut buf = Vec::new();
         move |_frontiers| {
             let mut out = out.activate();
@@ -258,7 +261,8 @@ pub fn limits<'scope>(
                     out.session(&caps[c]).give_iterator(buf.drain(..));
                 }
             }
-            let mut snapshot: Vec<_> = state.limits.values().map(|l| (l.def.id.clone(), l.state, l.utilisation)).collect();
+            let mut snapshot: Vec<_> =
+                state.limits.values().map(|l| (l.def.id.clone(), l.state, l.utilisation)).collect();
             snapshot.sort_by(|a, b| a.0.cmp(&b.0));
             *states.borrow_mut() = snapshot;
         }
@@ -401,7 +405,14 @@ impl State {
     }
 
     /// Re-evaluates one limit; true if its state changed.
-    fn evaluate_limit(&mut self, key: (Scope, u64), id: &str, ts: Ts, ingest_ns: u64, out: &mut Vec<LimitEvent>) -> bool {
+    fn evaluate_limit(
+        &mut self,
+        key: (Scope, u64),
+        id: &str,
+        ts: Ts,
+        ingest_ns: u64,
+        out: &mut Vec<LimitEvent>,
+    ) -> bool {
         let Some(scope) = self.scopes.get(&key) else { return false };
         let slot = &self.limits[id];
         let Some(value) = self.value(scope, &slot.metric) else { return false };

@@ -162,8 +162,7 @@ impl Serialize for Date {
 impl<'de> Deserialize<'de> for Date {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Date, D::Error> {
         let s = String::deserialize(d)?;
-        Date::parse(&s)
-            .ok_or_else(|| serde::de::Error::custom(format!("{s:?} is not a YYYY-MM-DD date")))
+        Date::parse(&s).ok_or_else(|| serde::de::Error::custom(format!("{s:?} is not a YYYY-MM-DD date")))
     }
 }
 
@@ -294,10 +293,7 @@ impl Instrument {
                     return Err(format!("fx pair {base}/{quote} is not two distinct 3-letter codes"));
                 }
                 if *quote != self.currency {
-                    return Err(format!(
-                        "fx instrument currency {} differs from its quote {quote}",
-                        self.currency
-                    ));
+                    return Err(format!("fx instrument currency {} differs from its quote {quote}", self.currency));
                 }
                 Ok(())
             }

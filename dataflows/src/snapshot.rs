@@ -85,7 +85,9 @@ pub enum SnapshotPart {
     /// Base-currency units per unit of a currency, at `as_of`.
     Rate(Ccy, f64),
     /// A worker took a snapshot at this time; `unpriced` positions had no exposure figure.
-    Marker { unpriced: u64 },
+    Marker {
+        unpriced: u64,
+    },
     /// Limit events, written with the first snapshot at or after their time.
     Breach(BreachEvent),
     Action(ActionEvent),
@@ -130,9 +132,7 @@ pub struct Snapshot {
 impl Snapshot {
     /// The row of `dim`/`bucket` for one scope, if any.
     pub fn exposure(&self, scope: Scope, scope_id: &str, dim: Dim, bucket: &str) -> Option<&ExposureRow> {
-        self.exposures
-            .iter()
-            .find(|r| r.scope == scope && r.scope_id == scope_id && r.dim == dim && r.bucket == bucket)
+        self.exposures.iter().find(|r| r.scope == scope && r.scope_id == scope_id && r.dim == dim && r.bucket == bucket)
     }
 }
 
@@ -175,8 +175,7 @@ impl Pending {
     }
 
     fn finish(mut self, as_of: Ts) -> Snapshot {
-        self.positions
-            .sort_by(|a, b| (&a.account, &a.instrument).cmp(&(&b.account, &b.instrument)));
+        self.positions.sort_by(|a, b| (&a.account, &a.instrument).cmp(&(&b.account, &b.instrument)));
         // Sum per bucket across currencies, converting each currency's exact sum once.
         let mut buckets: BTreeMap<(Scope, String, Dim, String), BaseSums> = BTreeMap::new();
         let mut unconverted = 0;
@@ -188,10 +187,7 @@ impl Pending {
                 unconverted += sums.positions.max(0) as u64;
                 continue;
             };
-            buckets
-                .entry((key.scope, key.scope_id, key.dim, key.bucket))
-                .or_default()
-                .add(&sums.to_base(*rate));
+            buckets.entry((key.scope, key.scope_id, key.dim, key.bucket)).or_default().add(&sums.to_base(*rate));
         }
         let mut max_underlying: HashMap<(Scope, String), f64> = HashMap::new();
         for ((scope, id, dim, _), sums) in &buckets {
@@ -207,9 +203,8 @@ impl Pending {
                 factors.push(FactorRow { scope, scope_id, factor: bucket, exposure: sums.net });
                 continue;
             }
-            let concentration = (dim == Dim::Total && sums.gross > 0.0).then(|| {
-                max_underlying.get(&(scope, scope_id.clone())).copied().unwrap_or(0.0) / sums.gross
-            });
+            let concentration = (dim == Dim::Total && sums.gross > 0.0)
+                .then(|| max_underlying.get(&(scope, scope_id.clone())).copied().unwrap_or(0.0) / sums.gross);
             exposures.push(ExposureRow { scope, scope_id, dim, bucket, sums, concentration });
         }
         Snapshot {
@@ -227,20 +222,17 @@ impl Pending {
 
 /// Merges every worker's [`SnapshotPart`]s into one [`Snapshot`] per time, on worker 0, once
 /// the frontier has passed that time.
-pub fn assemble_snapshots<'scope>(
-    parts: StreamVec<'scope, Ts, SnapshotPart>,
-) -> StreamVec<'scope, Ts, Snapshot> {
+pub fn assemble_snapshots<'scope>(parts: StreamVec<'scope, Ts, SnapshotPart>) -> StreamVec<'scope, Ts, Snapshot> {
     parts.unary_frontier(Exchange::new(|_: &SnapshotPart| 0), "AssembleSnapshots", |_cap, _info| {
-        let mut pending: BTreeMap<Ts, (timely::dataflow::operators::Capability<Ts>, Pending)> =
-            BTreeMap::new();
+        let mut pending: BTreeMap<Ts, (timely::dataflow::operators::Capability<Ts>, Pending)> = BTreeMap::new();
         // Events of times without a snapshot wait for the next snapshot.
         let mut carry = Pending::default();
         move |(input, frontier), output| {
             input.for_each(|cap, data| {
                 let time = crate::time_of(&cap);
-                let entry = pending.entry(time).or_insert_with(|| {
-                    (cap.delayed(&time, output.output_index()), Pending::default())
-                });
+                let entry = pending
+                    .entry(time)
+                    .or_insert_with(|| (cap.delayed(&time, output.output_index()), Pending::default()));
                 for part in data.drain(..) {
                     entry.1.add(part);
                 }

@@ -31,8 +31,12 @@ fn instruments() -> Vec<Instrument> {
         j(r#"{"id":"TM","asset_class":"equity","currency":"JPY","multiplier":1}"#),
         j(r#"{"id":"IDX","asset_class":"equity","currency":"USD","multiplier":1,"sector":"index"}"#),
         j(r#"{"id":"IDXF","asset_class":"future","currency":"USD","multiplier":50,"underlying":"IDX"}"#),
-        j(r#"{"id":"IDXC","asset_class":"option","currency":"USD","multiplier":100,"underlying":"IDX","strike":100,"expiry":"1970-03-01","option_type":"call"}"#),
-        j(r#"{"id":"IDXP","asset_class":"option","currency":"USD","multiplier":100,"underlying":"IDX","strike":95,"expiry":"1970-02-01","option_type":"put"}"#),
+        j(
+            r#"{"id":"IDXC","asset_class":"option","currency":"USD","multiplier":100,"underlying":"IDX","strike":100,"expiry":"1970-03-01","option_type":"call"}"#,
+        ),
+        j(
+            r#"{"id":"IDXP","asset_class":"option","currency":"USD","multiplier":100,"underlying":"IDX","strike":95,"expiry":"1970-02-01","option_type":"put"}"#,
+        ),
         j(r#"{"id":"EURUSD","asset_class":"fx","currency":"USD","multiplier":1,"base":"EUR","quote":"USD"}"#),
         j(r#"{"id":"USDJPY","asset_class":"fx","currency":"JPY","multiplier":1,"base":"USD","quote":"JPY"}"#),
         j(r#"{"id":"EURJPY","asset_class":"fx","currency":"JPY","multiplier":1,"base":"EUR","quote":"JPY"}"#),
@@ -40,9 +44,7 @@ fn instruments() -> Vec<Instrument> {
 }
 
 fn accounts() -> Vec<Account> {
-    (0..6)
-        .map(|i| Account { id: format!("A{i}"), desk: format!("D{}", i % 3), firm: None })
-        .collect()
+    (0..6).map(|i| Account { id: format!("A{i}"), desk: format!("D{}", i % 3), firm: None }).collect()
 }
 
 /// Seeded ticks and deltas in non-decreasing event time: prices walk, positions open, grow,
@@ -57,7 +59,14 @@ fn random_events(seed: u64, n: usize) -> Vec<Event> {
     // Every instrument priced first, at ts 1.
     for (i, inst) in insts.iter().enumerate() {
         let iv = (inst.asset_class == AssetClass::Option).then_some(0.25);
-        events.push(Event::Tick(Tick { ts, instrument: inst.id.clone(), price: f(prices[i]), bid: None, ask: None, iv }));
+        events.push(Event::Tick(Tick {
+            ts,
+            instrument: inst.id.clone(),
+            price: f(prices[i]),
+            bid: None,
+            ask: None,
+            iv,
+        }));
     }
     let mut positions: HashMap<(usize, usize), i64> = HashMap::new();
     let mut deltas: Vec<Delta> = Vec::new();
@@ -68,7 +77,14 @@ fn random_events(seed: u64, n: usize) -> Vec<Event> {
             let i = rng.random_range(0..insts.len());
             prices[i] = ((prices[i] * (1.0 + rng.random_range(-0.02..0.02))) * 1e4).round() / 1e4;
             let iv = (insts[i].asset_class == AssetClass::Option).then(|| rng.random_range(0.1..0.6));
-            events.push(Event::Tick(Tick { ts, instrument: insts[i].id.clone(), price: f(prices[i]), bid: None, ask: None, iv }));
+            events.push(Event::Tick(Tick {
+                ts,
+                instrument: insts[i].id.clone(),
+                price: f(prices[i]),
+                bid: None,
+                ask: None,
+                iv,
+            }));
         } else if roll < 0.35 && !deltas.is_empty() {
             let dup = deltas[rng.random_range(0..deltas.len())].clone();
             events.push(Event::Delta(Delta { ts, ..dup }));
@@ -193,12 +209,15 @@ fn batch(events: &[Event], as_of: Ts) -> Snapshot {
         }
         let inst = &insts[i];
         let acct = &accts[a];
-        let option = inst.underlying.as_ref().filter(|_| inst.asset_class == AssetClass::Option).map(|u| {
-            OptionMarket { spot: last[u].1, vol: last[i].2.unwrap() }
-        });
+        let option = inst
+            .underlying
+            .as_ref()
+            .filter(|_| inst.asset_class == AssetClass::Option)
+            .map(|u| OptionMarket { spot: last[u].1, vol: last[i].2.unwrap() });
         let e = position_exposure(inst, Fixed(*q), last[i].1, option, as_of, 0.01).unwrap();
         let d = e.delta.ccy.to_string();
-        for (scope, id) in [(Scope::Account, a.clone()), (Scope::Desk, acct.desk.clone()), (Scope::Firm, "FIRM".into())] {
+        for (scope, id) in [(Scope::Account, a.clone()), (Scope::Desk, acct.desk.clone()), (Scope::Firm, "FIRM".into())]
+        {
             let mut add = |dim, bucket: String, ccy: &str, s: Sums| {
                 nanos.entry((scope, id.clone(), dim, bucket, ccy.to_owned())).or_default().add(&s);
             };
@@ -229,7 +248,12 @@ fn batch(events: &[Event], as_of: Ts) -> Snapshot {
     let mut factors = Vec::new();
     for ((scope, scope_id, dim, bucket), sums) in &buckets {
         if *dim == Dim::Factor {
-            factors.push(FactorRow { scope: *scope, scope_id: scope_id.clone(), factor: bucket.clone(), exposure: sums.net });
+            factors.push(FactorRow {
+                scope: *scope,
+                scope_id: scope_id.clone(),
+                factor: bucket.clone(),
+                exposure: sums.net,
+            });
             continue;
         }
         let concentration = (*dim == Dim::Total && sums.gross > 0.0).then(|| {
@@ -240,7 +264,14 @@ fn batch(events: &[Event], as_of: Ts) -> Snapshot {
                 .fold(0.0, f64::max);
             max / sums.gross
         });
-        exposures.push(ExposureRow { scope: *scope, scope_id: scope_id.clone(), dim: *dim, bucket: bucket.clone(), sums: *sums, concentration });
+        exposures.push(ExposureRow {
+            scope: *scope,
+            scope_id: scope_id.clone(),
+            dim: *dim,
+            bucket: bucket.clone(),
+            sums: *sums,
+            concentration,
+        });
     }
     Snapshot { as_of, exposures, factors, ..Snapshot::default() }
 }
@@ -287,10 +318,21 @@ fn two_workers_give_the_same_snapshots_as_one() {
 
 #[test]
 fn a_closed_position_retracts_to_exactly_zero() {
-    let d = |id: &str, ts, qty| Event::Delta(Delta { id: id.into(), ts, account: "A0".into(), instrument: "SAP".into(), qty: f(qty) });
+    let d = |id: &str, ts, qty| {
+        Event::Delta(Delta { id: id.into(), ts, account: "A0".into(), instrument: "SAP".into(), qty: f(qty) })
+    };
     let t = |ts, p| Event::Tick(Tick { ts, instrument: "SAP".into(), price: f(p), bid: None, ask: None, iv: None });
     let fx = Event::Tick(Tick { ts: 1, instrument: "EURUSD".into(), price: f(1.1), bid: None, ask: None, iv: None });
-    let events = vec![fx, t(1, 80.01), d("a", 10, 0.1), d("b", 20, 0.2), t(1500, 80.03), d("c", 1600, -0.3), d("b", 1700, 0.2), t(2500, 81.0)];
+    let events = [
+        fx,
+        t(1, 80.01),
+        d("a", 10, 0.1),
+        d("b", 20, 0.2),
+        t(1500, 80.03),
+        d("c", 1600, -0.3),
+        d("b", 1700, 0.2),
+        t(2500, 81.0),
+    ];
     let timed: Vec<(Ts, Event)> = events.iter().map(|e| (e.ts().unwrap(), e.clone())).collect();
     let out = run_book(reference(), timed, 1);
     let at = |as_of| out.snapshots.iter().find(|s| s.as_of == as_of).unwrap();
@@ -309,20 +351,40 @@ fn a_closed_position_retracts_to_exactly_zero() {
 
 #[test]
 fn records_for_late_reference_data_are_held_then_applied() {
-    let late = serde_json::from_str::<Instrument>(r#"{"id":"NEW","asset_class":"equity","currency":"USD","multiplier":1}"#).unwrap();
+    let late =
+        serde_json::from_str::<Instrument>(r#"{"id":"NEW","asset_class":"equity","currency":"USD","multiplier":1}"#)
+            .unwrap();
     let events = vec![
-        (5, Event::Delta(Delta { id: "x".into(), ts: 5, account: "A1".into(), instrument: "NEW".into(), qty: f(10.0) })),
+        (
+            5,
+            Event::Delta(Delta { id: "x".into(), ts: 5, account: "A1".into(), instrument: "NEW".into(), qty: f(10.0) }),
+        ),
         (6, Event::Tick(Tick { ts: 6, instrument: "NEW".into(), price: f(12.5), bid: None, ask: None, iv: None })),
-        (7, Event::Delta(Delta { id: "y".into(), ts: 7, account: "NOBODY".into(), instrument: "AAPL".into(), qty: f(1.0) })),
+        (
+            7,
+            Event::Delta(Delta {
+                id: "y".into(),
+                ts: 7,
+                account: "NOBODY".into(),
+                instrument: "AAPL".into(),
+                qty: f(1.0),
+            }),
+        ),
         (8, Event::Tick(Tick { ts: 8, instrument: "AAPL".into(), price: f(100.0), bid: None, ask: None, iv: None })),
         (1500, Event::Instrument(late)),
-        (2100, Event::Tick(Tick { ts: 2100, instrument: "AAPL".into(), price: f(101.0), bid: None, ask: None, iv: None })),
+        (
+            2100,
+            Event::Tick(Tick { ts: 2100, instrument: "AAPL".into(), price: f(101.0), bid: None, ask: None, iv: None }),
+        ),
     ];
     let out = run_book(reference(), events, 1);
     let at = |as_of| out.snapshots.iter().find(|s| s.as_of == as_of).unwrap();
     assert!(at(1000).positions.is_empty(), "nothing known yet at 1000");
     let row = &at(2000).positions[0];
-    assert_eq!((row.account.as_str(), row.instrument.as_str(), row.qty, row.price), ("A1", "NEW", f(10.0), Some(f(12.5))));
+    assert_eq!(
+        (row.account.as_str(), row.instrument.as_str(), row.qty, row.price),
+        ("A1", "NEW", f(10.0), Some(f(12.5)))
+    );
     assert_eq!(row.exposure, Some(125.0));
     assert_eq!(out.dead.len(), 1);
     assert_eq!(out.dead[0].reason, "unknown account NOBODY");

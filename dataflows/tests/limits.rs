@@ -164,7 +164,10 @@ fn scripted_scenario_yields_exactly_these_events() {
     let LimitEvent::Breach(b) = &out.events[1] else { panic!() };
     assert_eq!((b.value, b.limit, b.utilisation), (1020.0, 1000.0, 1.02));
     assert_eq!(b.scope, Account);
-    assert_eq!(out.states, vec![("L1".into(), LimitState::Ok, 943.5 / 2000.0), ("L2".into(), LimitState::Ok, 943.5 / 1300.0)]);
+    assert_eq!(
+        out.states,
+        vec![("L1".into(), LimitState::Ok, 943.5 / 2000.0), ("L2".into(), LimitState::Ok, 943.5 / 1300.0)]
+    );
 }
 
 #[test]
@@ -189,7 +192,13 @@ fn removed_limits_stop_and_halting_limits_halt() {
     let out = run(events, 1);
     assert_eq!(
         sequence(&out.events),
-        vec!["10 S Ok->Breach", "10 H Ok->Warn", "20 H Warn->Breach", "20 FIRM Active->Halted", "30 FIRM Halted->Active"]
+        vec![
+            "10 S Ok->Breach",
+            "10 H Ok->Warn",
+            "20 H Warn->Breach",
+            "20 FIRM Active->Halted",
+            "30 FIRM Halted->Active"
+        ]
     );
 }
 
@@ -201,11 +210,7 @@ fn utilisations_equal_a_batch_computation_with_two_workers() {
         state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         (state >> 33) as f64 / (1u64 << 31) as f64
     };
-    let mut events = vec![
-        (1, tick(1, "AAPL", 100.0)),
-        (1, tick(1, "SAP", 50.0)),
-        (1, tick(1, "EURUSD", 1.1)),
-    ];
+    let mut events = vec![(1, tick(1, "AAPL", 100.0)), (1, tick(1, "SAP", 50.0)), (1, tick(1, "EURUSD", 1.1))];
     let accounts = ["A1", "A2", "A3"];
     let mut limits_defs = Vec::new();
     for (i, a) in accounts.iter().enumerate() {
@@ -244,13 +249,19 @@ fn utilisations_equal_a_batch_computation_with_two_workers() {
             Event::Tick(t) => {
                 last.insert(&t.instrument, t.price.to_f64());
             }
-            Event::Delta(d) if seen.insert(&d.id) => *qty.entry((&d.account, &d.instrument)).or_default() += d.qty.to_f64(),
+            Event::Delta(d) if seen.insert(&d.id) => {
+                *qty.entry((&d.account, &d.instrument)).or_default() += d.qty.to_f64()
+            }
             _ => {}
         }
     }
     let desk = |a: &str| if a == "A3" { "D2" } else { "D1" };
     let inst_def = |i: &str| -> Instrument {
-        serde_json::from_str(&format!(r#"{{"id":"{i}","asset_class":"equity","currency":"{}","multiplier":1}}"#, if i == "SAP" { "EUR" } else { "USD" })).unwrap()
+        serde_json::from_str(&format!(
+            r#"{{"id":"{i}","asset_class":"equity","currency":"{}","multiplier":1}}"#,
+            if i == "SAP" { "EUR" } else { "USD" }
+        ))
+        .unwrap()
     };
     let exposure = |a: &str, i: &str| -> f64 {
         let q = qty.get(&(a, i)).copied().unwrap_or(0.0);
@@ -273,12 +284,18 @@ fn utilisations_equal_a_batch_computation_with_two_workers() {
         let value = match l.metric.as_str() {
             "gross" => gross,
             "net" => exposures.iter().map(|(_, e)| e).sum(),
-            "concentration" => ["AAPL", "SAP"]
+            "concentration" => {
+                ["AAPL", "SAP"]
+                    .iter()
+                    .map(|u| exposures.iter().filter(|(i, _)| i == u).map(|(_, e)| e).sum::<f64>().abs())
+                    .fold(0.0, f64::max)
+                    / gross
+            }
+            _ => accounts
                 .iter()
-                .map(|u| exposures.iter().filter(|(i, _)| i == u).map(|(_, e)| e).sum::<f64>().abs())
-                .fold(0.0, f64::max)
-                / gross,
-            _ => accounts.iter().filter(|a| in_scope(l.scope, &l.scope_id, a)).map(|a| qty.get(&(*a, "SAP")).copied().unwrap_or(0.0)).sum(),
+                .filter(|a| in_scope(l.scope, &l.scope_id, a))
+                .map(|a| qty.get(&(*a, "SAP")).copied().unwrap_or(0.0))
+                .sum(),
         };
         let expected = value.abs() / l.limit;
         let (_, _, got) = out.states.iter().find(|(id, _, _)| *id == l.id).expect("limit state");

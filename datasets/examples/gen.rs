@@ -23,10 +23,7 @@ fn main() {
         std::process::exit(2)
     });
     match generate(&GenOptions::new(preset, seed), Path::new(out), &mut |_| {}) {
-        Ok(m) => println!(
-            "{}",
-            serde_json::to_string_pretty(&m).expect("a manifest serialises")
-        ),
+        Ok(m) => println!("{}", serde_json::to_string_pretty(&m).expect("a manifest serialises")),
         Err(e) => {
             eprintln!("{e}");
             std::process::exit(1)

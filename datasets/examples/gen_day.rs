@@ -9,15 +9,10 @@ use riskflow_datasets::{generate, GenOptions, Preset};
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let deltas: u64 = args
-        .first()
-        .map_or(2_000_000, |s| s.parse().expect("DELTAS is a number"));
+    let deltas: u64 = args.first().map_or(2_000_000, |s| s.parse().expect("DELTAS is a number"));
     let (out, keep) = match args.get(1) {
         Some(dir) => (PathBuf::from(dir), true),
-        None => (
-            std::env::temp_dir().join(format!("riskflow-gen-day-{}", std::process::id())),
-            false,
-        ),
+        None => (std::env::temp_dir().join(format!("riskflow-gen-day-{}", std::process::id())), false),
     };
     let mut opts = GenOptions::new(Preset::Day, 1);
     opts.deltas = Some(deltas);

@@ -105,9 +105,7 @@ impl Flow {
         let originals = plan.deltas - plan.duplicates;
         let fills = originals - sod;
         let weights: Vec<f64> = accounts.iter().map(|a| a.activity).collect();
-        let mut sizes: Vec<f64> = (0..4096)
-            .map(|_| (0.9 * rng.normal() - 0.4).exp())
-            .collect();
+        let mut sizes: Vec<f64> = (0..4096).map(|_| (0.9 * rng.normal() - 0.4).exp()).collect();
         sizes.sort_by(f64::total_cmp);
         let mut bad = Vec::new();
         if plan.bad_lines {
@@ -208,22 +206,12 @@ impl Flow {
                 }
                 let sign = if self.rng.chance(long) { 1 } else { -1 };
                 let qty = sign * self.size(u, i, scale);
-                let rec = Rec {
-                    id: self.take_id(),
-                    ts: plan.start_ts,
-                    acct: a as u32,
-                    pos: p as u32,
-                    qty,
-                };
+                let rec = Rec { id: self.take_id(), ts: plan.start_ts, acct: a as u32, pos: p as u32, qty };
                 self.queue.push_back(Item::Orig(rec, None));
                 if self.dup_chosen() {
                     self.sod_dups.push(rec);
                 }
-                self.sod_next = if p + 1 < self.accounts[a].book.len() {
-                    (a, p + 1)
-                } else {
-                    (a + 1, 0)
-                };
+                self.sod_next = if p + 1 < self.accounts[a].book.len() { (a, p + 1) } else { (a + 1, 0) };
                 return;
             }
             self.sod_done = true;
@@ -252,23 +240,14 @@ impl Flow {
             };
             let i = acct.book[pos] as usize;
             let qty = sign * self.size(u, i, scale);
-            let rec = Rec {
-                id: self.take_id(),
-                ts,
-                acct: a as u32,
-                pos: pos as u32,
-                qty,
-            };
+            let rec = Rec { id: self.take_id(), ts, acct: a as u32, pos: pos as u32, qty };
             self.queue.push_back(Item::Orig(rec, Some(k)));
             if self.dup_chosen() {
                 self.queue.push_back(Item::Dup(rec));
             }
             while self.bad.first().is_some_and(|&(at, _)| at == k) {
                 let (_, kind) = self.bad.remove(0);
-                let bad = Rec {
-                    id: self.take_id(),
-                    ..rec
-                };
+                let bad = Rec { id: self.take_id(), ..rec };
                 self.queue.push_back(Item::Bad(kind, bad));
             }
             return;
@@ -276,13 +255,7 @@ impl Flow {
         // Bad lines that found no fill to follow.
         for (_, kind) in std::mem::take(&mut self.bad) {
             let acct = &self.accounts[0];
-            let rec = Rec {
-                id: self.next_id,
-                ts: plan.start_ts,
-                acct: 0,
-                pos: 0,
-                qty: acct.book.len() as i64 * UNIT,
-            };
+            let rec = Rec { id: self.next_id, ts: plan.start_ts, acct: 0, pos: 0, qty: acct.book.len() as i64 * UNIT };
             self.next_id += 1;
             self.queue.push_back(Item::Bad(kind, rec));
         }
@@ -306,11 +279,8 @@ impl Flow {
         let Some(Item::Orig(_, Some(k))) = self.queue.front() else {
             return false;
         };
-        if self.ckpt_next < self.checkpoints && *k >= self.ckpt_next * self.fills / self.checkpoints
-        {
-            while self.ckpt_next < self.checkpoints
-                && *k >= self.ckpt_next * self.fills / self.checkpoints
-            {
+        if self.ckpt_next < self.checkpoints && *k >= self.ckpt_next * self.fills / self.checkpoints {
+            while self.ckpt_next < self.checkpoints && *k >= self.ckpt_next * self.fills / self.checkpoints {
                 self.ckpt_next += 1;
             }
             return true;
@@ -370,13 +340,7 @@ impl Flow {
         out.end_line()
     }
 
-    fn write_bad(
-        &mut self,
-        u: &Universe,
-        kind: BadDelta,
-        rec: &Rec,
-        out: &mut Out,
-    ) -> Result<(), GenError> {
+    fn write_bad(&mut self, u: &Universe, kind: BadDelta, rec: &Rec, out: &mut Out) -> Result<(), GenError> {
         let acct = &self.accounts[rec.acct as usize];
         let inst = &u.insts[acct.book[rec.pos as usize] as usize];
         let l = &mut self.line;
@@ -392,9 +356,7 @@ impl Flow {
         }
         l.extend_from_slice(b",\"instrument\":");
         match kind {
-            BadDelta::UnknownInstrument => {
-                l.extend_from_slice(&crate::write::json_str(UNKNOWN_INSTRUMENT))
-            }
+            BadDelta::UnknownInstrument => l.extend_from_slice(&crate::write::json_str(UNKNOWN_INSTRUMENT)),
             _ => l.extend_from_slice(&inst.json_id),
         }
         match kind {

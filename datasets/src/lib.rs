@@ -93,9 +93,7 @@ impl FromStr for Preset {
         Preset::ALL
             .into_iter()
             .find(|p| p.name() == s)
-            .ok_or_else(|| {
-                GenError::Options(format!("unknown preset {s:?} (sample, day or daily)"))
-            })
+            .ok_or_else(|| GenError::Options(format!("unknown preset {s:?} (sample, day or daily)")))
     }
 }
 
@@ -176,10 +174,7 @@ pub enum GenError {
 
 impl GenError {
     pub(crate) fn io(path: &Path, source: std::io::Error) -> GenError {
-        GenError::Io {
-            path: path.to_path_buf(),
-            source,
-        }
+        GenError::Io { path: path.to_path_buf(), source }
     }
 }
 
@@ -239,24 +234,15 @@ mod file_list {
         sha256: String,
     }
 
-    pub fn serialize<S: Serializer>(
-        files: &[(String, u64, String)],
-        s: S,
-    ) -> Result<S::Ok, S::Error> {
+    pub fn serialize<S: Serializer>(files: &[(String, u64, String)], s: S) -> Result<S::Ok, S::Error> {
         let v: Vec<Entry> = files
             .iter()
-            .map(|(name, bytes, sha256)| Entry {
-                name: name.clone(),
-                bytes: *bytes,
-                sha256: sha256.clone(),
-            })
+            .map(|(name, bytes, sha256)| Entry { name: name.clone(), bytes: *bytes, sha256: sha256.clone() })
             .collect();
         v.serialize(s)
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(
-        d: D,
-    ) -> Result<Vec<(String, u64, String)>, D::Error> {
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<(String, u64, String)>, D::Error> {
         let v = Vec::<Entry>::deserialize(d)?;
         Ok(v.into_iter().map(|e| (e.name, e.bytes, e.sha256)).collect())
     }
@@ -347,8 +333,7 @@ pub(crate) fn stratified(k: u64, n: u64, span: u64, seed: u64, stream: u64) -> u
     };
     let start = k * q + part(k);
     let end = (k + 1) * q + part(k + 1);
-    let mut z =
-        seed ^ stream.wrapping_mul(0xA076_1D64_78BD_642F) ^ k.wrapping_mul(0xE703_7ED1_A0B4_28DB);
+    let mut z = seed ^ stream.wrapping_mul(0xA076_1D64_78BD_642F) ^ k.wrapping_mul(0xE703_7ED1_A0B4_28DB);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^= z >> 31;
@@ -426,9 +411,7 @@ impl Plan {
             return bad(format!("accounts must be 1..=1000000, not {accounts}"));
         }
         if !(12..=200_000).contains(&instruments) {
-            return bad(format!(
-                "instruments must be 12..=200000, not {instruments}"
-            ));
+            return bad(format!("instruments must be 12..=200000, not {instruments}"));
         }
         if deltas > MAX_DELTAS {
             return bad(format!("deltas must be at most {MAX_DELTAS}, not {deltas}"));
@@ -456,10 +439,7 @@ impl Plan {
         }
         let stocks = instruments - fixed;
         if options > 60 * (stocks + 4) {
-            return bad(format!(
-                "{options} options are too many for {} underlyings",
-                stocks + 4
-            ));
+            return bad(format!("{options} options are too many for {} underlyings", stocks + 4));
         }
         let rate = o.duplicate_rate.unwrap_or(0.005);
         if !(0.0..=0.5).contains(&rate) {
@@ -501,58 +481,27 @@ impl Plan {
                     dates.reverse();
                 }
             }
-            let closes: Vec<Ts> = dates
-                .iter()
-                .map(|d| d.start_ts() + 21 * 3600 * SEC)
-                .collect();
+            let closes: Vec<Ts> = dates.iter().map(|d| d.start_ts() + 21 * 3600 * SEC).collect();
             let session_ns = 23_400 * SEC;
             let (s, e) = (closes[0], *closes.last().expect("days"));
-            (
-                s,
-                e,
-                Axis::Daily { closes, session_ns },
-                0,
-                (80.0, 10.0),
-                DAY_NS,
-            )
+            (s, e, Axis::Daily { closes, session_ns }, 0, (80.0, 10.0), DAY_NS)
         } else {
-            let start = o
-                .start_ts
-                .unwrap_or_else(|| session_open(Date::parse("2026-03-02").expect("a date")));
-            let secs = o
-                .duration_secs
-                .unwrap_or(if p == Preset::Sample { 600 } else { 23_400 });
+            let start = o.start_ts.unwrap_or_else(|| session_open(Date::parse("2026-03-02").expect("a date")));
+            let secs = o.duration_secs.unwrap_or(if p == Preset::Sample { 600 } else { 23_400 });
             if !(10..=7 * 86_400).contains(&secs) {
                 return bad(format!("duration_secs must be 10..=604800, not {secs}"));
             }
             let duration_ns = secs * SEC;
-            let (grid_ns, regimes) = if p == Preset::Sample {
-                (SEC / 10, (240.0, 120.0))
-            } else {
-                (SEC, (5_400.0, 1_200.0))
-            };
+            let (grid_ns, regimes) =
+                if p == Preset::Sample { (SEC / 10, (240.0, 120.0)) } else { (SEC, (5_400.0, 1_200.0)) };
             // Keep at least a few regime changes on a short run, and the grid under ~200k points.
             let scale = (secs as f64 / 23_400.0).min(1.0);
-            let regimes = if p == Preset::Day {
-                (regimes.0 * scale.max(0.05), regimes.1 * scale.max(0.05))
-            } else {
-                regimes
-            };
+            let regimes =
+                if p == Preset::Day { (regimes.0 * scale.max(0.05), regimes.1 * scale.max(0.05)) } else { regimes };
             let grid_ns = grid_ns.max(duration_ns / 200_000);
-            (
-                start,
-                start + duration_ns,
-                Axis::Intraday { duration_ns },
-                grid_ns,
-                regimes,
-                SEC,
-            )
+            (start, start + duration_ns, Axis::Intraday { duration_ns }, grid_ns, regimes, SEC)
         };
-        let random_ticks = if daily {
-            0
-        } else {
-            (deltas as f64 * tpd).round() as u64
-        };
+        let random_ticks = if daily { 0 } else { (deltas as f64 * tpd).round() as u64 };
         Ok(Plan {
             preset: p,
             seed: o.seed,
@@ -574,11 +523,7 @@ impl Plan {
             regime_secs,
             quotes: !daily,
             bad_lines: o.bad_lines.unwrap_or(p == Preset::Sample),
-            checkpoints: if p == Preset::Day {
-                (deltas / 100_000).clamp(10, 100)
-            } else {
-                200
-            },
+            checkpoints: if p == Preset::Day { (deltas / 100_000).clamp(10, 100) } else { 200 },
             bar_ns,
             breach_target: (accounts / 10).clamp(10, 500),
         })
@@ -592,11 +537,7 @@ impl Plan {
     /// An account id that is not in accounts.jsonl (`ACC-9999` in the sample).
     pub fn unknown_account(&self) -> String {
         let w = self.account_width();
-        let nines = if (self.accounts as f64) < 10f64.powi(w as i32) - 1.0 {
-            w
-        } else {
-            w + 1
-        };
+        let nines = if (self.accounts as f64) < 10f64.powi(w as i32) - 1.0 { w } else { w + 1 };
         format!("ACC-{}", "9".repeat(nines))
     }
 }
@@ -613,17 +554,10 @@ pub fn rfc3339(ts: Ts) -> String {
     }
 }
 
-fn write_jsonl<T: Serialize>(
-    dir: &Path,
-    name: &str,
-    records: &[T],
-) -> Result<write::Written, GenError> {
+fn write_jsonl<T: Serialize>(dir: &Path, name: &str, records: &[T]) -> Result<write::Written, GenError> {
     let mut out = Out::create(dir, name)?;
     for r in records {
-        serde_json::to_writer(&mut out.buf, r).map_err(|source| GenError::Json {
-            path: dir.join(name),
-            source,
-        })?;
+        serde_json::to_writer(&mut out.buf, r).map_err(|source| GenError::Json { path: dir.join(name), source })?;
         out.buf.push(b'\n');
         out.end_line()?;
     }
@@ -633,11 +567,7 @@ fn write_jsonl<T: Serialize>(
 /// Writes the dataset files into `out` (created if missing) and returns the manifest (also
 /// written as `out/manifest.json`). `progress` is called now and then with the number of
 /// records written so far, and once at the end.
-pub fn generate(
-    opts: &GenOptions,
-    out: &Path,
-    progress: &mut dyn FnMut(u64),
-) -> Result<Manifest, GenError> {
+pub fn generate(opts: &GenOptions, out: &Path, progress: &mut dyn FnMut(u64)) -> Result<Manifest, GenError> {
     let plan = Plan::resolve(opts)?;
     fs::create_dir_all(out).map_err(|e| GenError::io(out, e))?;
     let seed = plan.seed;
@@ -693,21 +623,12 @@ pub fn generate(
     files.push(mkt.finish()?);
     files.push(pos.finish()?);
 
-    let set = build_limits(
-        &u,
-        &desks,
-        &flow.accounts,
-        &tracker,
-        plan.breach_target,
-        &mut Rng::new(seed, Stream::Limits),
-    );
+    let set =
+        build_limits(&u, &desks, &flow.accounts, &tracker, plan.breach_target, &mut Rng::new(seed, Stream::Limits));
     files.push(write_jsonl(out, "limits.jsonl", &set.limits)?);
     written += set.limits.len() as u64;
 
-    let bad_ticks = bad_lines
-        .iter()
-        .filter(|b| b.file == "market.jsonl")
-        .count() as u64;
+    let bad_ticks = bad_lines.iter().filter(|b| b.file == "market.jsonl").count() as u64;
     let bad_deltas = bad_lines.len() as u64 - bad_ticks;
     let counts = Counts {
         instruments: u.insts.len() as u64,
@@ -727,14 +648,7 @@ pub fn generate(
     debug_assert_eq!(positions_lines, counts.deltas + bad_deltas);
     debug_assert_eq!(counts.deltas, plan.deltas);
 
-    let toml = dataset_toml(
-        &plan,
-        &counts,
-        &episodes,
-        &set,
-        &bad_lines,
-        market.grid.step_ns,
-    );
+    let toml = dataset_toml(&plan, &counts, &episodes, &set, &bad_lines, market.grid.step_ns);
     let mut t = Out::create(out, "dataset.toml")?;
     t.buf.extend_from_slice(toml.as_bytes());
     files.push(t.finish()?);
@@ -743,18 +657,13 @@ pub fn generate(
         preset: plan.preset.name().into(),
         seed,
         generator_version: GENERATOR_VERSION.into(),
-        files: files
-            .into_iter()
-            .map(|w| (w.name, w.bytes, w.sha256))
-            .collect(),
+        files: files.into_iter().map(|w| (w.name, w.bytes, w.sha256)).collect(),
         counts,
         bad_lines,
     };
     let path = out.join(Manifest::FILE);
-    let mut text = serde_json::to_string_pretty(&manifest).map_err(|source| GenError::Json {
-        path: path.clone(),
-        source,
-    })?;
+    let mut text =
+        serde_json::to_string_pretty(&manifest).map_err(|source| GenError::Json { path: path.clone(), source })?;
     text.push('\n');
     fs::write(&path, text).map_err(|e| GenError::io(&path, e))?;
     progress(written);
@@ -780,9 +689,9 @@ fn description(plan: &Plan) -> String {
              bad lines (see bad_lines) that must go to the dead-letter sink."
         ),
         Preset::Day => format!("A full 6.5-hour trading day at scale, never committed. {base}"),
-        Preset::Daily => format!(
-            "Daily closes (21:00 UTC, weekdays) for daily RiskMetrics, no options, no bid/ask. {base}"
-        ),
+        Preset::Daily => {
+            format!("Daily closes (21:00 UTC, weekdays) for daily RiskMetrics, no options, no bid/ask. {base}")
+        }
     }
 }
 
@@ -797,12 +706,9 @@ fn dataset_toml(
     use std::fmt::Write as _;
     let mut s = String::new();
     let list = |v: &[String]| v.iter().map(|x| toml_str(x)).collect::<Vec<_>>().join(", ");
-    let _ = writeln!(s, "# riskflow dataset, written by riskflow-datasets {GENERATOR_VERSION}: regenerate, do not edit.");
-    let _ = writeln!(
-        s,
-        "name = {}",
-        toml_str(&format!("{}-{}", plan.preset, plan.seed))
-    );
+    let _ =
+        writeln!(s, "# riskflow dataset, written by riskflow-datasets {GENERATOR_VERSION}: regenerate, do not edit.");
+    let _ = writeln!(s, "name = {}", toml_str(&format!("{}-{}", plan.preset, plan.seed)));
     let _ = writeln!(s, "preset = {}", toml_str(plan.preset.name()));
     let _ = writeln!(s, "seed = {}", plan.seed);
     let _ = writeln!(s, "generator_version = {}", toml_str(GENERATOR_VERSION));
@@ -813,10 +719,7 @@ fn dataset_toml(
     let _ = writeln!(s, "start = {}", toml_str(&rfc3339(plan.start_ts)));
     let _ = writeln!(s, "end = {}", toml_str(&rfc3339(plan.end_ts)));
     let _ = writeln!(s, "bar_ns = {}", plan.bar_ns);
-    let _ = writeln!(
-        s,
-        "# Limits sized to breach (VaR/ES/stress ones approximately) and to reach WARN only."
-    );
+    let _ = writeln!(s, "# Limits sized to breach (VaR/ES/stress ones approximately) and to reach WARN only.");
     let _ = writeln!(s, "breach_by_design = [{}]", list(&set.breach));
     let _ = writeln!(s, "warn_by_design = [{}]", list(&set.warn));
     let _ = writeln!(s);
@@ -849,10 +752,7 @@ fn dataset_toml(
         let _ = writeln!(s, "{k} = {v}");
     }
     let _ = writeln!(s);
-    let _ = writeln!(
-        s,
-        "# The true regime of the price model (stressed: 3x vol, higher correlation)."
-    );
+    let _ = writeln!(s, "# The true regime of the price model (stressed: 3x vol, higher correlation).");
     for &(g, r) in episodes {
         let ts = match &plan.axis {
             Axis::Intraday { .. } => plan.start_ts + g as u64 * step_ns,
@@ -860,11 +760,7 @@ fn dataset_toml(
         };
         let _ = writeln!(s, "[[regimes]]");
         let _ = writeln!(s, "start_ts = {ts}");
-        let _ = writeln!(
-            s,
-            "state = {}",
-            toml_str(if r == 0 { "calm" } else { "stressed" })
-        );
+        let _ = writeln!(s, "state = {}", toml_str(if r == 0 { "calm" } else { "stressed" }));
     }
     for b in bad {
         let _ = writeln!(s);

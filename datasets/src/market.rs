@@ -92,14 +92,7 @@ impl Grid {
             let target = if r == 0 { 1.0 } else { STRESS_IV };
             ivm[g + 1] = ivm[g] + (target - ivm[g]) * relax;
         }
-        Grid {
-            steps,
-            step_ns,
-            regime,
-            x,
-            tv,
-            ivm,
-        }
+        Grid { steps, step_ns, regime, x, tv, ivm }
     }
 
     fn xv(&self, g: usize, r: usize, f: usize) -> f64 {
@@ -221,13 +214,7 @@ impl Market {
                 }
                 if self.random_next < self.random_total {
                     let ts = plan.start_ts
-                        + crate::stratified(
-                            self.random_next,
-                            self.random_total,
-                            *duration_ns,
-                            plan.seed,
-                            1,
-                        );
+                        + crate::stratified(self.random_next, self.random_total, *duration_ns, plan.seed, 1);
                     return Some((ts, None, self.point_of(ts)));
                 }
                 None
@@ -256,11 +243,7 @@ impl Market {
         };
         let i = match inst {
             Some(i) => i,
-            None => self
-                .alias
-                .as_ref()
-                .expect("intraday schedule")
-                .sample(&mut self.rng),
+            None => self.alias.as_ref().expect("intraday schedule").sample(&mut self.rng),
         };
         let random_index = self.random_next;
         match &plan.axis {
@@ -268,11 +251,7 @@ impl Market {
             Axis::Intraday { .. } => self.random_next += 1,
             Axis::Daily { .. } => {
                 let (d, i) = self.daily_next;
-                self.daily_next = if i + 1 < u.insts.len() {
-                    (d, i + 1)
-                } else {
-                    (d + 1, 0)
-                };
+                self.daily_next = if i + 1 < u.insts.len() { (d, i + 1) } else { (d + 1, 0) };
             }
         }
         self.write_tick(u, i, g, ts, out)?;
@@ -323,18 +302,12 @@ impl Market {
         line.extend_from_slice(&u.insts[i].json_id);
         line.extend_from_slice(b",\"price\":");
         match kind {
-            BadTick::NegativePrice => {
-                push_fixed(line, -quantize(self.last_price[i], u.insts[i].tick))
-            }
+            BadTick::NegativePrice => push_fixed(line, -quantize(self.last_price[i], u.insts[i].tick)),
             BadTick::ZeroPrice => line.push(b'0'),
         }
         line.push(b'}');
         out.line(line)?;
-        bad_lines.push(BadLine {
-            file: "market.jsonl".into(),
-            line: out.lines,
-            reason: reason.into(),
-        });
+        bad_lines.push(BadLine { file: "market.jsonl".into(), line: out.lines, reason: reason.into() });
         Ok(())
     }
 
@@ -353,14 +326,10 @@ impl Market {
                     }
                 }
             }
-            let dv = [
-                grid.tv[g][0] - grid.tv[g0][0],
-                grid.tv[g][1] - grid.tv[g0][1],
-            ];
+            let dv = [grid.tv[g][0] - grid.tv[g0][0], grid.tv[g][1] - grid.tv[g0][1]];
             let idio = load.idio[0] * dv[0] + load.idio[1] * dv[1];
             let s = inst.sigma;
-            self.lp[i] += s * z + s * idio.max(0.0).sqrt() * self.rng.normal()
-                - 0.5 * s * s * (dv[0] + dv[1]);
+            self.lp[i] += s * z + s * idio.max(0.0).sqrt() * self.rng.normal() - 0.5 * s * s * (dv[0] + dv[1]);
             self.lg[i] = g;
         }
         self.lp[i].exp()
@@ -382,14 +351,7 @@ impl Market {
         (c.rate0().ln() + s * z - 0.5 * s * s * (tv[0] + k2 * tv[1])).exp()
     }
 
-    fn write_tick(
-        &mut self,
-        u: &Universe,
-        i: usize,
-        g: usize,
-        ts: Ts,
-        out: &mut Out,
-    ) -> Result<(), GenError> {
+    fn write_tick(&mut self, u: &Universe, i: usize, g: usize, ts: Ts, out: &mut Out) -> Result<(), GenError> {
         let inst = &u.insts[i];
         let stressed = self.grid.regime_at(g) == 1;
         let mut iv = None;
@@ -399,14 +361,7 @@ impl Market {
                 let s = self.spot(u, *under, g);
                 quantize(s * (1.0 + basis), inst.tick)
             }
-            Class::Option {
-                under,
-                strike,
-                expiry,
-                kind,
-                skew,
-                curv,
-            } => {
+            Class::Option { under, strike, expiry, kind, skew, curv } => {
                 let s = self.spot(u, *under, g);
                 let t = year_fraction(*expiry, ts).max(1.0 / 365.25);
                 let base = u.insts[*under].sigma;

@@ -96,10 +96,7 @@ impl Tracker {
         Tracker {
             checkpoints: 0,
             acct: vec![[Range::default(); NM]; accounts.len()],
-            acct_pos: accounts
-                .iter()
-                .map(|a| vec![Range::default(); a.book.len()])
-                .collect(),
+            acct_pos: accounts.iter().map(|a| vec![Range::default(); a.book.len()]).collect(),
             desk: vec![[Range::default(); NM]; desks.len()],
             desk_pos: vec![vec![Range::default(); n]; desks.len()],
             firm: [Range::default(); NM],
@@ -132,29 +129,13 @@ impl Tracker {
             self.unit[i] = match &inst.class {
                 Class::Stock | Class::Index => {
                     let e = px[i] * r;
-                    Unit {
-                        e,
-                        key: i,
-                        stress: lin(e),
-                        fx: None,
-                    }
+                    Unit { e, key: i, stress: lin(e), fx: None }
                 }
                 Class::Future { under, .. } => {
                     let e = inst.mult * px[i] * r;
-                    Unit {
-                        e,
-                        key: *under,
-                        stress: lin(e),
-                        fx: None,
-                    }
+                    Unit { e, key: *under, stress: lin(e), fx: None }
                 }
-                Class::Option {
-                    under,
-                    strike,
-                    expiry,
-                    kind,
-                    ..
-                } => {
+                Class::Option { under, strike, expiry, kind, .. } => {
                     let s = px[*under];
                     let iv = m.last_iv[i];
                     let t = year_fraction(*expiry, now);
@@ -165,17 +146,9 @@ impl Tracker {
                     let e = k * g.delta * s;
                     let stress = [k * (down.price - g.price), k * (up.price - g.price), 0.0];
                     if [e, stress[0], stress[1]].iter().all(|x| x.is_finite()) {
-                        Unit {
-                            e,
-                            key: *under,
-                            stress,
-                            fx: None,
-                        }
+                        Unit { e, key: *under, stress, fx: None }
                     } else {
-                        Unit {
-                            key: *under,
-                            ..Unit::default()
-                        }
+                        Unit { key: *under, ..Unit::default() }
                     }
                 }
                 Class::Fx { base, quote } => {
@@ -295,12 +268,7 @@ impl Tracker {
         for (d, &gross) in desk_gross.iter().enumerate() {
             buf.clear();
             let (qty, pos) = (&self.desk_qty[d], &mut self.desk_pos[d]);
-            for (i, ((&q, p), f)) in qty
-                .iter()
-                .zip(pos.iter_mut())
-                .zip(firm_qty.iter_mut())
-                .enumerate()
-            {
+            for (i, ((&q, p), f)) in qty.iter().zip(pos.iter_mut()).zip(firm_qty.iter_mut()).enumerate() {
                 p.update(q, first);
                 *f += q;
                 if q != 0.0 {
@@ -308,11 +276,7 @@ impl Tracker {
                 }
             }
             let mx = self.eval(u, &buf, regime);
-            let unnetted_conc = if gross > 0.0 {
-                mx.conc * mx.gross / gross
-            } else {
-                0.0
-            };
+            let unnetted_conc = if gross > 0.0 { mx.conc * mx.gross / gross } else { 0.0 };
             let r = &mut self.desk[d];
             for (k, x) in [
                 (GROSS, gross),
@@ -336,11 +300,7 @@ impl Tracker {
         }
         let mx = self.eval(u, &buf, regime);
         let total: f64 = desk_gross.iter().sum();
-        let unnetted_conc = if total > 0.0 {
-            mx.conc * mx.gross / total
-        } else {
-            0.0
-        };
+        let unnetted_conc = if total > 0.0 { mx.conc * mx.gross / total } else { 0.0 };
         for (k, x) in [
             (GROSS, total),
             (GROSS_NETTED, mx.gross),
@@ -493,38 +453,18 @@ pub(crate) fn build_limits(
         for k in [Gross, Net, Var, Es, Stress, Conc] {
             cands.push(cand_of(Scope::Desk, desk.name, k, &t.desk[d], false));
         }
-        let mut mains: Vec<usize> = accounts
-            .iter()
-            .filter(|a| a.desk == d)
-            .filter_map(|a| a.main.map(|(p, _)| a.book[p] as usize))
-            .collect();
+        let mut mains: Vec<usize> =
+            accounts.iter().filter(|a| a.desk == d).filter_map(|a| a.main.map(|(p, _)| a.book[p] as usize)).collect();
         mains.sort_unstable();
         mains.dedup();
         for &i in mains.iter().take(3) {
-            cands.push(pos_cand(
-                Scope::Desk,
-                desk.name,
-                &u.insts[i].record.id,
-                t.desk_pos[d][i],
-                true,
-            ));
+            cands.push(pos_cand(Scope::Desk, desk.name, &u.insts[i].record.id, t.desk_pos[d][i], true));
         }
         let biggest = (0..u.insts.len())
             .filter(|i| !mains.contains(i))
-            .max_by(|&a, &b| {
-                t.desk_pos[d][a]
-                    .x0
-                    .total_cmp(&t.desk_pos[d][b].x0)
-                    .then(b.cmp(&a))
-            });
+            .max_by(|&a, &b| t.desk_pos[d][a].x0.total_cmp(&t.desk_pos[d][b].x0).then(b.cmp(&a)));
         if let Some(i) = biggest.filter(|&i| t.desk_pos[d][i].x0 > 0.0) {
-            cands.push(pos_cand(
-                Scope::Desk,
-                desk.name,
-                &u.insts[i].record.id,
-                t.desk_pos[d][i],
-                false,
-            ));
+            cands.push(pos_cand(Scope::Desk, desk.name, &u.insts[i].record.id, t.desk_pos[d][i], false));
         }
     }
     for (a, acct) in accounts.iter().enumerate() {
@@ -549,12 +489,8 @@ pub(crate) fn build_limits(
             _ => cands.push(cand_of(Scope::Account, id, Conc, r, false)),
         }
         if a % 10 == 9 {
-            let p = (0..acct.book.len()).max_by(|&x, &y| {
-                t.acct_pos[a][x]
-                    .x0
-                    .total_cmp(&t.acct_pos[a][y].x0)
-                    .then(y.cmp(&x))
-            });
+            let p = (0..acct.book.len())
+                .max_by(|&x, &y| t.acct_pos[a][x].x0.total_cmp(&t.acct_pos[a][y].x0).then(y.cmp(&x)));
             if let Some(p) = p {
                 let inst = &u.insts[acct.book[p] as usize].record.id;
                 cands.push(pos_cand(Scope::Account, id, inst, t.acct_pos[a][p], false));
@@ -563,9 +499,7 @@ pub(crate) fn build_limits(
     }
     // A limit with nothing to measure, or a concentration of a single-underlying scope, is
     // not worth setting.
-    cands.retain(|c| {
-        c.hi_max > 0.0 && c.hi_max.is_finite() && !(c.kind == Kind::Metric(Conc) && c.x0 > 0.7)
-    });
+    cands.retain(|c| c.hi_max > 0.0 && c.hi_max.is_finite() && !(c.kind == Kind::Metric(Conc) && c.x0 > 0.7));
 
     // Choose the limits that breach: eligible ones grow to at least 1.5× their start value
     // under every interpretation; accumulating accounts first, then one of each
@@ -581,10 +515,7 @@ pub(crate) fn build_limits(
     };
     order.sort_by(|&a, &b| {
         let (ca, cb) = (&cands[a], &cands[b]);
-        cb.focus
-            .cmp(&ca.focus)
-            .then(growth(cb).total_cmp(&growth(ca)))
-            .then(a.cmp(&b))
+        cb.focus.cmp(&ca.focus).then(growth(cb).total_cmp(&growth(ca))).then(a.cmp(&b))
     });
     let mut chosen = vec![false; cands.len()];
     let mut seen: Vec<(Scope, Kind)> = Vec::new();
@@ -608,11 +539,7 @@ pub(crate) fn build_limits(
     }
 
     let width = 4.max(cands.len().to_string().len());
-    let mut set = LimitSet {
-        limits: Vec::new(),
-        breach: Vec::new(),
-        warn: Vec::new(),
-    };
+    let mut set = LimitSet { limits: Vec::new(), breach: Vec::new(), warn: Vec::new() };
     for (i, c) in cands.iter().enumerate() {
         let id = format!("L-{:0width$}", set.limits.len() + 1);
         let (limit, warn_at) = if chosen[i] {

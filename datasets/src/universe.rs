@@ -274,22 +274,9 @@ impl Loadings {
 pub(crate) enum Class {
     Stock,
     Index,
-    Future {
-        under: usize,
-        basis: f64,
-    },
-    Option {
-        under: usize,
-        strike: f64,
-        expiry: Date,
-        kind: OptionType,
-        skew: f64,
-        curv: f64,
-    },
-    Fx {
-        base: Ccy,
-        quote: Ccy,
-    },
+    Future { under: usize, basis: f64 },
+    Option { under: usize, strike: f64, expiry: Date, kind: OptionType, skew: f64, curv: f64 },
+    Fx { base: Ccy, quote: Ccy },
 }
 
 /// One instrument with everything the generator needs to price and trade it.
@@ -505,18 +492,13 @@ pub(crate) fn build_universe(plan: &Plan, rng: &mut Rng) -> Universe {
                 None => {
                     let k = rank - named.len() + 1;
                     let sector = rng.index(SECTORS.len());
-                    let p =
-                        (median * (0.9 * rng.normal()).exp()).clamp(median / 20.0, median * 15.0);
+                    let p = (median * (0.9 * rng.normal()).exp()).clamp(median / 20.0, median * 15.0);
                     (format!("{prefix}{k:04}{suffix}"), sector, p, false)
                 }
             };
             let tick = stock_tick(*c, p0);
-            let p0 = ((p0 * UNIT as f64 / tick as f64).round() as i64).max(50) as f64 * tick as f64
-                / UNIT as f64;
-            let vol = 0.20
-                * SECTORS[sector].1
-                * (0.2 * rng.normal()).exp()
-                * if is_named { 1.0 } else { 1.2 };
+            let p0 = ((p0 * UNIT as f64 / tick as f64).round() as i64).max(50) as f64 * tick as f64 / UNIT as f64;
+            let vol = 0.20 * SECTORS[sector].1 * (0.2 * rng.normal()).exp() * if is_named { 1.0 } else { 1.2 };
             let liq = ccy_liq / (rank as f64 + 3.0).powf(0.8) * 3.0f64.powf(0.8);
             let usd = p0 * c.rate0();
             let lots = (150_000.0 / (100.0 * usd)).clamp(1.0, 200.0);
@@ -561,11 +543,7 @@ pub(crate) fn build_universe(plan: &Plan, rng: &mut Rng) -> Universe {
     let mut futures = Vec::new();
     let code = front_month_code(plan.start_ts);
     for (def, &under) in INDICES.iter().zip(&indices).take(plan.futures) {
-        let id = if plan.daily {
-            format!("{}1", def.fut_root)
-        } else {
-            format!("{}{code}", def.fut_root)
-        };
+        let id = if plan.daily { format!("{}1", def.fut_root) } else { format!("{}{code}", def.fut_root) };
         let p0 = def.p0 * (1.0 + def.basis);
         let notional = def.fut_mult as f64 * p0 * def.ccy.rate0();
         futures.push(insts.len());
@@ -584,10 +562,7 @@ pub(crate) fn build_universe(plan: &Plan, rng: &mut Rng) -> Universe {
                 sector: None,
             },
             json_id: json_str(&id),
-            class: Class::Future {
-                under,
-                basis: def.basis,
-            },
+            class: Class::Future { under, basis: def.basis },
             ccy: def.ccy,
             mult: def.fut_mult as f64,
             sigma: 0.0,
@@ -606,13 +581,7 @@ pub(crate) fn build_universe(plan: &Plan, rng: &mut Rng) -> Universe {
     let mut options = Vec::new();
     if plan.options > 0 {
         let mut unders: Vec<usize> = Vec::new();
-        let by_ccy = |c: Ccy| -> Vec<usize> {
-            stocks
-                .iter()
-                .copied()
-                .filter(|&i| insts[i].ccy == c)
-                .collect()
-        };
+        let by_ccy = |c: Ccy| -> Vec<usize> { stocks.iter().copied().filter(|&i| insts[i].ccy == c).collect() };
         let us = by_ccy(Ccy::Usd);
         let eu = by_ccy(Ccy::Eur);
         let preferred = [
@@ -625,17 +594,10 @@ pub(crate) fn build_universe(plan: &Plan, rng: &mut Rng) -> Universe {
             Some(indices[3]),
         ];
         unders.extend(preferred.into_iter().flatten());
-        let mut rest: Vec<usize> = stocks
-            .iter()
-            .copied()
-            .filter(|i| !unders.contains(i))
-            .collect();
+        let mut rest: Vec<usize> = stocks.iter().copied().filter(|i| !unders.contains(i)).collect();
         rest.sort_by(|&a, &b| insts[b].liq.total_cmp(&insts[a].liq).then(a.cmp(&b)));
         unders.extend(rest);
-        let per = plan
-            .option_chain
-            .max(plan.options.div_ceil(unders.len()))
-            .min(CHAIN.len() * EXPIRIES.len());
+        let per = plan.option_chain.max(plan.options.div_ceil(unders.len())).min(CHAIN.len() * EXPIRIES.len());
         let mut left = plan.options;
         for (j, &u) in unders.iter().enumerate() {
             if left == 0 {
@@ -645,10 +607,7 @@ pub(crate) fn build_universe(plan: &Plan, rng: &mut Rng) -> Universe {
             let (s0, ccy, is_index) = (ui.p0, ui.ccy, matches!(ui.class, Class::Index));
             let under_id = ui.record.id.clone();
             let opt_mult = if is_index {
-                INDICES
-                    .iter()
-                    .find(|d| d.id == under_id)
-                    .map_or(100, |d| d.opt_mult)
+                INDICES.iter().find(|d| d.id == under_id).map_or(100, |d| d.opt_mult)
             } else if ccy == Ccy::Gbp {
                 1000
             } else {
@@ -677,11 +636,7 @@ pub(crate) fn build_universe(plan: &Plan, rng: &mut Rng) -> Universe {
                         OptionType::Call => 'C',
                         OptionType::Put => 'P',
                     };
-                    let id = format!(
-                        "{under_id}-{:02}{mo:02}{d:02}-{letter}{}",
-                        y % 100,
-                        fixed(strike)
-                    );
+                    let id = format!("{under_id}-{:02}{mo:02}{d:02}-{letter}{}", y % 100, fixed(strike));
                     if insts.iter().rev().take(64).any(|i| i.record.id == id) {
                         continue;
                     }
@@ -701,14 +656,7 @@ pub(crate) fn build_universe(plan: &Plan, rng: &mut Rng) -> Universe {
                             sector: None,
                         },
                         json_id: json_str(&id),
-                        class: Class::Option {
-                            under: u,
-                            strike,
-                            expiry,
-                            kind,
-                            skew,
-                            curv,
-                        },
+                        class: Class::Option { under: u, strike, expiry, kind, skew, curv },
                         ccy,
                         mult: opt_mult as f64,
                         sigma: 0.0,
@@ -732,11 +680,7 @@ pub(crate) fn build_universe(plan: &Plan, rng: &mut Rng) -> Universe {
     let mut fx = Vec::new();
     for &(id, base, quote, half_spread) in &PAIRS {
         let p0 = base.rate0() / quote.rate0();
-        let tick = if quote == Ccy::Jpy {
-            UNIT / 1000
-        } else {
-            UNIT / 100_000
-        };
+        let tick = if quote == Ccy::Jpy { UNIT / 1000 } else { UNIT / 100_000 };
         fx.push(insts.len());
         insts.push(Inst {
             record: Instrument {
@@ -768,13 +712,7 @@ pub(crate) fn build_universe(plan: &Plan, rng: &mut Rng) -> Universe {
         });
     }
 
-    Universe {
-        insts,
-        stocks,
-        futures,
-        options,
-        fx,
-    }
+    Universe { insts, stocks, futures, options, fx }
 }
 
 /// A desk and the instruments its accounts trade.
@@ -811,13 +749,8 @@ pub(crate) fn build_accounts(plan: &Plan, u: &Universe, rng: &mut Rng) -> (Vec<D
     if has_asia {
         names.push(("QUANT", 1.5));
     }
-    let stocks_of = |cs: &[Ccy]| -> Vec<usize> {
-        u.stocks
-            .iter()
-            .copied()
-            .filter(|&i| cs.contains(&u.insts[i].ccy))
-            .collect()
-    };
+    let stocks_of =
+        |cs: &[Ccy]| -> Vec<usize> { u.stocks.iter().copied().filter(|&i| cs.contains(&u.insts[i].ccy)).collect() };
     let mut top: Vec<usize> = u.stocks.clone();
     top.sort_by(|&a, &b| u.insts[b].liq.total_cmp(&u.insts[a].liq).then(a.cmp(&b)));
     top.truncate(10);
@@ -856,18 +789,11 @@ pub(crate) fn build_accounts(plan: &Plan, u: &Universe, rng: &mut Rng) -> (Vec<D
             universe = top.clone();
         }
         let weights: Vec<f64> = universe.iter().map(|&i| u.insts[i].liq.max(0.01)).collect();
-        desks.push(Desk {
-            name,
-            universe,
-            alias: Alias::new(&weights),
-        });
+        desks.push(Desk { name, universe, alias: Alias::new(&weights) });
     }
 
     // Accounts: desks by weight, shuffled so ids do not reveal the desk.
-    let counts = apportion(
-        plan.accounts,
-        &names.iter().map(|n| n.1).collect::<Vec<_>>(),
-    );
+    let counts = apportion(plan.accounts, &names.iter().map(|n| n.1).collect::<Vec<_>>());
     let mut desk_of: Vec<usize> = Vec::with_capacity(plan.accounts);
     for (d, &n) in counts.iter().enumerate() {
         desk_of.extend(std::iter::repeat_n(d, n));
@@ -881,11 +807,7 @@ pub(crate) fn build_accounts(plan: &Plan, u: &Universe, rng: &mut Rng) -> (Vec<D
         let book = pick_book(desk, n, rng);
         let id = format!("ACC-{:0width$}", a + 1);
         accts.push(Acct {
-            record: Account {
-                id: id.clone(),
-                desk: desk.name.into(),
-                firm: Some(Account::DEFAULT_FIRM.into()),
-            },
+            record: Account { id: id.clone(), desk: desk.name.into(), firm: Some(Account::DEFAULT_FIRM.into()) },
             json_id: json_str(&id),
             desk: d,
             qty: vec![0; book.len()],
@@ -896,17 +818,10 @@ pub(crate) fn build_accounts(plan: &Plan, u: &Universe, rng: &mut Rng) -> (Vec<D
     }
 
     // Accumulating accounts.
-    let n_acc = if plan.accounts < 4 {
-        1
-    } else {
-        (plan.accounts / 50).clamp(2, 200)
-    };
+    let n_acc = if plan.accounts < 4 { 1 } else { (plan.accounts / 50).clamp(2, 200) };
     let mut eligible: Vec<usize> = (0..accts.len())
         .filter(|&a| {
-            matches!(
-                desks[accts[a].desk].name,
-                "EQ-US" | "EQ-EU" | "DERIV" | "MACRO"
-            ) && accts[a].book.len() >= 3
+            matches!(desks[accts[a].desk].name, "EQ-US" | "EQ-EU" | "DERIV" | "MACRO") && accts[a].book.len() >= 3
         })
         .collect();
     rng.shuffle(&mut eligible);
@@ -916,12 +831,7 @@ pub(crate) fn build_accounts(plan: &Plan, u: &Universe, rng: &mut Rng) -> (Vec<D
         let acct = &mut accts[a];
         // Derivatives desks mostly build up a future or an option, the others a stock.
         let derivs: Vec<usize> = (0..acct.book.len())
-            .filter(|&p| {
-                matches!(
-                    u.insts[acct.book[p] as usize].class,
-                    Class::Future { .. } | Class::Option { .. }
-                )
-            })
+            .filter(|&p| matches!(u.insts[acct.book[p] as usize].class, Class::Future { .. } | Class::Option { .. }))
             .collect();
         let pos = if !derivs.is_empty() && rng.chance(0.7) {
             derivs[rng.index(derivs.len())]

@@ -102,19 +102,13 @@ impl Out {
         if self.buf.is_empty() {
             return Ok(());
         }
-        let next = self
-            .spare
-            .try_recv()
-            .unwrap_or_else(|_| Vec::with_capacity(CHUNK + 4096));
+        let next = self.spare.try_recv().unwrap_or_else(|_| Vec::with_capacity(CHUNK + 4096));
         let full = std::mem::replace(&mut self.buf, next);
         let sent = self.tx.as_ref().is_some_and(|tx| tx.send(full).is_ok());
         if !sent {
             // The writer stopped: it has the error.
             self.join()?;
-            return Err(GenError::io(
-                &self.path,
-                std::io::Error::other("writer thread stopped"),
-            ));
+            return Err(GenError::io(&self.path, std::io::Error::other("writer thread stopped")));
         }
         Ok(())
     }
@@ -125,21 +119,14 @@ impl Out {
         match worker.join() {
             Ok(Ok(done)) => Ok(done),
             Ok(Err(e)) => Err(GenError::io(&self.path, e)),
-            Err(_) => Err(GenError::io(
-                &self.path,
-                std::io::Error::other("writer thread panicked"),
-            )),
+            Err(_) => Err(GenError::io(&self.path, std::io::Error::other("writer thread panicked"))),
         }
     }
 
     pub fn finish(mut self) -> Result<Written, GenError> {
         self.flush_buf()?;
         let (bytes, sha256) = self.join()?;
-        Ok(Written {
-            name: std::mem::take(&mut self.name),
-            bytes,
-            sha256,
-        })
+        Ok(Written { name: std::mem::take(&mut self.name), bytes, sha256 })
     }
 }
 
@@ -374,27 +361,14 @@ mod tests {
             push_u64(&mut want, n);
             want.extend_from_slice(b",\"x\":");
             push_fixed(&mut want, units);
-            assert_eq!(
-                String::from_utf8(got).unwrap(),
-                String::from_utf8(want).unwrap()
-            );
+            assert_eq!(String::from_utf8(got).unwrap(), String::from_utf8(want).unwrap());
         }
     }
 
     #[test]
     fn integers_format() {
         let mut buf = Vec::new();
-        for n in [
-            0,
-            7,
-            10,
-            99,
-            100,
-            101,
-            12_345,
-            1_772_461_800_000_000_000,
-            u64::MAX,
-        ] {
+        for n in [0, 7, 10, 99, 100, 101, 12_345, 1_772_461_800_000_000_000, u64::MAX] {
             buf.clear();
             push_u64(&mut buf, n);
             assert_eq!(String::from_utf8(buf.clone()).unwrap(), n.to_string());

@@ -1,0 +1,114 @@
+//! The seeded workload every benchmark replays: accounts × instruments, a fixed number of
+//! positions per account, one price tick per ten deltas (DESIGN.md §9's measurement setup).
+
+use riskflow_dataflows::event::{Envelope, Event, Origin};
+use riskflow_dataflows::model::{Account, AssetClass, Delta, Fixed, Instrument, Limit, Scope, Tick, Ts};
+
+pub struct Workload {
+    pub reference: Vec<Event>,
+    /// Ticks and deltas in event-time order, one nanosecond apart.
+    pub updates: Vec<Event>,
+}
+
+/// SplitMix64: small, seeded, stable.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// `accounts` accounts in 10 desks, `instruments` USD equities, each account trading
+/// `per_account` of them, `updates` records of which one in eleven is a tick. Every account
+/// has a gross limit, every desk one too.
+pub fn workload(accounts: usize, instruments: usize, per_account: usize, updates: usize, seed: u64) -> Workload {
+    let mut rng = Rng(seed);
+    let mut reference = Vec::new();
+    for i in 0..instruments {
+        reference.push(Event::Instrument(Instrument {
+            id: format!("I{i}"),
+            asset_class: AssetClass::Equity,
+            currency: "USD".into(),
+            multiplier: Fixed::from_int(1),
+            underlying: None,
+            strike: None,
+            expiry: None,
+            option_type: None,
+            base: None,
+            quote: None,
+            sector: None,
+        }));
+    }
+    for a in 0..accounts {
+        reference.push(Event::Account(Account { id: format!("A{a}"), desk: format!("D{}", a % 10), firm: None }));
+        reference.push(Event::Limit(limit(format!("LA{a}"), Scope::Account, format!("A{a}"), 5e6)));
+    }
+    for d in 0..10 {
+        reference.push(Event::Limit(limit(format!("LD{d}"), Scope::Desk, format!("D{d}"), 5e9)));
+    }
+    let books: Vec<Vec<usize>> =
+        (0..accounts).map(|_| (0..per_account).map(|_| rng.below(instruments as u64) as usize).collect()).collect();
+    let mut prices: Vec<i64> = (0..instruments).map(|_| (10 + rng.below(490) as i64) * Fixed::SCALE).collect();
+    let mut out = Vec::with_capacity(updates + instruments);
+    let mut ts: Ts = 1_000_000_000;
+    for (i, p) in prices.iter().enumerate() {
+        out.push(Event::Tick(tick(ts, i, *p)));
+    }
+    for n in 0..updates {
+        ts += 1;
+        if n % 11 == 10 {
+            let i = rng.below(instruments as u64) as usize;
+            let move_bp = rng.below(21) as i64 - 10;
+            prices[i] = (prices[i] + prices[i] * move_bp / 10_000).max(Fixed::SCALE);
+            out.push(Event::Tick(tick(ts, i, prices[i])));
+        } else {
+            let a = rng.below(accounts as u64) as usize;
+            let i = books[a][rng.below(per_account as u64) as usize];
+            let qty = (rng.below(2000) as i64 - 1000) * Fixed::SCALE;
+            out.push(Event::Delta(Delta {
+                id: format!("F{n}"),
+                ts,
+                account: format!("A{a}"),
+                instrument: format!("I{i}"),
+                qty: Fixed(qty),
+            }));
+        }
+    }
+    Workload { reference, updates: out }
+}
+
+fn tick(ts: Ts, i: usize, price: i64) -> Tick {
+    Tick { ts, instrument: format!("I{i}"), price: Fixed(price), bid: None, ask: None, iv: None }
+}
+
+fn limit(id: String, scope: Scope, scope_id: String, value: f64) -> Limit {
+    Limit {
+        id,
+        scope,
+        scope_id,
+        metric: "gross".into(),
+        limit: value,
+        warn_at: None,
+        hard: None,
+        action: None,
+        enabled: None,
+    }
+}
+
+pub fn envelope(event: Event, ingest_ns: u64) -> Envelope {
+    Envelope { event, origin: Origin::Engine, ingest_ns }
+}
+
+/// Argument `i` of the bench's command line as a number, or `default`.
+pub fn arg(i: usize, default: usize) -> usize {
+    std::env::args().skip(1).filter(|a| !a.starts_with('-')).nth(i).and_then(|a| a.parse().ok()).unwrap_or(default)
+}
