@@ -95,8 +95,8 @@ fn baseline(w: &Workload) -> (Duration, usize, u64) {
             Event::Tick(t) => {
                 let i = instr[t.instrument.as_str()];
                 price[i] = Some(t.price);
-                for k in 0..in_instr[i].len() {
-                    revalue(in_instr[i][k], &mut positions, &price, &mut sums);
+                for &p in &in_instr[i] {
+                    revalue(p, &mut positions, &price, &mut sums);
                 }
             }
             Event::Delta(d) => {

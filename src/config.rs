@@ -52,7 +52,7 @@ pub struct EngineConfig {
 
 impl Default for EngineConfig {
     fn default() -> Self {
-        EngineConfig { workers: 1, epoch: Duration::from_millis(100), batch: 4096 }
+        EngineConfig { workers: 1, epoch: Duration::from_millis(100), batch: 1024 }
     }
 }
 

@@ -38,6 +38,9 @@ const TABLES: &[(&str, &[&str], &[&str])] = &[
     ("factor_exposures", &["scope", "scope_id", "factor"], &["exposure"]),
 ];
 
+/// (key, column, snapshot value, batch value).
+pub type Worst = (Vec<String>, String, Option<f64>, Option<f64>);
+
 /// The comparison of one table of one snapshot.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct TableReport {
@@ -48,8 +51,9 @@ pub struct TableReport {
     pub extra: Vec<Vec<String>>,
     pub max_abs_diff: f64,
     pub max_rel_diff: f64,
-    /// Key and column of the largest relative difference.
-    pub worst: Option<(Vec<String>, String, Option<f64>, Option<f64>)>,
+    /// Key and column of the largest relative difference, with the snapshot's and the
+    /// batch's value.
+    pub worst: Option<Worst>,
     pub failed_values: usize,
 }
 

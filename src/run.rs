@@ -52,6 +52,37 @@ pub struct RunOptions {
     pub progress: bool,
 }
 
+/// What the summary needs of the snapshots: the last one, the limit events of all, the count.
+#[derive(Default)]
+pub struct Kept {
+    pub count: usize,
+    pub last: Option<Arc<Snapshot>>,
+    pub breaches: Vec<riskflow_dataflows::limits::BreachEvent>,
+    pub actions: usize,
+}
+
+impl Kept {
+    fn add(&mut self, snap: Arc<Snapshot>) {
+        self.count += 1;
+        self.breaches.extend(snap.breaches.iter().cloned());
+        self.actions += snap.actions.len();
+        if self.last.as_ref().is_none_or(|l| l.as_of < snap.as_of) {
+            self.last = Some(snap);
+        }
+    }
+
+    fn merge(&mut self, other: Kept) {
+        self.count += other.count;
+        self.breaches.extend(other.breaches);
+        self.actions += other.actions;
+        if let Some(snap) = other.last {
+            if self.last.as_ref().is_none_or(|l| l.as_of < snap.as_of) {
+                self.last = Some(snap);
+            }
+        }
+    }
+}
+
 /// What one worker hands back when the dataflow is done.
 struct WorkerResult {
     counts: Counts,
@@ -59,7 +90,7 @@ struct WorkerResult {
     limits: Vec<(String, LimitState, f64)>,
     latency: Histogram<u64>,
     breach_latency: Histogram<u64>,
-    snapshots: Vec<Snapshot>,
+    snapshots: Kept,
     dead_letters: u64,
 }
 
@@ -83,6 +114,27 @@ fn communication(opts: &RunOptions) -> timely::CommunicationConfig {
     } else {
         timely::CommunicationConfig::Thread
     }
+}
+
+/// Starts the thread that writes snapshots to Parquet; a write error goes to `fail`.
+fn snapshot_writer_thread(
+    out: &std::path::Path,
+    fail: impl Fn(String) + Send + 'static,
+) -> (std::sync::mpsc::Sender<Arc<Snapshot>>, std::thread::JoinHandle<()>) {
+    let writer = SnapshotWriter::new(out);
+    let (tx, rx) = std::sync::mpsc::channel::<Arc<Snapshot>>();
+    let handle = std::thread::Builder::new()
+        .name("parquet-writer".into())
+        .spawn(move || {
+            for snap in rx {
+                match writer.write(snap.as_of, snapshot_tables(&snap)) {
+                    Ok(_) => tracing::debug!(as_of = snap.as_of, positions = snap.positions.len(), "snapshot written"),
+                    Err(e) => fail(e.to_string()),
+                }
+            }
+        })
+        .expect("spawning the parquet writer");
+    (tx, handle)
 }
 
 /// Nanoseconds from 1 ns to 10 minutes, 3 significant digits (values beyond saturate).
@@ -128,7 +180,7 @@ pub fn run(opts: RunOptions) -> anyhow::Result<Summary> {
         let mut handles = None;
         let latency = Rc::new(RefCell::new(new_histogram()));
         let breach_latency = Rc::new(RefCell::new(new_histogram()));
-        let snapshots = Rc::new(RefCell::new(Vec::new()));
+        let snapshots = Rc::new(RefCell::new(Kept::default()));
         let dead_count = Rc::new(RefCell::new(0u64));
 
         worker.dataflow::<Ts, _, _>(|scope| {
@@ -160,9 +212,14 @@ pub fn run(opts: RunOptions) -> anyhow::Result<Summary> {
                 Exchange::new(|_: &LimitEvent| 0),
                 "LimitEventFiles",
                 move |(input, frontier)| {
-                    let Some((Ok(breaches), Ok(actions))) = files.as_mut() else {
-                        input.for_each(|_, _| {});
-                        return fail_events("cannot create the event files".into());
+                    let (breaches, actions) = match files.as_mut() {
+                        Some((Ok(breaches), Ok(actions))) => (breaches, actions),
+                        // Only worker 0 writes; the others receive nothing.
+                        None => return input.for_each(|_, _| {}),
+                        Some((Err(e), _) | (_, Err(e))) => {
+                            input.for_each(|_, _| {});
+                            return fail_events(format!("cannot create the event files: {e}"));
+                        }
                     };
                     input.for_each(|_, data| {
                         for event in data.drain(..) {
@@ -180,26 +237,34 @@ pub fn run(opts: RunOptions) -> anyhow::Result<Summary> {
                 },
             );
 
-            let writer = SnapshotWriter::new(&opts.out);
+            // Parquet files are written (and fsynced) on a thread of their own, so that a slow
+            // disk never stalls the worker and its hot path.
+            let writer = (index == 0).then(|| snapshot_writer_thread(&opts.out, fail.clone()));
             let kept = snapshots.clone();
-            let fail_snap = fail.clone();
             let event_parts = limit_events.map(|e| match e {
                 LimitEvent::Breach(b) => SnapshotPart::Breach(b),
                 LimitEvent::Action(a) => SnapshotPart::Action(a),
             });
+            let mut writer = writer;
             assemble_snapshots(streams.snapshots.concat(event_parts)).sink(
                 Pipeline,
                 "ParquetSnapshots",
-                move |(input, _)| {
+                move |(input, frontier)| {
                     input.for_each(|_, data| {
                         for snap in data.drain(..) {
-                            if let Err(e) = writer.write(snap.as_of, snapshot_tables(&snap)) {
-                                fail_snap(e.to_string());
+                            let snap = Arc::new(snap);
+                            if let Some((tx, _)) = &writer {
+                                let _ = tx.send(snap.clone());
                             }
-                            tracing::debug!(as_of = snap.as_of, positions = snap.positions.len(), "snapshot written");
-                            kept.borrow_mut().push(snap);
+                            kept.borrow_mut().add(snap);
                         }
                     });
+                    if frontier.is_empty() {
+                        if let Some((tx, handle)) = writer.take() {
+                            drop(tx);
+                            let _ = handle.join();
+                        }
+                    }
                 },
             );
 
@@ -272,7 +337,7 @@ pub fn run(opts: RunOptions) -> anyhow::Result<Summary> {
     let mut latency = new_histogram();
     let mut breach_latency = new_histogram();
     let mut limit_states = Vec::new();
-    let mut snapshots = Vec::new();
+    let mut snapshots = Kept::default();
     let mut dead_letters = 0;
     for r in results {
         limit_states.extend(r.limits);
@@ -284,7 +349,7 @@ pub fn run(opts: RunOptions) -> anyhow::Result<Summary> {
         book.held += r.book.held;
         book.released += r.book.released;
         latency.add(&r.latency).expect("same histogram bounds");
-        snapshots.extend(r.snapshots);
+        snapshots.merge(r.snapshots);
         dead_letters += r.dead_letters;
     }
     limit_states.sort_by(|a, b| a.0.cmp(&b.0));
@@ -338,29 +403,45 @@ fn drive_replay(
         send(record, &mut counts, input, dead_input);
     }
     let mut progress = Progress::new(opts.progress && index == 0);
-    let mut in_batch = 0;
-    while let Some(record) = replay.next_record()? {
-        if let Ok((event, _)) = &record {
-            let ts = event.ts().unwrap_or(0);
-            let time = ts.div_ceil(epoch) * epoch;
-            if time < *input.time() {
-                counts.late += 1;
-            } else if time > *input.time() {
-                input.advance_to(time);
-                dead_input.advance_to(time);
+    // Records are decoded a batch at a time and stamped as they enter the dataflow, so the
+    // measured latency is the dataflow's, not the decoder's.
+    let mut batch_buf = Vec::with_capacity(batch);
+    loop {
+        while batch_buf.len() < batch {
+            match replay.next_record()? {
+                Some(record) => batch_buf.push(record),
+                None => break,
             }
         }
-        send(record, &mut counts, input, dead_input);
-        in_batch += 1;
-        if in_batch >= batch {
-            in_batch = 0;
+        if batch_buf.is_empty() {
+            break;
+        }
+        let ingest_ns = now_ns();
+        for record in batch_buf.drain(..) {
+            match record {
+                Ok((event, origin)) => {
+                    let time = event.ts().unwrap_or(0).div_ceil(epoch) * epoch;
+                    if time < *input.time() {
+                        counts.late += 1;
+                    } else if time > *input.time() {
+                        input.advance_to(time);
+                        dead_input.advance_to(time);
+                    }
+                    counts.count(&event);
+                    input.send(Envelope { event, origin, ingest_ns });
+                }
+                Err(dead) => {
+                    counts.rejected += 1;
+                    dead_input.send(dead);
+                }
+            }
+        }
+        worker.step();
+        let lead_limit = input.time().saturating_sub(max_lead);
+        while probe.less_than(&lead_limit) {
             worker.step();
-            let lead_limit = input.time().saturating_sub(max_lead);
-            while probe.less_than(&lead_limit) {
-                worker.step();
-            }
-            progress.show(&counts, *input.time());
         }
+        progress.show(&counts, *input.time());
     }
     // The closing snapshot is at the end of the last epoch read, so that it comes after every
     // record and every event derived from one.

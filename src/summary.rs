@@ -8,10 +8,10 @@ use riskflow_dataflows::book::BookStats;
 use riskflow_dataflows::event::Event;
 use riskflow_dataflows::limits::{BreachEvent, LimitState};
 use riskflow_dataflows::model::{Date, Scope, Ts, DAY_NS};
-use riskflow_dataflows::snapshot::{Dim, Snapshot};
+use riskflow_dataflows::snapshot::Dim;
 use serde::Serialize;
 
-use crate::run::RunOptions;
+use crate::run::{Kept, RunOptions};
 
 /// Records read by a source, by kind.
 #[derive(Clone, Debug, Default, Serialize)]
@@ -125,14 +125,13 @@ impl Summary {
         book: BookStats,
         limit_states: Vec<(String, LimitState, f64)>,
         latencies: Latencies,
-        mut snapshots: Vec<Snapshot>,
+        snapshots: Kept,
         dead_letters: u64,
         elapsed: Duration,
     ) -> Summary {
-        snapshots.sort_by_key(|s| s.as_of);
-        let count = snapshots.len();
-        let breaches: Vec<BreachEvent> = snapshots.iter().flat_map(|s| s.breaches.iter().cloned()).collect();
-        let action_events = snapshots.iter().map(|s| s.actions.len()).sum();
+        let count = snapshots.count;
+        let breaches = snapshots.breaches;
+        let action_events = snapshots.actions;
         let in_state = |state| limit_states.iter().filter(|(_, s, _)| *s == state).count();
         let limits = LimitSummary {
             limits: limit_states.len(),
@@ -144,7 +143,7 @@ impl Summary {
             latest: breaches[breaches.len().saturating_sub(5)..].to_vec(),
             detection_latency: Latency::of(&latencies.breach),
         };
-        let last = snapshots.pop().unwrap_or_default();
+        let last = snapshots.last.map(|s| (*s).clone()).unwrap_or_default();
         let figures = |scope: Scope, dim: Dim| {
             let mut rows: Vec<Figure> = last
                 .exposures

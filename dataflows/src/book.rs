@@ -22,6 +22,8 @@ use std::collections::hash_map::{DefaultHasher, Entry};
 use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 
+use rustc_hash::FxHashMap;
+
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::generic::OutputBuilder;
@@ -176,6 +178,25 @@ impl<P: timely::communication::Pull<timely::dataflow::channels::Message<Ts, Vec<
     }
 }
 
+/// Whose aggregate a snapshot sum is: an account (index), a desk or a firm (interned name).
+#[derive(Copy, Clone, PartialEq, Eq, Hash)]
+enum Owner {
+    Account(usize),
+    Desk(usize),
+    Firm(usize),
+}
+
+/// The bucket of a snapshot sum, by integer keys.
+#[derive(Copy, Clone, PartialEq, Eq, Hash)]
+enum Bucket {
+    Total,
+    Class(AssetClass),
+    Underlying(usize),
+    Currency(Ccy),
+    Factor(usize),
+    FxFactor(Ccy),
+}
+
 /// Route keys of an account, its desk and its firm.
 fn account_keys(def: &Account) -> [u64; 3] {
     [crate::route_hash(&def.id), crate::route_hash(&def.desk), crate::route_hash(def.firm())]
@@ -234,6 +255,8 @@ struct Instr {
     underlying_key: u64,
     /// The currency whose rate against the base currency this fx pair gives.
     rate_of: Option<Ccy>,
+    /// Interned name of its underlying (itself if none).
+    underlying_name: usize,
     live: Price,
     settled: Price,
     /// Positions in this instrument on this worker.
@@ -248,6 +271,9 @@ struct Acct {
     def: Account,
     /// Route keys of the account, its desk and its firm.
     keys: [u64; 3],
+    /// Interned names of its desk and firm.
+    desk: usize,
+    firm: usize,
 }
 
 struct Pos {
@@ -279,6 +305,9 @@ struct State {
     /// Options waiting for their underlying's definition, by the underlying's id.
     orphan_options: HashMap<String, Vec<usize>>,
     seen: HashSet<u128>,
+    /// Interned desk, firm and underlying names, for snapshot aggregation by integer keys.
+    names: Vec<String>,
+    name_ids: FxHashMap<String, usize>,
     /// Records waiting for a reference (by its id), each with the reason it would fail.
     held: HashMap<String, Vec<(Envelope, String)>>,
     stash: Vec<(Ts, Settle)>,
@@ -304,6 +333,8 @@ impl State {
             rate_sources: HashMap::new(),
             orphan_options: HashMap::new(),
             seen: HashSet::new(),
+            names: Vec::new(),
+            name_ids: FxHashMap::default(),
             held: HashMap::new(),
             stash: Vec::new(),
             next_boundary: None,
@@ -312,6 +343,15 @@ impl State {
             max_seen: 0,
             stats: BookStats::default(),
         }
+    }
+
+    fn intern(&mut self, name: &str) -> usize {
+        if let Some(&i) = self.name_ids.get(name) {
+            return i;
+        }
+        self.names.push(name.to_owned());
+        self.name_ids.insert(name.to_owned(), self.names.len() - 1);
+        self.names.len() - 1
     }
 
     /// The closing snapshot's time: the largest event time any source read.
@@ -359,12 +399,15 @@ impl State {
         let idx = match self.instr_ids.get(&id) {
             Some(&idx) => {
                 self.instrs[idx].underlying_key = crate::route_hash(def.underlying_id());
+                self.instrs[idx].underlying_name = self.intern(def.underlying_id());
                 self.instrs[idx].def = def;
                 idx
             }
             None => {
                 let idx = self.instrs.len();
+                let underlying_name = self.intern(def.underlying_id());
                 self.instrs.push(Instr {
+                    underlying_name,
                     key: crate::route_hash(&def.id),
                     underlying_key: crate::route_hash(def.underlying_id()),
                     rate_of: None,
@@ -416,15 +459,15 @@ impl State {
 
     fn define_account(&mut self, time: Ts, def: Account, live: &mut Vec<LiveUpdate>, dead: &mut Vec<DeadLetter>) {
         let id = def.id.clone();
+        let (desk, firm) = (self.intern(&def.desk), self.intern(def.firm()));
         match self.acct_ids.entry(id.clone()) {
             Entry::Occupied(e) => {
                 let acct = &mut self.accts[*e.get()];
-                acct.keys = account_keys(&def);
-                acct.def = def;
+                *acct = Acct { keys: account_keys(&def), def, desk, firm };
             }
             Entry::Vacant(e) => {
                 e.insert(self.accts.len());
-                self.accts.push(Acct { keys: account_keys(&def), def });
+                self.accts.push(Acct { keys: account_keys(&def), def, desk, firm });
             }
         }
         self.release(&id, time, live, dead);
@@ -580,7 +623,7 @@ impl State {
 
     /// This worker's part of the snapshot at `as_of`, from the settled state.
     fn snapshot(&self, as_of: Ts, parts: &mut Vec<SnapshotPart>) {
-        let mut aggs: HashMap<AggKey, Sums> = HashMap::new();
+        let mut aggs: FxHashMap<(Owner, Bucket, Ccy), Sums> = FxHashMap::default();
         let mut rates: HashMap<Ccy, f64> = HashMap::new();
         for ccy in self.rate_sources.keys().copied().chain([self.config.base_ccy]) {
             if let Some(r) = self.rate(ccy, true) {
@@ -621,34 +664,47 @@ impl State {
                 continue;
             };
             let delta = Sums::of_exposure(&e);
-            let quote = e.quote.map(|q| (q.ccy, Sums::of_leg(q.nanos, 0, 0)));
-            let factor = match def.asset_class {
-                AssetClass::Fx => format!("FX:{}", e.delta.ccy),
-                _ => def.underlying_id().to_owned(),
-            };
-            for (scope, scope_id) in [(Scope::Account, &acct.id), (Scope::Desk, &acct.desk), (Scope::Firm, &row.firm)] {
-                let mut add = |dim: Dim, bucket: &str, ccy: Ccy, sums: &Sums| {
-                    let key = AggKey { scope, scope_id: scope_id.clone(), dim, bucket: bucket.to_owned(), ccy };
-                    aggs.entry(key).or_default().add(sums);
-                };
-                let d = e.delta.ccy;
-                add(Dim::Total, "", d, &delta);
-                add(Dim::AssetClass, def.asset_class.as_str(), d, &delta);
-                add(Dim::Underlying, &row.underlying, d, &delta);
-                add(Dim::Currency, d.as_str(), d, &delta);
-                if d != self.config.base_ccy || def.asset_class != AssetClass::Fx {
-                    add(Dim::Factor, &factor, d, &delta);
+            let d = e.delta.ccy;
+            let acct = &self.accts[pos.account];
+            let underlying = instr.underlying_name;
+            for owner in [Owner::Account(pos.account), Owner::Desk(acct.desk), Owner::Firm(acct.firm)] {
+                let mut add =
+                    |bucket: Bucket, ccy: Ccy, sums: &Sums| aggs.entry((owner, bucket, ccy)).or_default().add(sums);
+                add(Bucket::Total, d, &delta);
+                add(Bucket::Class(def.asset_class), d, &delta);
+                add(Bucket::Underlying(underlying), d, &delta);
+                add(Bucket::Currency(d), d, &delta);
+                match def.asset_class {
+                    AssetClass::Fx if d == self.config.base_ccy => {}
+                    AssetClass::Fx => add(Bucket::FxFactor(d), d, &delta),
+                    _ => add(Bucket::Factor(underlying), d, &delta),
                 }
-                if let Some((qc, q)) = &quote {
-                    add(Dim::Currency, qc.as_str(), *qc, q);
-                    if *qc != self.config.base_ccy {
-                        add(Dim::Factor, &format!("FX:{qc}"), *qc, q);
+                if let Some(q) = e.quote {
+                    let leg = Sums::of_leg(q.nanos, 0, 0);
+                    add(Bucket::Currency(q.ccy), q.ccy, &leg);
+                    if q.ccy != self.config.base_ccy {
+                        add(Bucket::FxFactor(q.ccy), q.ccy, &leg);
                     }
                 }
             }
             parts.push(SnapshotPart::Position(row));
         }
-        parts.extend(aggs.into_iter().map(|(k, s)| SnapshotPart::Aggregate(k, s)));
+        parts.extend(aggs.into_iter().map(|((owner, bucket, ccy), sums)| {
+            let (scope, scope_id) = match owner {
+                Owner::Account(a) => (Scope::Account, self.accts[a].def.id.clone()),
+                Owner::Desk(n) => (Scope::Desk, self.names[n].clone()),
+                Owner::Firm(n) => (Scope::Firm, self.names[n].clone()),
+            };
+            let (dim, bucket) = match bucket {
+                Bucket::Total => (Dim::Total, String::new()),
+                Bucket::Class(c) => (Dim::AssetClass, c.as_str().to_owned()),
+                Bucket::Underlying(n) => (Dim::Underlying, self.names[n].clone()),
+                Bucket::Currency(c) => (Dim::Currency, c.to_string()),
+                Bucket::Factor(n) => (Dim::Factor, self.names[n].clone()),
+                Bucket::FxFactor(c) => (Dim::Factor, format!("FX:{c}")),
+            };
+            SnapshotPart::Aggregate(AggKey { scope, scope_id, dim, bucket, ccy }, sums)
+        }));
         if self.worker == 0 {
             parts.extend(rates.into_iter().map(|(ccy, r)| SnapshotPart::Rate(ccy, r)));
         }
