@@ -17,21 +17,23 @@ rss() { /usr/bin/time -f '%M' "$@" 2>&1 >/dev/null | tail -1; }
 echo "throughput..." >&2
 throughput=$(bench throughput -- 10000 5000 "$UPDATES" 1000)
 echo "latency..." >&2
-lat_100k_1=$(bench latency -- 100000 5 1)
-lat_100k_2=$(bench latency -- 100000 5 2)
-lat_1m_1=$(bench latency -- 1000000 3 1)
+lat_10k_1=$(bench latency -- 10000 3 1)
+lat_100k_1=$(bench latency -- 100000 3 1)
+lat_100k_2=$(bench latency -- 100000 3 2)
+lat_1m_1=$(bench latency -- 1000000 1 1)
 echo "day replay..." >&2
 rm -rf "$work/day" "$work/day-out"
 ./target/release/riskflow gen --preset day --deltas "$DAY_DELTAS" --out "$work/day" >/dev/null
 cat > "$work/day.toml" <<'TOML'
 [risk]
-snapshot_interval = "5m"
+snapshot_interval = "30m"
 TOML
 day_start=$(date +%s.%N)
 day_rss=$(rss ./target/release/riskflow run -q --replay "$work/day" --out "$work/day-out" --config "$work/day.toml" --summary-json "$work/day.json")
 day_end=$(date +%s.%N)
 day_secs=$(python3 -c "print(f'{$day_end - $day_start:.1f}')")
 day_records=$(python3 -c "import json; print(json.load(open('$work/day.json'))['records']['deltas'])")
+day_snapshots=$(python3 -c "import json; print(json.load(open('$work/day.json'))['snapshots'])")
 echo "peak memory..." >&2
 base_rss=$(rss cargo bench --quiet --bench throughput -- 10000 5000 200000 1000)
 
@@ -60,6 +62,7 @@ $throughput
 p99 ≤ 50 µs. Ingest time is each record's scheduled release time (no coordinated omission).
 
 \`\`\`
+$lat_10k_1
 $lat_100k_1
 $lat_100k_2
 $lat_1m_1
@@ -67,9 +70,10 @@ $lat_1m_1
 
 ## A trading day replayed from files, end to end
 
-\`riskflow gen --preset day --deltas $DAY_DELTAS\`, then \`riskflow run --replay\` with 5-minute
-snapshots: $day_records deltas in **$day_secs s** (decode, book, limits, 79 Parquet snapshots),
-peak RSS $((day_rss / 1024)) MiB. Target: 100M deltas in ≤ 60 s.
+\`riskflow gen --preset day --deltas $DAY_DELTAS\` (10k accounts × 5k instruments), then
+\`riskflow run --replay\` with 30-minute snapshots: $day_records deltas in **$day_secs s** (decode,
+book, limits, $day_snapshots Parquet snapshots of ~200k positions), peak RSS $((day_rss / 1024)) MiB.
+Target: 100M deltas in ≤ 60 s.
 
 ## Peak memory, 10k accounts × 5k instruments
 

@@ -19,10 +19,9 @@
 //! is still held when input ends becomes a dead letter.
 
 use std::collections::hash_map::{DefaultHasher, Entry};
-use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashMap as HashMap, FxHashSet as HashSet};
 
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
@@ -325,17 +324,17 @@ impl State {
             config,
             worker,
             instrs: Vec::new(),
-            instr_ids: HashMap::new(),
+            instr_ids: HashMap::default(),
             accts: Vec::new(),
-            acct_ids: HashMap::new(),
+            acct_ids: HashMap::default(),
             positions: Vec::new(),
-            pos_ids: HashMap::new(),
-            rate_sources: HashMap::new(),
-            orphan_options: HashMap::new(),
-            seen: HashSet::new(),
+            pos_ids: HashMap::default(),
+            rate_sources: HashMap::default(),
+            orphan_options: HashMap::default(),
+            seen: HashSet::default(),
             names: Vec::new(),
             name_ids: FxHashMap::default(),
-            held: HashMap::new(),
+            held: HashMap::default(),
             stash: Vec::new(),
             next_boundary: None,
             last_snapshot: None,
@@ -590,7 +589,9 @@ impl State {
         if self.stash.is_empty() {
             return;
         }
-        self.stash.sort_by_key(|(t, _)| *t);
+        if !self.stash.is_sorted_by_key(|(t, _)| *t) {
+            self.stash.sort_by_key(|(t, _)| *t);
+        }
         let n = self.stash.partition_point(|(t, _)| *t <= upto);
         for (_, change) in self.stash.drain(..n) {
             match change {
@@ -624,7 +625,7 @@ impl State {
     /// This worker's part of the snapshot at `as_of`, from the settled state.
     fn snapshot(&self, as_of: Ts, parts: &mut Vec<SnapshotPart>) {
         let mut aggs: FxHashMap<(Owner, Bucket, Ccy), Sums> = FxHashMap::default();
-        let mut rates: HashMap<Ccy, f64> = HashMap::new();
+        let mut rates: HashMap<Ccy, f64> = HashMap::default();
         for ccy in self.rate_sources.keys().copied().chain([self.config.base_ccy]) {
             if let Some(r) = self.rate(ccy, true) {
                 rates.insert(ccy, r);

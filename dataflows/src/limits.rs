@@ -16,7 +16,9 @@
 //! scope is in BREACH any more, it returns to ACTIVE. Event times never go backwards for a
 //! limit: an event carries the largest event time that limit has seen.
 
-use std::collections::HashMap;
+use std::rc::Rc;
+
+use rustc_hash::FxHashMap as HashMap;
 
 use serde::{Deserialize, Serialize};
 use timely::dataflow::channels::pact::Exchange;
@@ -227,10 +229,15 @@ pub fn limits<'scope>(
     let (out, events) = builder.new_output();
     let mut out = OutputBuilder::from(out);
     builder.build(move |_caps| {
-        let mut state =
-            State { config, base_ccy, rates: HashMap::new(), limits: HashMap::new(), scopes: HashMap::new() };
+        let mut state = State {
+            config,
+            base_ccy,
+            rates: HashMap::default(),
+            limits: HashMap::default(),
+            scopes: HashMap::default(),
+        };
         let mut buf = Vec::new();
-        move |_frontiers| {
+        move |frontiers| {
             let mut out = out.activate();
             // Both inputs, processed together in event-time order, each event emitted under the
             // capability of the message that caused it.
@@ -251,7 +258,9 @@ pub fn limits<'scope>(
                 }
                 caps.push(cap);
             });
-            inputs.sort_by_key(|(time, ts, _, _)| (*time, *ts));
+            if !inputs.is_sorted_by_key(|(time, ts, _, _)| (*time, *ts)) {
+                inputs.sort_by_key(|(time, ts, _, _)| (*time, *ts));
+            }
             for (time, _, c, input) in inputs {
                 match input {
                     Input::Define(def) => state.define(def, time, &mut buf),
@@ -261,10 +270,13 @@ pub fn limits<'scope>(
                     out.session(&caps[c]).give_iterator(buf.drain(..));
                 }
             }
-            let mut snapshot: Vec<_> =
-                state.limits.values().map(|l| (l.def.id.clone(), l.state, l.utilisation)).collect();
-            snapshot.sort_by(|a, b| a.0.cmp(&b.0));
-            *states.borrow_mut() = snapshot;
+            // Published once the input is exhausted, for the run's summary.
+            if frontiers.iter().all(|f| f.is_empty()) {
+                let mut snapshot: Vec<_> =
+                    state.limits.values().map(|l| (l.def.id.clone(), l.state, l.utilisation)).collect();
+                snapshot.sort_by(|a, b| a.0.cmp(&b.0));
+                *states.borrow_mut() = snapshot;
+            }
         }
     });
     events
@@ -286,9 +298,35 @@ struct ScopeState {
     qty: HashMap<u64, i64>,
     figures: HashMap<Metric, f64>,
     trading: Option<TradingState>,
-    limits: Vec<String>,
+    /// Ids of the limits on this scope.
+    limits: Vec<Rc<str>>,
     /// The largest event time applied to this scope.
     last_ts: Ts,
+    /// Kept only while the scope has a concentration limit.
+    concentration: Option<Concentration>,
+}
+
+/// The largest single-underlying |net| of a scope, maintained incrementally: each change
+/// recomputes that underlying's base-currency value from its exact sums; the maximum is
+/// rescanned only when it shrinks or a rate moves.
+#[derive(Default)]
+struct Concentration {
+    max: Option<(u64, f64)>,
+    stale: bool,
+}
+
+impl Concentration {
+    fn update(&mut self, underlying: u64, value: Option<f64>) {
+        let Some(v) = value else {
+            self.stale = true;
+            return;
+        };
+        match self.max {
+            Some((u, m)) if u == underlying && v < m => self.stale = true,
+            Some((_, m)) if v <= m => {}
+            _ => self.max = Some((underlying, v)),
+        }
+    }
 }
 
 struct State {
@@ -314,6 +352,10 @@ impl State {
                     Some((_, n)) => *n += c.change.net,
                     None => by_ccy.push((c.ccy, c.change.net)),
                 }
+                if let Some(conc) = s.concentration.as_mut() {
+                    let value = underlying_value(by_ccy, &self.rates, self.base_ccy);
+                    conc.update(c.underlying, value);
+                }
                 if c.qty != 0 {
                     *s.qty.entry(c.instrument).or_default() += c.qty;
                 }
@@ -324,6 +366,11 @@ impl State {
             }
             Input::Rate { ccy, rate, ts, ingest_ns } => {
                 self.rates.insert(ccy, rate);
+                for s in self.scopes.values_mut() {
+                    if let Some(conc) = s.concentration.as_mut() {
+                        conc.stale = true;
+                    }
+                }
                 let keys: Vec<_> = self.scopes.iter().filter(|(_, s)| !s.limits.is_empty()).map(|(k, _)| *k).collect();
                 for key in keys {
                     self.evaluate_scope(key, ts, ingest_ns, out);
@@ -342,38 +389,43 @@ impl State {
     fn define(&mut self, def: Limit, time: Ts, out: &mut Vec<LimitEvent>) {
         let key = (def.scope, crate::route_hash(&def.scope_id));
         let Some(metric) = Metric::parse(&def.metric) else { return };
+        let slot_metric = metric.clone();
         let id = def.id.clone();
         if let Some(old) = self.limits.remove(&id) {
             let old_key = (old.def.scope, crate::route_hash(&old.def.scope_id));
             if let Some(s) = self.scopes.get_mut(&old_key) {
-                s.limits.retain(|l| *l != id);
+                s.limits.retain(|l| **l != *id);
             }
             if def.enabled == Some(false) {
                 // A removed limit stops; the scope's trading state follows its remaining limits.
                 self.update_trading(old_key, old.last_ts.max(time), 0, &id, out);
                 return;
             }
-            let slot = LimitSlot { def, metric, ..old };
+            let slot = LimitSlot { def, metric: slot_metric, ..old };
             self.limits.insert(id.clone(), slot);
         } else if def.enabled == Some(false) {
             return;
         } else {
-            let slot = LimitSlot { def, metric, state: LimitState::Ok, utilisation: 0.0, last_ts: 0 };
+            let slot = LimitSlot { def, metric: slot_metric, state: LimitState::Ok, utilisation: 0.0, last_ts: 0 };
             self.limits.insert(id.clone(), slot);
         }
         let s = self.scopes.entry(key).or_default();
+        if metric == Metric::Concentration && s.concentration.is_none() {
+            s.concentration = Some(Concentration { stale: true, ..Concentration::default() });
+        }
         s.id = Some(self.limits[&id].def.scope_id.clone());
-        s.limits.push(id.clone());
+        s.limits.push(Rc::from(id.as_str()));
         let time = time.max(s.last_ts);
         self.evaluate_limit(key, &id, time, 0, out);
         self.update_trading(key, self.limits[&id].last_ts, 0, &id, out);
     }
 
     fn evaluate_scope(&mut self, key: (Scope, u64), ts: Ts, ingest_ns: u64, out: &mut Vec<LimitEvent>) {
-        let ids = self.scopes.get(&key).map(|s| s.limits.clone()).unwrap_or_default();
-        for id in &ids {
-            if self.evaluate_limit(key, id, ts, ingest_ns, out) {
-                self.update_trading(key, self.limits[id].last_ts, ingest_ns, id, out);
+        let n = self.scopes.get(&key).map_or(0, |s| s.limits.len());
+        for i in 0..n {
+            let id = self.scopes[&key].limits[i].clone();
+            if self.evaluate_limit(key, &id, ts, ingest_ns, out) {
+                self.update_trading(key, self.limits[&*id].last_ts, ingest_ns, &id, out);
             }
         }
     }
@@ -392,12 +444,8 @@ impl State {
                 if gross <= 0.0 {
                     return Some(0.0);
                 }
-                let mut max: f64 = 0.0;
-                for by_ccy in scope.underlying.values() {
-                    let net: Option<f64> = by_ccy.iter().map(|(c, n)| rate(c).map(|r| *n as f64 / NANOS * r)).sum();
-                    max = max.max(net?.abs());
-                }
-                Some(max / gross)
+                let conc = scope.concentration.as_ref()?;
+                Some(conc.max.map_or(0.0, |(_, m)| m) / gross)
             }
             Metric::PositionQty(instrument) => Some(scope.qty.get(instrument).copied().unwrap_or(0) as f64 / 1e8),
             Metric::Var | Metric::Es | Metric::Stress => scope.figures.get(metric).copied(),
@@ -413,7 +461,15 @@ impl State {
         ingest_ns: u64,
         out: &mut Vec<LimitEvent>,
     ) -> bool {
-        let Some(scope) = self.scopes.get(&key) else { return false };
+        let Some(scope) = self.scopes.get_mut(&key) else { return false };
+        if let Some(conc) = scope.concentration.as_mut().filter(|c| c.stale) {
+            conc.max = None;
+            conc.stale = false;
+            for (u, by_ccy) in &scope.underlying {
+                conc.update(*u, underlying_value(by_ccy, &self.rates, self.base_ccy));
+            }
+        }
+        let scope = &self.scopes[&key];
         let slot = &self.limits[id];
         let Some(value) = self.value(scope, &slot.metric) else { return false };
         let (warn_at, hysteresis) = (slot.def.warn_at.unwrap_or(self.config.warn_at), self.config.hysteresis);
@@ -448,7 +504,7 @@ impl State {
         let breached = scope
             .limits
             .iter()
-            .map(|id| &self.limits[id])
+            .map(|id| &self.limits[&**id])
             .filter(|l| l.def.hard != Some(false) && l.state == LimitState::Breach)
             .map(|l| l.def.action.unwrap_or(self.config.breach_action))
             .max();
@@ -469,6 +525,13 @@ impl State {
             ingest_ns,
         }));
     }
+}
+
+/// |Σ_ccy rate · net| of one underlying, in the base currency; `None` while a rate is missing.
+fn underlying_value(by_ccy: &[(Ccy, Nanos)], rates: &HashMap<Ccy, f64>, base: Ccy) -> Option<f64> {
+    let rate = |c: &Ccy| if *c == base { Some(1.0) } else { rates.get(c).copied() };
+    let net: Option<f64> = by_ccy.iter().map(|(c, n)| rate(c).map(|r| *n as f64 / NANOS * r)).sum();
+    net.map(f64::abs)
 }
 
 fn input_key(scope: Scope, c: &PositionChange) -> u64 {
