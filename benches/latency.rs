@@ -78,7 +78,8 @@ fn main() {
         let mut sent = 0;
         let mut time: Ts = 1;
         while sent < mine.len() {
-            let due = (((now_ns() - start) as f64 * per_worker / 1e9) as usize).min(mine.len());
+            // Record j is scheduled at start + j / rate: due once that time has come.
+            let due = (((now_ns() - start) as f64 * per_worker / 1e9) as usize + 1).min(mine.len());
             if due > sent {
                 for (k, e) in mine[sent..due].iter().enumerate() {
                     let scheduled = start + ((sent + k) as f64 * 1e9 / per_worker) as u64;
