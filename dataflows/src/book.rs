@@ -151,7 +151,7 @@ pub fn book<'scope>(
             if let Some(dcap) = dead_cap.as_ref() {
                 let mut session = dead_handle.session(dcap);
                 for (_, held) in state.held.drain() {
-                    for (env, reason) in held {
+                    for (_, env, reason) in held {
                         session.give(DeadLetter { origin: env.origin, payload: payload_of(&env.event), reason });
                     }
                 }
@@ -307,8 +307,9 @@ struct State {
     /// Interned desk, firm and underlying names, for snapshot aggregation by integer keys.
     names: Vec<String>,
     name_ids: FxHashMap<String, usize>,
-    /// Records waiting for a reference (by its id), each with the reason it would fail.
-    held: HashMap<String, Vec<(Envelope, String)>>,
+    /// Records waiting for a reference (by its id), each with its time and the reason it
+    /// would fail.
+    held: HashMap<String, Vec<(Ts, Envelope, String)>>,
     stash: Vec<(Ts, Settle)>,
     next_boundary: Option<Ts>,
     last_snapshot: Option<Ts>,
@@ -375,16 +376,19 @@ impl State {
         }
     }
 
-    fn hold(&mut self, missing: &str, env: Envelope, reason: String) {
+    fn hold(&mut self, missing: &str, time: Ts, env: Envelope, reason: String) {
         self.stats.held += 1;
-        self.held.entry(missing.to_owned()).or_default().push((env, reason));
+        self.held.entry(missing.to_owned()).or_default().push((time, env, reason));
     }
 
     fn release(&mut self, id: &str, time: Ts, live: &mut Vec<LiveUpdate>, dead: &mut Vec<DeadLetter>) {
         if let Some(waiting) = self.held.remove(id) {
-            for (env, _) in waiting {
+            for (held_time, env, _) in waiting {
                 self.stats.released += 1;
                 self.stats.held -= 1;
+                // Never earlier than the record's own time: a reference that arrives at an
+                // earlier time must not pull a later record into an earlier snapshot.
+                let time = time.max(held_time);
                 match env.event {
                     Event::Tick(_) => self.on_tick(time, env, live, dead),
                     _ => self.apply_delta(time, env, live, dead),
@@ -477,7 +481,7 @@ impl State {
         let Some(&idx) = self.instr_ids.get(instrument) else {
             let reason = format!("unknown instrument {instrument}");
             let missing = instrument.clone();
-            return self.hold(&missing, env, reason);
+            return self.hold(&missing, time, env, reason);
         };
         self.stats.ticks_applied += 1;
         self.stash.push((time, Settle::Price { instr: idx, ts, price, iv }));
@@ -514,11 +518,11 @@ impl State {
         let Event::Delta(Delta { ts, ref account, ref instrument, qty, .. }) = env.event else { return };
         let Some(&a) = self.acct_ids.get(account) else {
             let (missing, reason) = (account.clone(), format!("unknown account {account}"));
-            return self.hold(&missing, env, reason);
+            return self.hold(&missing, time, env, reason);
         };
         let Some(&i) = self.instr_ids.get(instrument) else {
             let (missing, reason) = (instrument.clone(), format!("unknown instrument {instrument}"));
-            return self.hold(&missing, env, reason);
+            return self.hold(&missing, time, env, reason);
         };
         let p = *self.pos_ids.entry((a, i)).or_insert_with(|| {
             self.positions.push(Pos { account: a, instr: i, qty: Fixed::ZERO, settled_qty: Fixed::ZERO, live: None });
