@@ -390,3 +390,50 @@ fn records_for_late_reference_data_are_held_then_applied() {
     assert_eq!(out.dead[0].reason, "unknown account NOBODY");
     assert!(out.dead[0].payload.contains("\"id\":\"y\""), "{}", out.dead[0].payload);
 }
+
+/// Two sources: worker 1 sends a tick and a later delta for an account that worker 0 defines
+/// only after the delta is held. The delta must be applied at its own time (after the first
+/// boundary), not at the earlier time of the account's definition.
+#[test]
+fn a_reference_at_an_earlier_time_does_not_pull_a_held_record_into_an_earlier_snapshot() {
+    // An account routed to worker 0 of 2 (deltas are exchanged by this hash).
+    let account = (0..).map(|i| format!("OWN{i}")).find(|a| riskflow_dataflows::route_hash(a) % 2 == 0).unwrap();
+    let config = BookConfig { snapshot_interval: INTERVAL, base_ccy: Ccy::USD, rate: 0.0 };
+    let guards = timely::execute(timely::Config::process(2), move |worker| {
+        let mut input = InputHandleVec::<Ts, Envelope>::new();
+        let snaps = Rc::new(RefCell::new(Vec::new()));
+        let stats = Rc::new(RefCell::new(BookStats::default()));
+        let s2 = snaps.clone();
+        worker.dataflow::<Ts, _, _>(|scope| {
+            let streams = book(input.to_stream(scope), config.clone(), stats.clone());
+            assemble_snapshots(streams.snapshots).inspect(move |s| s2.borrow_mut().push(s.clone()));
+        });
+        let env = |event| Envelope { event, origin: Origin::Engine, ingest_ns: 0 };
+        if worker.index() == 1 {
+            input.send(env(Event::Instrument(instruments()[0].clone())));
+            input.advance_to(500);
+            let t = Tick { ts: 500, instrument: "AAPL".into(), price: f(100.0), bid: None, ask: None, iv: None };
+            input.send(env(Event::Tick(t)));
+            input.advance_to(1500);
+            let d =
+                Delta { id: "late".into(), ts: 1500, account: account.clone(), instrument: "AAPL".into(), qty: f(7.0) };
+            input.send(env(Event::Delta(d)));
+            input.send(env(Event::End { max_ts: 2500 }));
+        } else {
+            // Hold input time 0 until the delta is held here, then define the account at time 0.
+            while stats.borrow().held == 0 {
+                worker.step();
+            }
+            input.send(env(Event::Account(Account { id: account.clone(), desk: "D".into(), firm: None })));
+        }
+        drop(input);
+        while worker.step() {}
+        snaps.take()
+    })
+    .unwrap();
+    let snapshots: Vec<Snapshot> = guards.join().into_iter().flat_map(|r| r.unwrap()).collect();
+    let at = |as_of| snapshots.iter().find(|s| s.as_of == as_of).unwrap_or_else(|| panic!("no snapshot at {as_of}"));
+    assert!(at(1000).positions.is_empty(), "the delta at 1500 is not in the snapshot at 1000");
+    assert_eq!(at(2000).positions.len(), 1);
+    assert_eq!(at(2000).positions[0].qty, f(7.0));
+}
