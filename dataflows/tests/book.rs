@@ -397,7 +397,8 @@ fn records_for_late_reference_data_are_held_then_applied() {
 #[test]
 fn a_reference_at_an_earlier_time_does_not_pull_a_held_record_into_an_earlier_snapshot() {
     // An account routed to worker 0 of 2 (deltas are exchanged by this hash).
-    let account = (0..).map(|i| format!("OWN{i}")).find(|a| riskflow_dataflows::route_hash(a) % 2 == 0).unwrap();
+    let account =
+        (0..).map(|i| format!("OWN{i}")).find(|a| riskflow_dataflows::route_hash(a).is_multiple_of(2)).unwrap();
     let config = BookConfig { snapshot_interval: INTERVAL, base_ccy: Ccy::USD, rate: 0.0 };
     let guards = timely::execute(timely::Config::process(2), move |worker| {
         let mut input = InputHandleVec::<Ts, Envelope>::new();
