@@ -2,7 +2,7 @@
 //! positions per account, one price tick per ten deltas (DESIGN.md §9's measurement setup).
 
 use riskflow_dataflows::event::{Envelope, Event, Origin};
-use riskflow_dataflows::model::{Account, AssetClass, Delta, Fixed, Instrument, Limit, Scope, Tick, Ts};
+use riskflow_dataflows::model::{Account, Delta, Fixed, Instrument, Limit, Scope, Tick, Ts};
 
 pub struct Workload {
     pub reference: Vec<Event>,
@@ -34,19 +34,7 @@ pub fn workload(accounts: usize, instruments: usize, per_account: usize, updates
     let mut rng = Rng(seed);
     let mut reference = Vec::new();
     for i in 0..instruments {
-        reference.push(Event::Instrument(Instrument {
-            id: format!("I{i}"),
-            asset_class: AssetClass::Equity,
-            currency: "USD".into(),
-            multiplier: Fixed::from_int(1),
-            underlying: None,
-            strike: None,
-            expiry: None,
-            option_type: None,
-            base: None,
-            quote: None,
-            sector: None,
-        }));
+        reference.push(Event::Instrument(Instrument::equity(format!("I{i}"), "USD")));
     }
     for a in 0..accounts {
         reference.push(Event::Account(Account { id: format!("A{a}"), desk: format!("D{}", a % 10), firm: None }));

@@ -384,6 +384,7 @@ fn drive_replay(
     }
     fn send(
         record: riskflow_connectors::replay::Record,
+        ingest_ns: u64,
         counts: &mut Counts,
         input: &mut InputHandleVec<Ts, Envelope>,
         dead_input: &mut InputHandleVec<Ts, DeadLetter>,
@@ -391,7 +392,7 @@ fn drive_replay(
         match record {
             Ok((event, origin)) => {
                 counts.count(&event);
-                input.send(Envelope { event, origin, ingest_ns: now_ns() });
+                input.send(Envelope { event, origin, ingest_ns });
             }
             Err(dead) => {
                 counts.rejected += 1;
@@ -400,7 +401,7 @@ fn drive_replay(
         }
     }
     for record in replay.reference()? {
-        send(record, &mut counts, input, dead_input);
+        send(record, now_ns(), &mut counts, input, dead_input);
     }
     let mut progress = Progress::new(opts.progress && index == 0);
     // Records are decoded a batch at a time and stamped as they enter the dataflow, so the
@@ -418,23 +419,16 @@ fn drive_replay(
         }
         let ingest_ns = now_ns();
         for record in batch_buf.drain(..) {
-            match record {
-                Ok((event, origin)) => {
-                    let time = event.ts().unwrap_or(0).div_ceil(epoch) * epoch;
-                    if time < *input.time() {
-                        counts.late += 1;
-                    } else if time > *input.time() {
-                        input.advance_to(time);
-                        dead_input.advance_to(time);
-                    }
-                    counts.count(&event);
-                    input.send(Envelope { event, origin, ingest_ns });
-                }
-                Err(dead) => {
-                    counts.rejected += 1;
-                    dead_input.send(dead);
+            if let Ok((event, _)) = &record {
+                let time = event.ts().unwrap_or(0).div_ceil(epoch) * epoch;
+                if time < *input.time() {
+                    counts.late += 1;
+                } else if time > *input.time() {
+                    input.advance_to(time);
+                    dead_input.advance_to(time);
                 }
             }
+            send(record, ingest_ns, &mut counts, input, dead_input);
         }
         worker.step();
         let lead_limit = input.time().saturating_sub(max_lead);

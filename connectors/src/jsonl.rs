@@ -11,7 +11,6 @@ use crate::ConnectorError;
 pub struct JsonlFile {
     path: PathBuf,
     out: BufWriter<File>,
-    count: u64,
 }
 
 impl JsonlFile {
@@ -20,12 +19,11 @@ impl JsonlFile {
             std::fs::create_dir_all(dir).map_err(ConnectorError::io(dir))?;
         }
         let file = File::create(path).map_err(ConnectorError::io(path))?;
-        Ok(JsonlFile { path: path.to_owned(), out: BufWriter::new(file), count: 0 })
+        Ok(JsonlFile { path: path.to_owned(), out: BufWriter::new(file) })
     }
 
     /// Appends one line (a JSON object without its newline).
     pub fn write_line(&mut self, json: &str) -> Result<(), ConnectorError> {
-        self.count += 1;
         writeln!(self.out, "{json}").map_err(ConnectorError::io(&self.path))
     }
 
@@ -33,11 +31,6 @@ impl JsonlFile {
     pub fn write<T: serde::Serialize>(&mut self, value: &T) -> Result<(), ConnectorError> {
         let json = serde_json::to_string(value).expect("records serialise");
         self.write_line(&json)
-    }
-
-    /// Number of lines written.
-    pub fn count(&self) -> u64 {
-        self.count
     }
 
     pub fn flush(&mut self) -> Result<(), ConnectorError> {

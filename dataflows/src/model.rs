@@ -254,6 +254,23 @@ pub struct Instrument {
 }
 
 impl Instrument {
+    /// A plain equity (multiplier 1) in `currency`, with no other field set.
+    pub fn equity(id: impl Into<String>, currency: impl Into<String>) -> Instrument {
+        Instrument {
+            id: id.into(),
+            asset_class: AssetClass::Equity,
+            currency: currency.into(),
+            multiplier: Fixed::from_int(1),
+            underlying: None,
+            strike: None,
+            expiry: None,
+            option_type: None,
+            base: None,
+            quote: None,
+            sector: None,
+        }
+    }
+
     /// Checks the fields each asset class needs; the error is a dead-letter reason.
     pub fn validate(&self) -> Result<(), String> {
         if self.id.is_empty() {

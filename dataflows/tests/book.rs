@@ -288,8 +288,8 @@ fn check_against_batch(events: &[Event], out: &Output) {
         let firm = expected.exposure(Scope::Firm, "FIRM", Dim::Total, "").map_or(0, |r| r.sums.positions);
         assert_eq!(snap.positions.len() as i64, firm, "position rows at {}", snap.as_of);
         let sum: f64 = snap.positions.iter().filter_map(|p| p.exposure).sum();
-        let gross = expected.exposure(Scope::Firm, "FIRM", Dim::Total, "").map_or(0.0, |r| r.sums.net);
-        assert!((sum - gross).abs() <= 1e-6 * (1.0 + gross.abs()), "row sum {sum} vs net {gross}");
+        let net = expected.exposure(Scope::Firm, "FIRM", Dim::Total, "").map_or(0.0, |r| r.sums.net);
+        assert!((sum - net).abs() <= 1e-6 * (1.0 + net.abs()), "row sum {sum} vs net {net}");
     }
 }
 

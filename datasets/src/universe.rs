@@ -447,19 +447,7 @@ pub(crate) fn build_universe(plan: &Plan, rng: &mut Rng) -> Universe {
             (f_sector(0), [0.0, 0.0]),
         ];
         insts.push(Inst {
-            record: Instrument {
-                id: def.id.into(),
-                asset_class: AssetClass::Equity,
-                currency: def.ccy.code().into(),
-                multiplier: Fixed::from_int(1),
-                underlying: None,
-                strike: None,
-                expiry: None,
-                option_type: None,
-                base: None,
-                quote: None,
-                sector: Some("index".into()),
-            },
+            record: Instrument { sector: Some("index".into()), ..Instrument::equity(def.id, def.ccy.code()) },
             json_id: json_str(def.id),
             class: Class::Index,
             ccy: def.ccy,
