@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use riskflow_dataflows::analytics::{AnalyticsConfig, LimitMethod, RegimeConfig, Scenario};
 use riskflow_dataflows::model::{Limit, TradingState};
 use serde::{Deserialize, Deserializer};
 
@@ -14,7 +15,122 @@ pub struct Config {
     pub engine: EngineConfig,
     pub risk: RiskConfig,
     pub limits: LimitsSection,
+    pub analytics: AnalyticsSection,
     pub output: OutputConfig,
+}
+
+/// Bars, volatility, VaR/ES, stress and regimes (docs/analytics.md).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AnalyticsSection {
+    /// Bar length; default the dataset's `bar_ns`, else 1s.
+    #[serde(deserialize_with = "optional_duration")]
+    pub bar: Option<Duration>,
+    /// Length of a trading day and trading days per year, for annualising.
+    #[serde(deserialize_with = "duration")]
+    pub trading_day: Duration,
+    pub trading_days_per_year: f64,
+    /// EWMA decay λ.
+    pub lambda: f64,
+    /// Returns in the windowed variance (W).
+    pub window: usize,
+    /// Bars in the historical VaR/ES sample (N).
+    pub history: usize,
+    pub var_confidence: f64,
+    pub es_confidence: f64,
+    /// VaR/ES horizon (h = max(1, horizon / bar) bars).
+    #[serde(deserialize_with = "duration")]
+    pub horizon: Duration,
+    /// Which VaR/ES the `var` and `es` limits use: "parametric" or "historical".
+    pub limit_method: LimitMethod,
+    /// Benchmark factors of the regime signals (default: the index equities).
+    pub benchmarks: Vec<String>,
+    pub regimes: RegimeConfig,
+    /// Stress scenarios in addition to the built-in ones.
+    pub scenarios: Vec<Scenario>,
+}
+
+impl Default for AnalyticsSection {
+    fn default() -> Self {
+        let d = AnalyticsConfig::default();
+        let day = Duration::from_secs(23_400);
+        AnalyticsSection {
+            bar: None,
+            trading_day: day,
+            trading_days_per_year: 252.0,
+            lambda: d.lambda,
+            window: d.window,
+            history: d.history,
+            var_confidence: d.var_confidence,
+            es_confidence: d.es_confidence,
+            horizon: day,
+            limit_method: d.limit_method,
+            benchmarks: Vec::new(),
+            regimes: d.regimes,
+            scenarios: Vec::new(),
+        }
+    }
+}
+
+impl AnalyticsSection {
+    /// The resolved settings, with the bar length of the dataset when the file sets none.
+    pub fn resolve(&self, dataset_bar_ns: Option<u64>) -> AnalyticsConfig {
+        let bar_ns = self.bar.map(|b| b.as_nanos() as u64).or(dataset_bar_ns).unwrap_or(1_000_000_000);
+        let day = self.trading_day.as_nanos() as u64;
+        let mut scenarios = riskflow_dataflows::analytics::config::builtin_scenarios();
+        scenarios.extend(self.scenarios.iter().cloned());
+        AnalyticsConfig {
+            bar_ns,
+            lambda: self.lambda,
+            window: self.window,
+            history: self.history,
+            var_confidence: self.var_confidence,
+            es_confidence: self.es_confidence,
+            horizon_bars: AnalyticsConfig::horizon_bars(bar_ns, self.horizon.as_nanos() as u64),
+            bars_per_year: AnalyticsConfig::bars_per_year(bar_ns, day, self.trading_days_per_year),
+            benchmarks: self.benchmarks.clone(),
+            regimes: self.regimes.clone(),
+            scenarios,
+            limit_method: self.limit_method,
+        }
+    }
+
+    fn problems(&self, epoch: u128, problems: &mut Vec<String>) {
+        if let Some(bar) = self.bar {
+            let b = bar.as_nanos();
+            if b == 0 || (epoch > 0 && !b.is_multiple_of(epoch)) {
+                problems.push(format!("analytics.bar ({bar:?}) must be a positive multiple of engine.epoch"));
+            }
+        }
+        let unit = |name: &str, v: f64, problems: &mut Vec<String>| {
+            if !(v > 0.0 && v < 1.0) {
+                problems.push(format!("analytics.{name} {v} is not in (0, 1)"));
+            }
+        };
+        unit("lambda", self.lambda, problems);
+        unit("var_confidence", self.var_confidence, problems);
+        unit("es_confidence", self.es_confidence, problems);
+        unit("regimes.long_lambda", self.regimes.long_lambda, problems);
+        unit("regimes.p_calm_stay", self.regimes.p_calm_stay, problems);
+        unit("regimes.p_high_stay", self.regimes.p_high_stay, problems);
+        if self.window == 0 || self.history == 0 {
+            problems.push("analytics.window and analytics.history must be at least 1".to_owned());
+        }
+        if self.trading_day.is_zero() || !(self.trading_days_per_year > 0.0) || self.horizon.is_zero() {
+            problems.push("analytics.trading_day, trading_days_per_year and horizon must be positive".to_owned());
+        }
+        if !(self.regimes.calm_vol > 0.0 && self.regimes.high_vol > 0.0) {
+            problems.push("analytics.regimes.calm_vol and high_vol must be positive".to_owned());
+        }
+        if !self.regimes.vol_thresholds.is_sorted() || !self.regimes.corr_thresholds.is_sorted() {
+            problems.push("analytics.regimes thresholds must be ascending".to_owned());
+        }
+        for s in &self.scenarios {
+            if s.shocks.iter().any(|k| !(k.price.is_finite() && k.price > -1.0 && k.vol.is_finite())) {
+                problems.push(format!("analytics.scenarios {:?}: price shocks must be > -1 and finite", s.name));
+            }
+        }
+    }
 }
 
 /// Limit defaults, and limits defined in the file (`[[limits.rules]]`, the JSON limit fields).
@@ -138,6 +254,7 @@ impl Config {
                 problems.push(format!("limits.rules {:?}: {reason}", rule.id));
             }
         }
+        self.analytics.problems(epoch, &mut problems);
         if problems.is_empty() {
             Ok(())
         } else {
@@ -163,6 +280,10 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         other => return Err(format!("unknown duration unit {other:?} in {s:?} (use ns, us, ms, s, m, h, d)")),
     };
     n.checked_mul(ns_per).map(Duration::from_nanos).ok_or_else(|| format!("{s:?} is too long"))
+}
+
+fn optional_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    duration(d).map(Some)
 }
 
 fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {

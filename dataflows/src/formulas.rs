@@ -417,6 +417,66 @@ pub fn historical_var_es(pnl: &[f64], alpha: f64) -> Option<(f64, f64)> {
     Some((var, es))
 }
 
+/// One EWMA step (RiskMetrics, zero mean): λ·prev + (1−λ)·x, or `x` itself when there is no
+/// previous value (the seed). For a variance `x` = r², for a covariance `x` = rᵢ·rⱼ.
+pub fn ewma(prev: Option<f64>, lambda: f64, x: f64) -> f64 {
+    match prev {
+        Some(p) => lambda * p + (1.0 - lambda) * x,
+        None => x,
+    }
+}
+
+/// A two-state Markov-switching model of one return per bar (Hamilton 1989): state 0 calm,
+/// state 1 high volatility.
+#[derive(Copy, Clone, Debug, PartialEq)]
+pub struct MarkovSwitching {
+    pub mean: [f64; 2],
+    /// Standard deviation of the return in each state, per bar.
+    pub sd: [f64; 2],
+    /// Probability of staying in state 0 and in state 1 from one bar to the next.
+    pub stay: [f64; 2],
+}
+
+impl MarkovSwitching {
+    /// The stationary distribution [P(calm), P(high)] of the chain.
+    pub fn stationary(&self) -> [f64; 2] {
+        let (p00, p11) = (self.stay[0], self.stay[1]);
+        let high = (1.0 - p00) / (2.0 - p00 - p11);
+        [1.0 - high, high]
+    }
+
+    /// One filter step: from P(state | returns to t−1) and the return x at t to
+    /// P(state | returns to t). prior_j = Σᵢ ξᵢ·Pᵢⱼ; ξ_j ∝ prior_j·φ((x−μ_j)/σ_j)/σ_j.
+    /// If both likelihoods underflow to 0, the prior is returned.
+    pub fn filter(&self, xi: [f64; 2], x: f64) -> [f64; 2] {
+        let (p00, p11) = (self.stay[0], self.stay[1]);
+        let prior = [xi[0] * p00 + xi[1] * (1.0 - p11), xi[0] * (1.0 - p00) + xi[1] * p11];
+        let f = |j: usize| norm_pdf((x - self.mean[j]) / self.sd[j]) / self.sd[j];
+        let joint = [prior[0] * f(0), prior[1] * f(1)];
+        let total = joint[0] + joint[1];
+        if !(total > 0.0 && total.is_finite()) {
+            return prior;
+        }
+        [joint[0] / total, joint[1] / total]
+    }
+}
+
+/// The level of a signal against ascending `thresholds` (level i+1 from thresholds[i] up),
+/// with hysteresis: without a current level the plain level; a rise happens as soon as a
+/// higher threshold is reached; a fall from level L needs the value below thresholds[L−1] −
+/// `hysteresis` (and continues down while below each lower threshold minus it).
+pub fn regime_level(value: f64, thresholds: &[f64], current: Option<usize>, hysteresis: f64) -> usize {
+    let plain = thresholds.iter().take_while(|t| value >= **t).count();
+    let Some(mut level) = current else { return plain };
+    if plain >= level {
+        return plain;
+    }
+    while level > 0 && value < thresholds[level - 1] - hysteresis {
+        level -= 1;
+    }
+    level
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -794,5 +854,47 @@ mod tests {
                 prop_assert!((from_nanos(n) - x).abs() <= 5e-10 + 1e-15 * x.abs());
             }
         }
+    }
+
+    #[test]
+    fn ewma_seeds_then_decays() {
+        assert_eq!(ewma(None, 0.94, 4e-4), 4e-4);
+        // 0.94·4e-4 + 0.06·1e-4 = 3.76e-4 + 0.06e-4 = 3.82e-4.
+        assert_close(ewma(Some(4e-4), 0.94, 1e-4), 3.82e-4, 1e-18, "ewma step");
+    }
+
+    #[test]
+    fn hamilton_filter_worked_example() {
+        // Means 0, sd 1 (calm) and 2 (high), stay 0.9 and 0.8.
+        let m = MarkovSwitching { mean: [0.0, 0.0], sd: [1.0, 2.0], stay: [0.9, 0.8] };
+        // Stationary: high = 0.1 / 0.3 = 1/3.
+        let xi0 = m.stationary();
+        assert_close(xi0[1], 1.0 / 3.0, 1e-15, "stationary");
+        // Prior = stationary (it is invariant): [2/3, 1/3]. x = 0:
+        // f0 = φ(0)/1 = 0.3989422804014327, f1 = φ(0)/2 = 0.19947114020071635;
+        // joint = [0.26596152026762, 0.06649038006690545]; P(high) = 0.0664904/0.3324519 = 0.2.
+        let xi1 = m.filter(xi0, 0.0);
+        assert_close(xi1[1], 0.2, 1e-15, "P(high) after x=0");
+        // Next x = 3: prior_1 = ξ0·(1−0.9) + ξ1·0.8 = 0.08 + 0.16 = 0.24, prior_0 = 0.76. f0 = φ(3) = 0.0044318484119380075,
+        // f1 = φ(1.5)/2 = 0.12951759566589174/2 = 0.06475879783294587.
+        // joint = [0.0033682047930728857, 0.015542111479907009]; P(high) = 0.8218853...
+        let xi2 = m.filter(xi1, 3.0);
+        let expected = 0.015542111479907009 / (0.0033682047930728857 + 0.015542111479907009);
+        assert_close(xi2[1], expected, 1e-15, "P(high) after x=3");
+        assert_close(xi2[1], 0.8218853, 1e-7, "P(high) after x=3, by hand");
+    }
+
+    #[test]
+    fn regime_levels_have_hysteresis() {
+        let t = [0.75, 1.25, 2.0];
+        assert_eq!(regime_level(0.5, &t, None, 0.05), 0);
+        assert_eq!(regime_level(1.3, &t, None, 0.05), 2);
+        // Rises at once, falls only below threshold − hysteresis.
+        assert_eq!(regime_level(2.0, &t, Some(1), 0.05), 3);
+        assert_eq!(regime_level(1.97, &t, Some(3), 0.05), 3);
+        assert_eq!(regime_level(1.94, &t, Some(3), 0.05), 2);
+        assert_eq!(regime_level(0.5, &t, Some(3), 0.05), 0);
+        assert_eq!(regime_level(0.72, &t, Some(1), 0.05), 1);
+        assert_eq!(regime_level(0.69, &t, Some(1), 0.05), 0);
     }
 }

@@ -5,6 +5,7 @@
 //! Formula code ([`formulas`], [`exposure`]) holds no dataflow state and is shared with the
 //! batch reconciliation.
 
+pub mod analytics;
 pub mod book;
 pub mod clock;
 pub mod engine;
