@@ -32,8 +32,14 @@ fn main() {
     let n = rate * seconds;
     let w = Arc::new(workload(10_000, 5_000, 20, n, 11));
     let config = EngineConfig {
-        book: BookConfig { snapshot_interval: u64::MAX / 4, base_ccy: Ccy::USD, rate: 0.0 },
+        book: BookConfig {
+            snapshot_interval: u64::MAX / 4,
+            bar_interval: 1_000_000_000,
+            base_ccy: Ccy::USD,
+            rate: 0.0,
+        },
         limits: LimitsConfig::default(),
+        analytics: riskflow_dataflows::analytics::AnalyticsConfig::default(),
     };
     let totals = Arc::new(Mutex::new((histogram(), histogram())));
     let t2 = totals.clone();

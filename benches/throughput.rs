@@ -122,8 +122,14 @@ fn baseline(w: &Workload) -> (Duration, usize, u64) {
 /// The dataflow: each worker feeds every `workers`-th update, `epoch` records per epoch.
 fn dataflow(w: &Arc<Workload>, workers: usize, epoch: usize) -> (Duration, u64) {
     let config = EngineConfig {
-        book: BookConfig { snapshot_interval: u64::MAX / 4, base_ccy: Ccy::USD, rate: 0.0 },
+        book: BookConfig {
+            snapshot_interval: u64::MAX / 4,
+            bar_interval: 1_000_000_000,
+            base_ccy: Ccy::USD,
+            rate: 0.0,
+        },
         limits: LimitsConfig::default(),
+        analytics: riskflow_dataflows::analytics::AnalyticsConfig::default(),
     };
     let w = w.clone();
     let elapsed = Arc::new(Mutex::new(Duration::ZERO));

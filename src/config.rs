@@ -116,7 +116,11 @@ impl AnalyticsSection {
         if self.window == 0 || self.history == 0 {
             problems.push("analytics.window and analytics.history must be at least 1".to_owned());
         }
-        if self.trading_day.is_zero() || !(self.trading_days_per_year > 0.0) || self.horizon.is_zero() {
+        if self.trading_day.is_zero()
+            || self.trading_days_per_year.is_nan()
+            || self.trading_days_per_year <= 0.0
+            || self.horizon.is_zero()
+        {
             problems.push("analytics.trading_day, trading_days_per_year and horizon must be positive".to_owned());
         }
         if !(self.regimes.calm_vol > 0.0 && self.regimes.high_vol > 0.0) {

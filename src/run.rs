@@ -59,6 +59,7 @@ pub struct Kept {
     pub last: Option<Arc<Snapshot>>,
     pub breaches: Vec<riskflow_dataflows::limits::BreachEvent>,
     pub actions: usize,
+    pub regimes: Vec<riskflow_dataflows::analytics::RegimeEvent>,
 }
 
 impl Kept {
@@ -75,6 +76,7 @@ impl Kept {
         self.count += other.count;
         self.breaches.extend(other.breaches);
         self.actions += other.actions;
+        self.regimes.extend(other.regimes);
         if let Some(snap) = other.last {
             if self.last.as_ref().is_none_or(|l| l.as_of < snap.as_of) {
                 self.last = Some(snap);
@@ -146,9 +148,17 @@ fn new_histogram() -> Histogram<u64> {
 pub fn run(opts: RunOptions) -> anyhow::Result<Summary> {
     std::fs::create_dir_all(&opts.out).with_context(|| format!("creating {}", opts.out.display()))?;
     let base_ccy = Ccy::parse(&opts.config.risk.base_currency).context("base currency")?;
+    let analytics = opts.config.analytics.resolve(riskflow_connectors::replay::dataset_bar_ns(&opts.replay));
+    let epoch = opts.config.engine.epoch.as_nanos() as u64;
+    anyhow::ensure!(
+        analytics.bar_ns.is_multiple_of(epoch),
+        "the bar length ({} ns) must be a multiple of engine.epoch ({epoch} ns)",
+        analytics.bar_ns
+    );
     let engine_config = EngineConfig {
         book: BookConfig {
             snapshot_interval: opts.config.risk.snapshot_interval.as_nanos() as Ts,
+            bar_interval: analytics.bar_ns,
             base_ccy,
             rate: opts.config.risk.rate,
         },
@@ -157,6 +167,7 @@ pub fn run(opts: RunOptions) -> anyhow::Result<Summary> {
             hysteresis: opts.config.limits.hysteresis,
             breach_action: opts.config.limits.breach_action,
         },
+        analytics,
     };
     let failure: Arc<Mutex<Option<String>>> = Arc::default();
     let started = Instant::now();
@@ -187,6 +198,28 @@ pub fn run(opts: RunOptions) -> anyhow::Result<Summary> {
             let engine = engine(input.to_stream(scope), &engine_config);
             handles = Some((engine.stats.clone(), engine.limit_states.clone()));
             let (streams, limit_events) = (engine.book, engine.limit_events);
+            let analytics_parts = engine.analytics.map(|t| SnapshotPart::Analytics(Box::new(t)));
+
+            // Regime changes leave through their event file (the `risk-regimes` topic of
+            // replay mode); worker 0 runs the analytics, so only it has any.
+            let mut regime_file = (index == 0).then(|| JsonlFile::create(&opts.out.join("risk-regimes.jsonl")));
+            let kept_regimes = snapshots.clone();
+            let fail_regimes = fail.clone();
+            engine.regime_events.sink(Pipeline, "RegimeEventFile", move |(input, _)| {
+                input.for_each(|_, data| {
+                    for event in data.drain(..) {
+                        let written = match regime_file.as_mut() {
+                            Some(Ok(f)) => f.write(&event).and_then(|_| f.flush()).map_err(|e| e.to_string()),
+                            Some(Err(e)) => Err(e.to_string()),
+                            None => Ok(()),
+                        };
+                        if let Err(e) = written {
+                            fail_regimes(format!("risk-regimes.jsonl: {e}"));
+                        }
+                        kept_regimes.borrow_mut().regimes.push(event);
+                    }
+                });
+            });
 
             // The live output follows the input frontier: the source paces itself on it.
             let hist = latency.clone();
@@ -246,7 +279,7 @@ pub fn run(opts: RunOptions) -> anyhow::Result<Summary> {
                 LimitEvent::Action(a) => SnapshotPart::Action(a),
             });
             let mut writer = writer;
-            assemble_snapshots(streams.snapshots.concat(event_parts)).sink(
+            assemble_snapshots(streams.snapshots.concat(event_parts).concat(analytics_parts)).sink(
                 Pipeline,
                 "ParquetSnapshots",
                 move |(input, frontier)| {

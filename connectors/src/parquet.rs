@@ -61,6 +61,20 @@ impl Table {
         )
     }
 
+    /// A nullable event-time column.
+    pub fn timestamp_opt(self, name: &str, values: impl Iterator<Item = Option<Ts>>) -> Table {
+        let array = values.map(|t| t.map(|t| t as i64)).collect::<TimestampNanosecondArray>().with_timezone("UTC");
+        self.push(
+            Field::new(name, DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into())), true),
+            Arc::new(array),
+        )
+    }
+
+    /// A nullable string column.
+    pub fn str_opt<'a>(self, name: &str, values: impl Iterator<Item = Option<&'a str>>) -> Table {
+        self.push(Field::new(name, DataType::Utf8, true), Arc::new(values.collect::<StringArray>()))
+    }
+
     pub fn i64(self, name: &str, values: impl Iterator<Item = i64>) -> Table {
         self.push(Field::new(name, DataType::Int64, false), Arc::new(Int64Array::from_iter_values(values)))
     }
@@ -146,7 +160,62 @@ pub fn snapshot_tables(s: &Snapshot) -> Vec<Table> {
         .str("state", a.iter().map(|r| r.state.as_str()))
         .str("prev_state", a.iter().map(|r| r.prev_state.as_str()))
         .str("limit_id", a.iter().map(|r| r.limit_id.as_str()));
-    vec![positions, exposures, factors, breaches, actions]
+    let mut tables = vec![positions, exposures, factors, breaches, actions];
+    tables.extend(analytics_tables(s));
+    tables
+}
+
+/// `volatility`, `correlation`, `risk`, `stress` and `regimes` (docs/analytics.md).
+fn analytics_tables(s: &Snapshot) -> Vec<Table> {
+    let t = &s.analytics;
+    let bar_end = |n: usize| std::iter::repeat_n(t.bar_end, n);
+    let v = &t.volatility;
+    let volatility = Table::new("volatility", s.as_of, v.len())
+        .timestamp_opt("bar_end", bar_end(v.len()))
+        .str("factor", v.iter().map(|r| r.factor.as_str()))
+        .f64("close", v.iter().map(|r| Some(r.close)))
+        .f64("last_return", v.iter().map(|r| r.last_return))
+        .i64("returns", v.iter().map(|r| r.returns as i64))
+        .f64("ewma_var", v.iter().map(|r| r.ewma_var))
+        .f64("ewma_vol_annual", v.iter().map(|r| r.ewma_vol_annual))
+        .i64("window_returns", v.iter().map(|r| r.window_returns as i64))
+        .f64("window_var", v.iter().map(|r| r.window_var))
+        .f64("window_vol_annual", v.iter().map(|r| r.window_vol_annual));
+    let c = &t.correlation;
+    let correlation = Table::new("correlation", s.as_of, c.len())
+        .timestamp_opt("bar_end", bar_end(c.len()))
+        .str("factor_a", c.iter().map(|r| r.factor_a.as_str()))
+        .str("factor_b", c.iter().map(|r| r.factor_b.as_str()))
+        .f64("covariance", c.iter().map(|r| Some(r.covariance)))
+        .f64("correlation", c.iter().map(|r| r.correlation));
+    let r = &t.risk;
+    let risk = Table::new("risk", s.as_of, r.len())
+        .timestamp_opt("bar_end", bar_end(r.len()))
+        .str("scope", r.iter().map(|r| r.scope.as_str()))
+        .str("scope_id", r.iter().map(|r| r.scope_id.as_str()))
+        .f64("var_parametric", r.iter().map(|r| r.var_parametric))
+        .f64("es_parametric", r.iter().map(|r| r.es_parametric))
+        .f64("var_historical", r.iter().map(|r| r.var_historical))
+        .f64("es_historical", r.iter().map(|r| r.es_historical))
+        .i64("history_bars", r.iter().map(|r| r.history_bars as i64))
+        .f64("stress_worst", r.iter().map(|r| Some(r.stress_worst)))
+        .str_opt("worst_scenario", r.iter().map(|r| r.worst_scenario.as_deref()));
+    let rows: Vec<(&riskflow_dataflows::analytics::RiskRow, &str, f64)> = r
+        .iter()
+        .flat_map(|row| t.scenarios.iter().zip(&row.stress).map(move |(name, pnl)| (row, name.as_str(), *pnl)))
+        .collect();
+    let stress = Table::new("stress", s.as_of, rows.len())
+        .str("scope", rows.iter().map(|r| r.0.scope.as_str()))
+        .str("scope_id", rows.iter().map(|r| r.0.scope_id.as_str()))
+        .str("scenario", rows.iter().map(|r| r.1))
+        .f64("pnl", rows.iter().map(|r| Some(r.2)));
+    let g = &t.regimes;
+    let regimes = Table::new("regimes", s.as_of, g.len())
+        .timestamp_opt("bar_end", bar_end(g.len()))
+        .str("signal", g.iter().map(|r| r.signal.as_str()))
+        .str("regime", g.iter().map(|r| r.regime.as_str()))
+        .f64("value", g.iter().map(|r| Some(r.value)));
+    vec![volatility, correlation, risk, stress, regimes]
 }
 
 /// Writes snapshots under one output directory.

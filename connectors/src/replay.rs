@@ -143,3 +143,12 @@ impl Replay {
         self.max_ts
     }
 }
+
+/// The bar length a dataset declares (`bar_ns` in its `dataset.toml`), if any.
+pub fn dataset_bar_ns(dir: &Path) -> Option<u64> {
+    let text = std::fs::read_to_string(dir.join("dataset.toml")).ok()?;
+    text.lines().find_map(|line| {
+        let (key, value) = line.split_once('=')?;
+        (key.trim() == "bar_ns").then(|| value.trim().parse().ok()).flatten()
+    })
+}

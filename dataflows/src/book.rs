@@ -30,6 +30,7 @@ use timely::dataflow::operators::vec::{Broadcast, Partition};
 use timely::dataflow::operators::Capability;
 use timely::dataflow::StreamVec;
 
+use crate::analytics::BarPart;
 use crate::event::{DeadLetter, Envelope, Event, LiveUpdate, PositionChange};
 use crate::exposure::{position_exposure, Ccy, Exposure, OptionMarket, Sums};
 use crate::formulas::rate_from_pair;
@@ -41,6 +42,8 @@ use crate::snapshot::{AggKey, Dim, PositionRow, SnapshotPart};
 pub struct BookConfig {
     /// Event time between snapshots (ns); snapshots fall on its multiples.
     pub snapshot_interval: Ts,
+    /// Bar length (ns): the analytics get the settled book at its multiples.
+    pub bar_interval: Ts,
     /// The currency figures are reported in.
     pub base_ccy: Ccy,
     /// Continuously-compounded rate r for Black-Scholes.
@@ -62,6 +65,8 @@ pub struct BookStreams<'scope> {
     pub live: StreamVec<'scope, Ts, LiveUpdate>,
     pub snapshots: StreamVec<'scope, Ts, SnapshotPart>,
     pub dead: StreamVec<'scope, Ts, DeadLetter>,
+    /// The analytics' view: definitions, and the settled changes at every bar end and snapshot.
+    pub bars: StreamVec<'scope, Ts, BarPart>,
 }
 
 /// Builds the book: routes deltas by account and everything else to every worker, and
@@ -89,12 +94,15 @@ pub fn book<'scope>(
     let (live_out, live) = builder.new_output();
     let (snap_out, snapshots) = builder.new_output();
     let (dead_out, dead) = builder.new_output();
+    let (bars_out, bars) = builder.new_output();
     let mut live_out = OutputBuilder::from(live_out);
+    let mut bars_out = OutputBuilder::from(bars_out);
     let mut snap_out = OutputBuilder::from(snap_out);
     let mut dead_out = OutputBuilder::from(dead_out);
 
     builder.build(move |mut caps| {
-        // Held until the end: the snapshot and dead-letter outputs emit after the input is done.
+        // Held until the end: the snapshot, dead-letter and bar outputs emit after the input is done.
+        let mut bars_cap: Option<Capability<Ts>> = caps.pop();
         let mut dead_cap: Option<Capability<Ts>> = caps.pop();
         let mut snap_cap: Option<Capability<Ts>> = caps.pop();
         drop(caps);
@@ -105,6 +113,7 @@ pub fn book<'scope>(
             let mut live_handle = live_out.activate();
             let mut snap_handle = snap_out.activate();
             let mut dead_handle = dead_out.activate();
+            let mut bars_handle = bars_out.activate();
             // Reference data and ticks first, so that deltas find what arrived with them.
             let inputs = [&mut shared_input as &mut dyn ForEach, &mut delta_input];
             for input in inputs {
@@ -115,26 +124,36 @@ pub fn book<'scope>(
                     }
                     live_handle.session(&cap).give_iterator(live_buf.drain(..));
                     dead_handle.session(&cap).give_iterator(dead_buf.drain(..));
+                    bars_handle.session(&cap).give_iterator(state.definitions.drain(..));
                 });
             }
             *stats.borrow_mut() = state.stats.clone();
 
             let least = frontiers.iter().flat_map(|f| f.frontier().iter().copied().collect::<Vec<_>>()).min();
-            let Some(cap) = snap_cap.as_mut() else { return };
-            // Take every boundary the frontier has passed, in order; at the end only those
-            // up to the last event time.
-            while let Some(boundary) = state.next_boundary {
+            let (Some(cap), Some(bcap)) = (snap_cap.as_mut(), bars_cap.as_mut()) else { return };
+            // Take every boundary (snapshot or bar end) the frontier has passed, in order; at
+            // the end only those up to the last event time.
+            while let Some(boundary) = state.next_boundary.into_iter().chain(state.next_bar).min() {
                 let passed = least.is_none_or(|t| t > boundary);
                 if !passed || (least.is_none() && boundary > state.end()) {
                     break;
                 }
                 state.settle_until(boundary);
-                let mut parts = Vec::new();
-                state.snapshot(boundary, &mut parts);
-                snap_handle.session(&cap.delayed(&boundary)).give_iterator(parts.into_iter());
-                state.last_snapshot = Some(boundary);
-                state.next_boundary = Some(boundary + state.config.snapshot_interval);
+                let snapshot = state.next_boundary == Some(boundary);
+                let bar = state.next_bar == Some(boundary);
+                bars_handle.session(&bcap.delayed(&boundary)).give_iterator(state.bar_parts(bar, snapshot).into_iter());
+                if snapshot {
+                    let mut parts = Vec::new();
+                    state.snapshot(boundary, &mut parts);
+                    snap_handle.session(&cap.delayed(&boundary)).give_iterator(parts.into_iter());
+                    state.last_snapshot = Some(boundary);
+                    state.next_boundary = Some(boundary + state.config.snapshot_interval);
+                }
+                if bar {
+                    state.next_bar = Some(boundary + state.config.bar_interval);
+                }
                 cap.downgrade(&(boundary + 1));
+                bcap.downgrade(&(boundary + 1));
             }
             if let Some(least) = least {
                 state.settle_until(least.saturating_sub(1));
@@ -147,6 +166,7 @@ pub fn book<'scope>(
                 let mut parts = Vec::new();
                 state.snapshot(end, &mut parts);
                 snap_handle.session(&cap.delayed(&end)).give_iterator(parts.into_iter());
+                bars_handle.session(&bcap.delayed(&end)).give_iterator(state.bar_parts(false, true).into_iter());
             }
             if let Some(dcap) = dead_cap.as_ref() {
                 let mut session = dead_handle.session(dcap);
@@ -158,10 +178,11 @@ pub fn book<'scope>(
             }
             snap_cap = None;
             dead_cap = None;
+            bars_cap = None;
         }
     });
 
-    BookStreams { live, snapshots, dead }
+    BookStreams { live, snapshots, dead, bars }
 }
 
 /// One input of the book, whatever its parallelisation contract.
@@ -312,7 +333,13 @@ struct State {
     held: HashMap<String, Vec<(Ts, Envelope, String)>>,
     stash: Vec<(Ts, Settle)>,
     next_boundary: Option<Ts>,
+    next_bar: Option<Ts>,
     last_snapshot: Option<Ts>,
+    /// Settled quantity changes and settled prices since the last boundary, for the analytics.
+    changed_qty: FxHashMap<usize, i64>,
+    changed_price: HashSet<usize>,
+    /// Definitions accepted since the last message, for the analytics (worker 0).
+    definitions: Vec<BarPart>,
     end_ts: Option<Ts>,
     /// The largest event time of a tick or delta seen here.
     max_seen: Ts,
@@ -338,7 +365,11 @@ impl State {
             held: HashMap::default(),
             stash: Vec::new(),
             next_boundary: None,
+            next_bar: None,
             last_snapshot: None,
+            changed_qty: FxHashMap::default(),
+            changed_price: HashSet::default(),
+            definitions: Vec::new(),
             end_ts: None,
             max_seen: 0,
             stats: BookStats::default(),
@@ -365,15 +396,48 @@ impl State {
             let interval = self.config.snapshot_interval;
             let boundary = time.div_ceil(interval) * interval;
             self.next_boundary = Some(self.next_boundary.map_or(boundary, |b| b.min(boundary)));
+            let bar = time.div_ceil(self.config.bar_interval) * self.config.bar_interval;
+            self.next_bar = Some(self.next_bar.map_or(bar, |b| b.min(bar)));
         }
         match &env.event {
             Event::Instrument(def) => self.define_instrument(time, def.clone(), live, dead),
             Event::Account(def) => self.define_account(time, def.clone(), live, dead),
-            Event::Limit(_) => {}
+            Event::Limit(limit) => self.watch(limit),
             Event::End { max_ts } => self.end_ts = Some(self.end_ts.map_or(*max_ts, |e| e.max(*max_ts))),
             Event::Tick(_) => self.on_tick(time, env, live, dead),
             Event::Delta(_) => self.on_delta(time, env, live, dead),
         }
+    }
+
+    /// Scopes with a `var`, `es` or `stress` limit are revalued by the analytics at every bar.
+    fn watch(&mut self, limit: &crate::model::Limit) {
+        if self.worker == 0 && matches!(limit.metric.as_str(), "var" | "es" | "stress") {
+            self.definitions.push(BarPart::Watch(limit.scope, limit.scope_id.clone()));
+        }
+    }
+
+    /// What changed in the settled book since the last boundary, and the boundary.
+    fn bar_parts(&mut self, bar: bool, snapshot: bool) -> Vec<BarPart> {
+        let mut parts = Vec::with_capacity(self.changed_qty.len() + self.changed_price.len() + 1);
+        for (pos, qty) in self.changed_qty.drain() {
+            let p = &self.positions[pos];
+            let (account, instrument) = (self.accts[p.account].def.id.clone(), self.instrs[p.instr].def.id.clone());
+            parts.push(BarPart::Qty { account, instrument, qty: Fixed(qty) });
+        }
+        for instr in self.changed_price.drain() {
+            let i = &self.instrs[instr];
+            let Some(price) = i.settled.price else { continue };
+            parts.push(BarPart::Price { instrument: i.def.id.clone(), price, iv: i.settled.iv });
+        }
+        if self.worker == 0 {
+            for ccy in self.rate_sources.keys().copied().chain([self.config.base_ccy]) {
+                if let Some(r) = self.rate(ccy, true) {
+                    parts.push(BarPart::Rate(ccy, r));
+                }
+            }
+        }
+        parts.push(BarPart::Boundary { bar, snapshot });
+        parts
     }
 
     fn hold(&mut self, missing: &str, time: Ts, env: Envelope, reason: String) {
@@ -426,6 +490,9 @@ impl State {
             }
         };
         let def = self.instrs[idx].def.clone();
+        if self.worker == 0 {
+            self.definitions.push(BarPart::Instrument(def.clone()));
+        }
         if def.asset_class == AssetClass::Fx {
             let base = self.config.base_ccy;
             let (b, q) = (def.base.as_deref().and_then(Ccy::parse), def.quote.as_deref().and_then(Ccy::parse));
@@ -463,6 +530,9 @@ impl State {
     fn define_account(&mut self, time: Ts, def: Account, live: &mut Vec<LiveUpdate>, dead: &mut Vec<DeadLetter>) {
         let id = def.id.clone();
         let (desk, firm) = (self.intern(&def.desk), self.intern(def.firm()));
+        if self.worker == 0 {
+            self.definitions.push(BarPart::Account(def.clone()));
+        }
         match self.acct_ids.entry(id.clone()) {
             Entry::Occupied(e) => {
                 let acct = &mut self.accts[*e.get()];
@@ -602,9 +672,12 @@ impl State {
                 Settle::Qty { pos, qty } => {
                     let p = &mut self.positions[pos];
                     p.settled_qty = Fixed(p.settled_qty.0 + qty.0);
+                    *self.changed_qty.entry(pos).or_default() += qty.0;
                 }
                 Settle::Price { instr, ts, price, iv } => {
-                    self.instrs[instr].settled.apply(ts, price, iv);
+                    if self.instrs[instr].settled.apply(ts, price, iv) && self.worker == 0 {
+                        self.changed_price.insert(instr);
+                    }
                 }
             }
         }

@@ -4,20 +4,23 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use timely::dataflow::operators::vec::{Map, ToStream};
+use timely::dataflow::operators::vec::Map;
 use timely::dataflow::StreamVec;
 
+use crate::analytics::{analytics, AnalyticsConfig, AnalyticsTables, RegimeEvent};
 use crate::book::{book, BookConfig, BookStats, BookStreams};
 use crate::event::{Envelope, Event};
 use crate::exposure::Ccy;
-use crate::limits::{limits, LimitEvent, LimitStates, LimitsConfig, MetricUpdate};
+use crate::limits::{limits, LimitEvent, LimitStates, LimitsConfig};
 use crate::model::Ts;
 
 /// Settings of the graph.
 #[derive(Clone, Debug)]
 pub struct EngineConfig {
+    /// The book's `bar_interval` is taken from `analytics.bar_ns`.
     pub book: BookConfig,
     pub limits: LimitsConfig,
+    pub analytics: AnalyticsConfig,
 }
 
 impl EngineConfig {
@@ -30,11 +33,14 @@ impl EngineConfig {
 pub struct Engine<'scope> {
     pub book: BookStreams<'scope>,
     pub limit_events: StreamVec<'scope, Ts, LimitEvent>,
+    pub regime_events: StreamVec<'scope, Ts, RegimeEvent>,
+    /// The analytics tables of each snapshot, at its `as_of`.
+    pub analytics: StreamVec<'scope, Ts, AnalyticsTables>,
     pub stats: Rc<RefCell<BookStats>>,
     pub limit_states: LimitStates,
 }
 
-/// Builds the book and the limits over `events` (limit definitions among them).
+/// Builds the book, the analytics and the limits over `events` (limit definitions among them).
 pub fn engine<'scope>(events: StreamVec<'scope, Ts, Envelope>, config: &EngineConfig) -> Engine<'scope> {
     let stats = Rc::new(RefCell::new(BookStats::default()));
     let limit_states = LimitStates::default();
@@ -42,11 +48,16 @@ pub fn engine<'scope>(events: StreamVec<'scope, Ts, Envelope>, config: &EngineCo
         Event::Limit(limit) => Some(limit),
         _ => None,
     });
-    let scope = events.scope();
-    let book = book(events, config.book.clone(), stats.clone());
-    // VaR, ES and stress figures join here once the analytics produce them.
-    let metrics = Vec::<MetricUpdate>::new().to_stream(scope);
-    let limit_events =
-        limits(book.live.clone(), definitions, metrics, config.limits.clone(), config.base_ccy(), limit_states.clone());
-    Engine { book, limit_events, stats, limit_states }
+    let book_config = BookConfig { bar_interval: config.analytics.bar_ns, ..config.book.clone() };
+    let book = book(events, book_config, stats.clone());
+    let risk = analytics(book.bars.clone(), config.analytics.clone(), config.base_ccy(), config.book.rate);
+    let limit_events = limits(
+        book.live.clone(),
+        definitions,
+        risk.metrics,
+        config.limits.clone(),
+        config.base_ccy(),
+        limit_states.clone(),
+    );
+    Engine { book, limit_events, regime_events: risk.regimes, analytics: risk.tables, stats, limit_states }
 }

@@ -15,6 +15,7 @@ use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::StreamVec;
 
+use crate::analytics::AnalyticsTables;
 use crate::exposure::{BaseSums, Ccy, Sums};
 use crate::limits::{ActionEvent, BreachEvent};
 use crate::model::{AssetClass, Fixed, Scope, Ts};
@@ -91,6 +92,8 @@ pub enum SnapshotPart {
     /// Limit events, written with the first snapshot at or after their time.
     Breach(BreachEvent),
     Action(ActionEvent),
+    /// The analytics tables at this time (from worker 0).
+    Analytics(Box<AnalyticsTables>),
 }
 
 /// One row of the `exposures` table.
@@ -127,6 +130,8 @@ pub struct Snapshot {
     pub actions: Vec<ActionEvent>,
     /// Positions left out of the aggregates for want of a price (or of a rate).
     pub unpriced: u64,
+    /// Volatility, correlation, risk, stress and regimes.
+    pub analytics: AnalyticsTables,
 }
 
 impl Snapshot {
@@ -146,6 +151,7 @@ struct Pending {
     aggregates: HashMap<AggKey, Sums>,
     rates: BTreeMap<Ccy, f64>,
     unpriced: u64,
+    analytics: AnalyticsTables,
 }
 
 impl Pending {
@@ -162,6 +168,7 @@ impl Pending {
             }
             SnapshotPart::Breach(b) => self.breaches.push(b),
             SnapshotPart::Action(a) => self.actions.push(a),
+            SnapshotPart::Analytics(t) => self.analytics = *t,
         }
     }
 
@@ -216,6 +223,7 @@ impl Pending {
             factors,
             rates: self.rates.into_iter().collect(),
             unpriced: self.unpriced + unconverted,
+            analytics: self.analytics,
         }
     }
 }

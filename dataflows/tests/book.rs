@@ -121,7 +121,7 @@ struct Output {
 /// Runs the book on `workers` workers: worker 0 feeds the reference data at time 0, then the
 /// events at their event time (a record behind the current time is sent at it, as late).
 fn run_book(reference: Vec<Event>, events: Vec<(Ts, Event)>, workers: usize) -> Output {
-    let config = BookConfig { snapshot_interval: INTERVAL, base_ccy: Ccy::USD, rate: 0.01 };
+    let config = BookConfig { snapshot_interval: INTERVAL, bar_interval: INTERVAL, base_ccy: Ccy::USD, rate: 0.01 };
     let guards = timely::execute(timely::Config::process(workers), move |worker| {
         let mut input = InputHandleVec::<Ts, Envelope>::new();
         let snaps = Rc::new(RefCell::new(Vec::new()));
@@ -399,7 +399,7 @@ fn a_reference_at_an_earlier_time_does_not_pull_a_held_record_into_an_earlier_sn
     // An account routed to worker 0 of 2 (deltas are exchanged by this hash).
     let account =
         (0..).map(|i| format!("OWN{i}")).find(|a| riskflow_dataflows::route_hash(a).is_multiple_of(2)).unwrap();
-    let config = BookConfig { snapshot_interval: INTERVAL, base_ccy: Ccy::USD, rate: 0.0 };
+    let config = BookConfig { snapshot_interval: INTERVAL, bar_interval: INTERVAL, base_ccy: Ccy::USD, rate: 0.0 };
     let guards = timely::execute(timely::Config::process(2), move |worker| {
         let mut input = InputHandleVec::<Ts, Envelope>::new();
         let snaps = Rc::new(RefCell::new(Vec::new()));

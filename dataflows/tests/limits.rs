@@ -71,7 +71,8 @@ fn run(events: Vec<(Ts, Event)>, workers: usize) -> Run {
                 Event::Limit(l) => Some(l),
                 _ => None,
             });
-            let config = BookConfig { snapshot_interval: 1_000_000, base_ccy: Ccy::USD, rate: 0.0 };
+            let config =
+                BookConfig { snapshot_interval: 1_000_000, bar_interval: 1_000_000, base_ccy: Ccy::USD, rate: 0.0 };
             let b = book(stream, config, Rc::new(RefCell::new(BookStats::default())));
             let metrics = Vec::<MetricUpdate>::new().to_stream(scope);
             limits(b.live, defs, metrics, LimitsConfig::default(), Ccy::USD, states.clone())

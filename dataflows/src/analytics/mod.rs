@@ -1,6 +1,320 @@
 //! Risk analytics (docs/analytics.md): bars and returns, EWMA and windowed volatility, EWMA
 //! covariance and correlation, VaR/ES, stress and regime signals.
+//!
+//! ```text
+//!   Book (every worker) ── BarPart @ bar ends and snapshots ──exchange(→0)──> Analytics ─┬─> MetricUpdate (var, es, stress) → limits
+//!     definitions, settled prices, rates (worker 0); settled quantity changes (all)      ├─> RegimeEvent → risk-regimes
+//!                                                                                        └─> AnalyticsTables @ as_of → snapshot
+//! ```
+//!
+//! Work happens once per bar end (1 s of event time by default), not per update: the factor
+//! model advances one bar, and the scopes with a `var`, `es` or `stress` limit are revalued
+//! from the settled positions at the bar end. At a snapshot every scope is.
 
 pub mod config;
+pub mod factors;
+pub mod regimes;
+pub mod risk;
+
+use std::collections::BTreeMap;
+
+use rustc_hash::FxHashSet as HashSet;
+use serde::{Deserialize, Serialize};
+use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::operators::vec::Map;
+use timely::dataflow::StreamVec;
 
 pub use config::{AnalyticsConfig, LimitMethod, RegimeConfig, Scenario, Shock};
+pub use regimes::{RegimeEvent, RegimeRow};
+pub use risk::RiskRow;
+
+use crate::clock::now_ns;
+use crate::exposure::Ccy;
+use crate::limits::{Metric, MetricUpdate};
+use crate::model::{Account, AssetClass, Fixed, Instrument, Scope, Ts};
+use factors::FactorModel;
+use regimes::Regimes;
+use risk::Positions;
+
+/// What the book tells the analytics, at the time it happened (definitions) or at a
+/// boundary (the rest).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum BarPart {
+    Instrument(Instrument),
+    Account(Account),
+    /// A scope has a `var`, `es` or `stress` limit: revalue it at every bar end.
+    Watch(Scope, String),
+    /// A settled price that changed since the previous boundary.
+    Price {
+        instrument: String,
+        price: Fixed,
+        iv: Option<f64>,
+    },
+    Rate(Ccy, f64),
+    /// A settled quantity change since the previous boundary.
+    Qty {
+        account: String,
+        instrument: String,
+        qty: Fixed,
+    },
+    /// The boundary itself: a bar end, a snapshot, or both.
+    Boundary {
+        bar: bool,
+        snapshot: bool,
+    },
+}
+
+/// One factor's row of the `volatility` table.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct VolRow {
+    pub factor: String,
+    pub close: f64,
+    pub last_return: Option<f64>,
+    pub returns: u64,
+    pub ewma_var: Option<f64>,
+    pub ewma_vol_annual: Option<f64>,
+    pub window_returns: u64,
+    pub window_var: Option<f64>,
+    pub window_vol_annual: Option<f64>,
+}
+
+/// One pair's row of the `correlation` table.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CorrRow {
+    pub factor_a: String,
+    pub factor_b: String,
+    pub covariance: f64,
+    pub correlation: Option<f64>,
+}
+
+/// The analytics tables of one snapshot.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct AnalyticsTables {
+    /// The bar end the factor figures are from.
+    pub bar_end: Option<Ts>,
+    pub volatility: Vec<VolRow>,
+    pub correlation: Vec<CorrRow>,
+    pub risk: Vec<RiskRow>,
+    /// Scenario names, in the order of [`RiskRow::stress`].
+    pub scenarios: Vec<String>,
+    pub regimes: Vec<RegimeRow>,
+}
+
+/// The analytics' outputs.
+pub struct AnalyticsStreams<'scope> {
+    pub metrics: StreamVec<'scope, Ts, MetricUpdate>,
+    pub regimes: StreamVec<'scope, Ts, RegimeEvent>,
+    pub tables: StreamVec<'scope, Ts, AnalyticsTables>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+enum Out {
+    Metric(MetricUpdate),
+    Regime(RegimeEvent),
+    Tables(Box<AnalyticsTables>),
+}
+
+/// All the analytics state, on worker 0.
+struct State {
+    config: AnalyticsConfig,
+    base: Ccy,
+    rate: f64,
+    positions: Positions,
+    model: FactorModel,
+    regimes: Regimes,
+    watched: HashSet<(Scope, String)>,
+}
+
+impl State {
+    fn apply(&mut self, part: BarPart) {
+        let p = &mut self.positions;
+        match part {
+            BarPart::Instrument(def) => {
+                p.instruments.insert(def.id.clone(), def);
+            }
+            BarPart::Account(def) => {
+                p.accounts.insert(def.id.clone(), def);
+            }
+            BarPart::Watch(scope, id) => {
+                self.watched.insert((scope, id));
+            }
+            BarPart::Price { instrument, price, iv } => {
+                let entry = p.prices.entry(instrument).or_insert((price, iv));
+                entry.0 = price;
+                entry.1 = iv.or(entry.1);
+            }
+            BarPart::Rate(ccy, rate) => {
+                p.rates.insert(ccy, rate);
+            }
+            BarPart::Qty { account, instrument, qty } => {
+                let key = (account, instrument);
+                let q = p.qty.get(&key).copied().unwrap_or(Fixed::ZERO).0 + qty.0;
+                if q == 0 {
+                    p.qty.remove(&key);
+                } else {
+                    p.qty.insert(key, Fixed(q));
+                }
+            }
+            BarPart::Boundary { .. } => {}
+        }
+    }
+
+    fn is_benchmark(&self, factor: &str) -> bool {
+        if !self.config.benchmarks.is_empty() {
+            return self.config.benchmarks.iter().any(|b| b == factor);
+        }
+        let def = self.positions.instruments.get(factor);
+        def.is_some_and(|d| d.asset_class == AssetClass::Equity && d.sector.as_deref() == Some("index"))
+    }
+
+    /// Closes the bar ending at `t`: every equity with a price and every currency with a rate.
+    fn close_bar(&mut self, t: Ts, out: &mut Vec<Out>) {
+        let p = &self.positions;
+        let mut closes: Vec<(String, f64)> = p
+            .instruments
+            .values()
+            .filter(|d| d.asset_class == AssetClass::Equity)
+            .filter_map(|d| Some((d.id.clone(), p.prices.get(&d.id)?.0.to_f64())))
+            .collect();
+        closes.extend(p.rates.iter().filter(|(c, _)| **c != self.base).map(|(c, r)| (format!("FX:{c}"), *r)));
+        closes.sort_by(|a, b| a.0.cmp(&b.0));
+        let returns = self.model.close_bar(t, closes);
+        for i in 0..self.model.factors.len() {
+            if self.is_benchmark(&self.model.factors[i].name) {
+                self.regimes.add_benchmark(i);
+            }
+        }
+        let mut events = Vec::new();
+        self.regimes.on_bar(t, &returns, &self.model, &mut events);
+        out.extend(events.into_iter().map(Out::Regime));
+    }
+
+    fn boundary(&mut self, t: Ts, bar: bool, snapshot: bool, out: &mut Vec<Out>) {
+        if bar {
+            self.close_bar(t, out);
+        }
+        let watched = &self.watched;
+        let all = |_: Scope, _: &str| true;
+        let some = |s: Scope, id: &str| watched.contains(&(s, id.to_owned()));
+        let wanted: &dyn Fn(Scope, &str) -> bool = if snapshot { &all } else { &some };
+        if !snapshot && watched.is_empty() {
+            return;
+        }
+        let rows = self.positions.risk(t, self.base, self.rate, &self.config, &self.model, wanted);
+        let ingest_ns = now_ns();
+        for row in rows.iter().filter(|r| self.watched.contains(&(r.scope, r.scope_id.clone()))) {
+            let (var, es) = match self.config.limit_method {
+                LimitMethod::Parametric => (row.var_parametric, row.es_parametric),
+                LimitMethod::Historical => (row.var_historical, row.es_historical),
+            };
+            let values = [(Metric::Var, var), (Metric::Es, es), (Metric::Stress, Some(row.stress_worst))];
+            for (metric, value) in values {
+                let Some(value) = value else { continue };
+                let (scope, scope_id) = (row.scope, row.scope_id.clone());
+                out.push(Out::Metric(MetricUpdate { scope, scope_id, metric, value, ts: t, ingest_ns }));
+            }
+        }
+        if snapshot {
+            out.push(Out::Tables(Box::new(self.tables(rows))));
+        }
+    }
+
+    fn tables(&self, risk: Vec<RiskRow>) -> AnalyticsTables {
+        let m = &self.model;
+        let annual = |v: f64| (v * self.config.bars_per_year).sqrt();
+        let mut order: Vec<usize> = (0..m.factors.len()).collect();
+        order.sort_by(|a, b| m.factors[*a].name.cmp(&m.factors[*b].name));
+        let volatility = order
+            .iter()
+            .filter_map(|&i| {
+                let f = &m.factors[i];
+                let (n, window_var) = f.window_var();
+                Some(VolRow {
+                    factor: f.name.clone(),
+                    close: f.close?,
+                    last_return: f.last_return,
+                    returns: f.returns,
+                    ewma_var: f.ewma_var,
+                    ewma_vol_annual: f.ewma_var.map(annual),
+                    window_returns: n as u64,
+                    window_var,
+                    window_vol_annual: window_var.map(annual),
+                })
+            })
+            .collect();
+        let mut correlation = Vec::new();
+        for (k, &a) in order.iter().enumerate() {
+            for &b in &order[k..] {
+                if let Some(covariance) = m.cov(a, b) {
+                    let (factor_a, factor_b) = (m.factors[a].name.clone(), m.factors[b].name.clone());
+                    correlation.push(CorrRow { factor_a, factor_b, covariance, correlation: m.correlation(a, b) });
+                }
+            }
+        }
+        AnalyticsTables {
+            bar_end: m.bar_end,
+            volatility,
+            correlation,
+            risk,
+            scenarios: self.config.scenarios.iter().map(|s| s.name.clone()).collect(),
+            regimes: self.regimes.rows(),
+        }
+    }
+}
+
+/// Builds the analytics over the book's [`BarPart`]s; all state lives on worker 0.
+pub fn analytics<'scope>(
+    parts: StreamVec<'scope, Ts, BarPart>,
+    config: AnalyticsConfig,
+    base: Ccy,
+    rate: f64,
+) -> AnalyticsStreams<'scope> {
+    let out = parts.unary_frontier(Exchange::new(|_: &BarPart| 0), "Analytics", move |_cap, _info| {
+        let regimes = Regimes::new(config.regimes.clone(), config.lambda, config.bars_per_year);
+        let model = FactorModel::new(config.lambda, config.window, config.history);
+        let mut state =
+            State { config, base, rate, positions: Positions::default(), model, regimes, watched: HashSet::default() };
+        let mut pending: BTreeMap<Ts, (timely::dataflow::operators::Capability<Ts>, Vec<BarPart>)> = BTreeMap::new();
+        move |(input, frontier), output| {
+            input.for_each(|cap, data| {
+                let time = crate::time_of(&cap);
+                let entry =
+                    pending.entry(time).or_insert_with(|| (cap.delayed(&time, output.output_index()), Vec::new()));
+                entry.1.append(data);
+            });
+            while let Some(entry) = pending.first_entry() {
+                if frontier.less_equal(entry.key()) {
+                    break;
+                }
+                let (time, (cap, parts)) = entry.remove_entry();
+                let (mut bar, mut snapshot) = (false, false);
+                for part in parts {
+                    if let BarPart::Boundary { bar: b, snapshot: s } = part {
+                        bar |= b;
+                        snapshot |= s;
+                    }
+                    state.apply(part);
+                }
+                let mut out = Vec::new();
+                if bar || snapshot {
+                    state.boundary(time, bar, snapshot, &mut out);
+                }
+                output.session(&cap).give_iterator(out.into_iter());
+            }
+        }
+    });
+    let metrics = out.clone().flat_map(|o| match o {
+        Out::Metric(m) => Some(m),
+        _ => None,
+    });
+    let regimes = out.clone().flat_map(|o| match o {
+        Out::Regime(r) => Some(r),
+        _ => None,
+    });
+    let tables = out.flat_map(|o| match o {
+        Out::Tables(t) => Some(*t),
+        _ => None,
+    });
+    AnalyticsStreams { metrics, regimes, tables }
+}

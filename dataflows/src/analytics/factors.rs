@@ -1,0 +1,213 @@
+//! The factor model: bar closes, returns, EWMA variance and covariance, the windowed variance
+//! and the history of return vectors that historical VaR draws on (docs/analytics.md).
+
+use std::collections::VecDeque;
+
+use rustc_hash::FxHashMap as HashMap;
+
+use crate::formulas::ewma;
+
+/// Σr² is kept exactly: each r² is quantised to this many units per 1.0 in an i128, so that a
+/// return leaving the window subtracts exactly what it added.
+const SQUARE_UNITS: f64 = 1e30;
+
+/// One factor's series.
+#[derive(Clone, Debug, Default)]
+pub struct Factor {
+    pub name: String,
+    /// Close at the last bar end, if it had a price by then.
+    pub close: Option<f64>,
+    /// Return at the last bar end.
+    pub last_return: Option<f64>,
+    pub returns: u64,
+    pub ewma_var: Option<f64>,
+    /// The last W returns with their quantised squares, oldest first.
+    window: VecDeque<(f64, i128)>,
+    window_sum: i128,
+}
+
+impl Factor {
+    /// (n, (1/n)·Σr²) over the window, if it holds a return.
+    pub fn window_var(&self) -> (usize, Option<f64>) {
+        let n = self.window.len();
+        (n, (n > 0).then(|| self.window_sum as f64 / SQUARE_UNITS / n as f64))
+    }
+}
+
+/// Every factor, the EWMA covariance between them and the recent return vectors.
+#[derive(Clone, Debug)]
+pub struct FactorModel {
+    lambda: f64,
+    window: usize,
+    history: usize,
+    pub factors: Vec<Factor>,
+    index: HashMap<String, usize>,
+    /// c_ij for i ≥ j at `cov[i][j]`; `None` until both have had a return at the same bar.
+    cov: Vec<Vec<Option<f64>>>,
+    /// Return vectors of the last N bars with any return (factor index → r; 0 if none).
+    pub history_bars: VecDeque<Vec<f64>>,
+    /// The last bar end closed.
+    pub bar_end: Option<u64>,
+}
+
+impl FactorModel {
+    pub fn new(lambda: f64, window: usize, history: usize) -> FactorModel {
+        FactorModel {
+            lambda,
+            window,
+            history,
+            factors: Vec::new(),
+            index: HashMap::default(),
+            cov: Vec::new(),
+            history_bars: VecDeque::new(),
+            bar_end: None,
+        }
+    }
+
+    pub fn index_of(&self, name: &str) -> Option<usize> {
+        self.index.get(name).copied()
+    }
+
+    fn intern(&mut self, name: &str) -> usize {
+        if let Some(&i) = self.index.get(name) {
+            return i;
+        }
+        let i = self.factors.len();
+        self.factors.push(Factor { name: name.to_owned(), ..Factor::default() });
+        self.index.insert(name.to_owned(), i);
+        self.cov.push(vec![None; i + 1]);
+        i
+    }
+
+    /// c_ij (symmetric).
+    pub fn cov(&self, i: usize, j: usize) -> Option<f64> {
+        let (a, b) = if i >= j { (i, j) } else { (j, i) };
+        self.cov[a][b]
+    }
+
+    /// Closes the bar ending at `bar_end` with each priced factor's current price (the close,
+    /// carried forward by the caller passing every priced factor at every bar). Returns the
+    /// indices of the factors that had a return at this bar, with their returns.
+    pub fn close_bar(&mut self, bar_end: u64, closes: impl IntoIterator<Item = (String, f64)>) -> Vec<(usize, f64)> {
+        let mut returns = Vec::new();
+        for (name, close) in closes {
+            let i = self.intern(&name);
+            let f = &mut self.factors[i];
+            f.last_return = None;
+            if let Some(prev) = f.close {
+                let r = (close / prev).ln();
+                f.last_return = Some(r);
+                f.returns += 1;
+                f.ewma_var = Some(ewma(f.ewma_var, self.lambda, r * r));
+                let square = (r * r * SQUARE_UNITS).round() as i128;
+                f.window.push_back((r, square));
+                f.window_sum += square;
+                if f.window.len() > self.window {
+                    let (_, old) = f.window.pop_front().expect("non-empty");
+                    f.window_sum -= old;
+                }
+                returns.push((i, r));
+            }
+            f.close = Some(close);
+        }
+        // Factors not priced at this bar (none, with carry-forward) have no return either.
+        for (i, &(a, ra)) in returns.iter().enumerate() {
+            for &(b, rb) in &returns[..=i] {
+                let (hi, lo) = if a >= b { (a, b) } else { (b, a) };
+                let c = &mut self.cov[hi][lo];
+                *c = Some(ewma(*c, self.lambda, ra * rb));
+            }
+        }
+        if !returns.is_empty() {
+            let mut vector = vec![0.0; self.factors.len()];
+            for &(i, r) in &returns {
+                vector[i] = r;
+            }
+            self.history_bars.push_back(vector);
+            if self.history_bars.len() > self.history {
+                self.history_bars.pop_front();
+            }
+        }
+        self.bar_end = Some(bar_end);
+        returns
+    }
+
+    /// ρ_ij, if both variances are positive.
+    pub fn correlation(&self, i: usize, j: usize) -> Option<f64> {
+        let (c, vi, vj) = (self.cov(i, j)?, self.cov(i, i)?, self.cov(j, j)?);
+        (vi > 0.0 && vj > 0.0).then(|| c / (vi * vj).sqrt())
+    }
+
+    /// eᵀΣe over the factors of `e` (factor index, exposure) that have a covariance.
+    pub fn portfolio_variance(&self, e: &[(usize, f64)]) -> f64 {
+        let mut total = 0.0;
+        for &(i, ei) in e {
+            for &(j, ej) in e {
+                if let Some(c) = self.cov(i, j) {
+                    total += ei * c * ej;
+                }
+            }
+        }
+        total
+    }
+
+    /// P&L_s = Σ_f e_f·r_f,s over the bars of the history, oldest first.
+    pub fn historical_pnl(&self, e: &[(usize, f64)]) -> Vec<f64> {
+        self.history_bars.iter().map(|v| e.iter().map(|&(i, ei)| ei * v.get(i).copied().unwrap_or(0.0)).sum()).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn close(m: &mut FactorModel, t: u64, closes: &[(&str, f64)]) -> Vec<(usize, f64)> {
+        m.close_bar(t, closes.iter().map(|(n, c)| (n.to_string(), *c)))
+    }
+
+    #[test]
+    fn returns_ewma_and_covariance_by_hand() {
+        let mut m = FactorModel::new(0.9, 2, 10);
+        // Bar 1: first closes, no returns.
+        assert!(close(&mut m, 1, &[("A", 100.0), ("B", 50.0)]).is_empty());
+        // Bar 2: rA = ln(1.1), rB = ln(0.9).
+        let (ra, rb) = (1.1f64.ln(), 0.9f64.ln());
+        close(&mut m, 2, &[("A", 110.0), ("B", 45.0)]);
+        assert_eq!(m.factors[0].ewma_var, Some(ra * ra));
+        assert_eq!(m.cov(0, 1), Some(ra * rb));
+        // Bar 3: A unchanged (r = 0), B back to 50: rB2 = ln(50/45).
+        let rb2 = (50.0f64 / 45.0).ln();
+        close(&mut m, 3, &[("A", 110.0), ("B", 50.0)]);
+        assert_eq!(m.factors[0].ewma_var, Some(0.9 * ra * ra));
+        let vb = 0.9 * rb * rb + 0.1 * rb2 * rb2;
+        assert!((m.factors[1].ewma_var.unwrap() - vb).abs() < 1e-18);
+        assert!((m.cov(1, 0).unwrap() - 0.9 * ra * rb).abs() < 1e-18);
+        let rho = 0.9 * ra * rb / (0.9 * ra * ra * vb).sqrt();
+        assert!((m.correlation(0, 1).unwrap() - rho).abs() < 1e-15);
+        // Window of 2: B's returns rb, rb2 → mean square.
+        let (n, v) = m.factors[1].window_var();
+        assert_eq!(n, 2);
+        assert!((v.unwrap() - (rb * rb + rb2 * rb2) / 2.0).abs() < 1e-18);
+        // Bar 4: rb leaves the window, exactly.
+        close(&mut m, 4, &[("A", 110.0), ("B", 50.0)]);
+        let (n, v) = m.factors[1].window_var();
+        assert_eq!(n, 2);
+        assert_eq!(m.factors[1].window_sum, (rb2 * rb2 * SQUARE_UNITS).round() as i128);
+        assert!((v.unwrap() - rb2 * rb2 / 2.0).abs() < 1e-18);
+        assert_eq!(m.history_bars.len(), 3);
+    }
+
+    #[test]
+    fn a_late_factor_seeds_its_covariances_when_it_first_returns() {
+        let mut m = FactorModel::new(0.94, 250, 250);
+        close(&mut m, 1, &[("A", 100.0)]);
+        close(&mut m, 2, &[("A", 101.0), ("C", 10.0)]);
+        assert_eq!(m.cov(0, 1), None);
+        close(&mut m, 3, &[("A", 102.0), ("C", 11.0)]);
+        let (ra, rc) = ((102.0f64 / 101.0).ln(), 1.1f64.ln());
+        assert_eq!(m.cov(0, 1), Some(ra * rc));
+        // Historical P&L of e = (A: 1000, C: -500) over the two bars with returns.
+        let pnl = m.historical_pnl(&[(0, 1000.0), (1, -500.0)]);
+        assert_eq!(pnl, vec![1000.0 * 1.01f64.ln(), 1000.0 * ra - 500.0 * rc]);
+    }
+}

@@ -1,0 +1,186 @@
+//! Per-scope factor exposures, VaR/ES and stress from the settled positions at a bar end or
+//! a snapshot (docs/analytics.md). Factor exposures follow the `factor_exposures` table: exact
+//! nanos per (scope, factor, currency), each converted once.
+
+use std::collections::BTreeMap;
+
+use rustc_hash::FxHashMap as HashMap;
+use serde::{Deserialize, Serialize};
+
+use crate::analytics::config::{AnalyticsConfig, Scenario};
+use crate::analytics::factors::FactorModel;
+use crate::exposure::{position_exposure, Ccy, Exposure, OptionMarket, NANOS};
+use crate::formulas::{black_scholes, historical_var_es, parametric_es, parametric_var, year_fraction};
+use crate::model::{Account, AssetClass, Fixed, Instrument, Scope, Ts};
+
+/// The settled book as the analytics see it at a boundary.
+#[derive(Clone, Debug, Default)]
+pub struct Positions {
+    pub instruments: HashMap<String, Instrument>,
+    pub accounts: HashMap<String, Account>,
+    /// Last settled price and implied vol per instrument.
+    pub prices: HashMap<String, (Fixed, Option<f64>)>,
+    /// Base-currency units per unit of each currency with a rate.
+    pub rates: BTreeMap<Ccy, f64>,
+    /// Non-zero quantities by (account, instrument).
+    pub qty: BTreeMap<(String, String), Fixed>,
+}
+
+/// A scope's risk figures at one time.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RiskRow {
+    pub scope: Scope,
+    pub scope_id: String,
+    pub var_parametric: Option<f64>,
+    pub es_parametric: Option<f64>,
+    pub var_historical: Option<f64>,
+    pub es_historical: Option<f64>,
+    pub history_bars: u64,
+    pub stress_worst: f64,
+    pub worst_scenario: Option<String>,
+    /// P&L per scenario, in the configured order.
+    pub stress: Vec<f64>,
+}
+
+/// What one scope accumulates from its positions.
+#[derive(Default)]
+struct Acc {
+    /// Nanos per (factor, currency) of every delta and quote leg.
+    factors: BTreeMap<(String, Ccy), i128>,
+    /// The same, options left out (they are revalued in full under stress).
+    linear: BTreeMap<(String, Ccy), i128>,
+    /// Option revaluation P&L per scenario, base currency.
+    options: Vec<f64>,
+}
+
+/// The factor a position's delta leg maps to (none for a leg in the base currency).
+fn delta_factor(def: &Instrument, e: &Exposure, base: Ccy) -> Option<String> {
+    match def.asset_class {
+        AssetClass::Fx if e.delta.ccy == base => None,
+        AssetClass::Fx => Some(format!("FX:{}", e.delta.ccy)),
+        _ => Some(def.underlying_id().to_owned()),
+    }
+}
+
+impl Positions {
+    fn market(&self, def: &Instrument) -> Option<OptionMarket> {
+        let (_, iv) = self.prices.get(&def.id)?;
+        let (spot, _) = self.prices.get(def.underlying.as_deref()?)?;
+        Some(OptionMarket { spot: *spot, vol: (*iv)? })
+    }
+
+    /// A position's exposure at `now`, if it has a price (and option market) and its delta
+    /// leg's currency a rate: the positions the exposure tables count.
+    fn exposure(&self, def: &Instrument, qty: Fixed, now: Ts, r: f64) -> Option<Exposure> {
+        let (price, _) = self.prices.get(&def.id)?;
+        let market = if def.asset_class == AssetClass::Option { Some(self.market(def)?) } else { None };
+        let e = position_exposure(def, qty, *price, market, now, r).ok()?;
+        self.rates.contains_key(&e.delta.ccy).then_some(e)
+    }
+
+    /// Full-revaluation P&L of an option position under a (price, vol) shock of its
+    /// underlying, in the base currency.
+    fn option_pnl(&self, def: &Instrument, qty: Fixed, now: Ts, r: f64, shock: (f64, f64)) -> Option<f64> {
+        let market = self.market(def)?;
+        let (kind, strike, expiry) = (def.option_type?, def.strike?.to_f64(), def.expiry?);
+        let rate = *self.rates.get(&Ccy::parse(&def.currency)?)?;
+        let (s, t, sigma) = (market.spot.to_f64(), year_fraction(expiry, now), market.vol);
+        let before = black_scholes(kind, s, strike, t, r, sigma).price;
+        let after = black_scholes(kind, s * (1.0 + shock.0), strike, t, r, (sigma + shock.1).max(1e-4)).price;
+        Some(qty.to_f64() * def.multiplier.to_f64() * (after - before) * rate)
+    }
+
+    /// Risk rows at `now` for the scopes `wanted` accepts, sorted by scope, and their factor
+    /// exposures.
+    pub fn risk(
+        &self,
+        now: Ts,
+        base: Ccy,
+        r: f64,
+        config: &AnalyticsConfig,
+        model: &FactorModel,
+        wanted: &dyn Fn(Scope, &str) -> bool,
+    ) -> Vec<RiskRow> {
+        let mut scopes: BTreeMap<(Scope, String), Acc> = BTreeMap::new();
+        for ((account, instrument), &qty) in &self.qty {
+            let (Some(acct), Some(def)) = (self.accounts.get(account), self.instruments.get(instrument)) else {
+                continue;
+            };
+            let owners = [(Scope::Account, account.as_str()), (Scope::Desk, &acct.desk), (Scope::Firm, acct.firm())];
+            if !owners.iter().any(|(s, id)| wanted(*s, id)) {
+                continue;
+            }
+            let Some(e) = self.exposure(def, qty, now, r) else { continue };
+            let option = def.asset_class == AssetClass::Option;
+            let shocks: Vec<f64> = if option {
+                let factor = def.underlying_id();
+                let pnl = |s: &Scenario| self.option_pnl(def, qty, now, r, s.shock_of(factor)).unwrap_or(0.0);
+                config.scenarios.iter().map(pnl).collect()
+            } else {
+                Vec::new()
+            };
+            let mut legs = Vec::with_capacity(2);
+            legs.extend(delta_factor(def, &e, base).map(|f| (f, e.delta.ccy, e.delta.nanos)));
+            legs.extend(e.quote.filter(|q| q.ccy != base).map(|q| (format!("FX:{}", q.ccy), q.ccy, q.nanos)));
+            for (scope, id) in owners {
+                if !wanted(scope, id) {
+                    continue;
+                }
+                let acc = scopes.entry((scope, id.to_owned())).or_default();
+                for (factor, ccy, nanos) in &legs {
+                    *acc.factors.entry((factor.clone(), *ccy)).or_default() += nanos;
+                    if !option {
+                        *acc.linear.entry((factor.clone(), *ccy)).or_default() += nanos;
+                    }
+                }
+                if option {
+                    acc.options.resize(shocks.len(), 0.0);
+                    acc.options.iter_mut().zip(&shocks).for_each(|(a, s)| *a += s);
+                }
+            }
+        }
+        scopes.into_iter().map(|((scope, scope_id), acc)| self.scope_row(scope, scope_id, acc, config, model)).collect()
+    }
+
+    /// Converts one currency's exact sum per factor to the base currency and adds them up.
+    fn to_base(&self, sums: &BTreeMap<(String, Ccy), i128>) -> BTreeMap<String, f64> {
+        let mut out: BTreeMap<String, f64> = BTreeMap::new();
+        for ((factor, ccy), nanos) in sums {
+            if let Some(rate) = self.rates.get(ccy) {
+                *out.entry(factor.clone()).or_default() += *nanos as f64 / NANOS * rate;
+            }
+        }
+        out
+    }
+
+    fn scope_row(&self, scope: Scope, scope_id: String, acc: Acc, c: &AnalyticsConfig, model: &FactorModel) -> RiskRow {
+        let exposures = self.to_base(&acc.factors);
+        let e: Vec<(usize, f64)> = exposures.iter().filter_map(|(f, v)| Some((model.index_of(f)?, *v))).collect();
+        let has_variance = e.iter().any(|&(i, _)| model.cov(i, i).is_some());
+        let sigma = has_variance.then(|| model.portfolio_variance(&e).max(0.0).sqrt());
+        let historical = |alpha| historical_var_es(&model.historical_pnl(&e), alpha);
+        let linear = self.to_base(&acc.linear);
+        let stress: Vec<f64> = c
+            .scenarios
+            .iter()
+            .enumerate()
+            .map(|(k, s)| {
+                let lin: f64 = linear.iter().map(|(f, v)| v * s.shock_of(f).0).sum();
+                lin + acc.options.get(k).copied().unwrap_or(0.0)
+            })
+            .collect();
+        let worst = stress.iter().enumerate().min_by(|a, b| a.1.total_cmp(b.1));
+        RiskRow {
+            scope,
+            scope_id,
+            var_parametric: sigma.map(|s| parametric_var(s, c.var_confidence, c.horizon_bars)),
+            es_parametric: sigma.map(|s| parametric_es(s, c.es_confidence, c.horizon_bars)),
+            var_historical: historical(c.var_confidence).map(|v| v.0),
+            es_historical: historical(c.es_confidence).map(|v| v.1),
+            history_bars: model.history_bars.len() as u64,
+            stress_worst: worst.map_or(0.0, |(_, p)| (-p).max(0.0)),
+            worst_scenario: worst.filter(|(_, p)| **p < 0.0).map(|(k, _)| c.scenarios[k].name.clone()),
+            stress,
+        }
+    }
+}
