@@ -41,7 +41,7 @@ struct ReconArgs {
     /// Largest accepted |snapshot − batch| / max(|snapshot|, |batch|, 1).
     #[arg(long, default_value_t = 1e-9)]
     tolerance: f64,
-    /// The run's configuration (base currency, rate).
+    /// The run's configuration (base currency, rate, epoch, limits, analytics).
     #[arg(long)]
     config: Option<PathBuf>,
     /// Also write the full comparison as JSON.
@@ -184,13 +184,7 @@ fn recon(args: ReconArgs) -> anyhow::Result<()> {
         Some(dir) => dir,
         None => sample::materialise().context("writing the bundled sample to a temp dir")?,
     };
-    let opts = recon::ReconOptions {
-        input,
-        snapshots: args.snapshots,
-        tolerance: args.tolerance,
-        base_ccy: riskflow_dataflows::exposure::Ccy::parse(&config.risk.base_currency).context("base currency")?,
-        rate: config.risk.rate,
-    };
+    let opts = recon::ReconOptions { input, snapshots: args.snapshots, tolerance: args.tolerance, config };
     let report = recon::recon(&opts)?;
     println!("{report}");
     if let Some(path) = args.report {
