@@ -193,7 +193,8 @@ impl<'a> Analytics<'a> {
         self.update_regimes(t);
     }
 
-    /// The benchmark factors: configured, else the index equities, else every equity factor.
+    /// The benchmark factors: configured, else the equity factors whose instrument has sector
+    /// `index`.
     fn benchmarks(&self) -> Vec<&str> {
         if !self.cfg.benchmarks.is_empty() {
             let mut names: Vec<&str> =
@@ -202,17 +203,12 @@ impl<'a> Analytics<'a> {
             names.dedup();
             return names;
         }
-        let equity: Vec<&str> = self.factors.keys().map(String::as_str).filter(|f| !f.starts_with("FX:")).collect();
-        let index: Vec<&str> = equity
-            .iter()
-            .copied()
+        self.factors
+            .keys()
+            .map(String::as_str)
+            .filter(|f| self.instruments.get(f).is_some_and(|i| i.asset_class == AssetClass::Equity))
             .filter(|f| self.instruments.get(f).and_then(|i| i.sector.as_deref()) == Some("index"))
-            .collect();
-        if index.is_empty() {
-            equity
-        } else {
-            index
-        }
+            .collect()
     }
 
     /// ρ_ab = c_ab / √(c_aa·c_bb); `None` without a covariance or when a variance is 0.
@@ -519,7 +515,8 @@ mod tests {
             tick(30, "A", 99.0, None),
         ];
         let deltas = vec![delta("d1", 10, "A", 10.0), delta("d2", 10, "B", -10.0)];
-        let instruments = vec![Instrument::equity("A", "USD"), Instrument::equity("B", "USD")];
+        let index = |id: &str| Instrument { sector: Some("index".into()), ..Instrument::equity(id, "USD") };
+        let instruments = vec![index("A"), index("B")];
         let mut cfg =
             AnalyticsConfig { bar_ns: 10, lambda: 0.5, bars_per_year: 4.0, horizon_bars: 1.0, ..Default::default() };
         cfg.regimes.calm_vol = 0.1; // σ per bar 0.05
@@ -593,7 +590,7 @@ mod tests {
     #[test]
     fn regimes_by_hand() {
         let (inputs, cfg) = two_factors();
-        // No index: every equity factor is a benchmark.
+        // Both are indices, so both are benchmarks.
         let t = tables(&inputs, &cfg, 20);
         let g = &t["regimes"];
         // At 20 both returns are r: short = long = r², ratio 1 → normal; ρ_AB = 1 → high.
