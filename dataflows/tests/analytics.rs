@@ -1,0 +1,281 @@
+//! Analytics through the whole engine: volatility, correlation, VaR/ES and stress at several
+//! snapshots against straightforward computations written out here, across a position that
+//! is closed (its exposure retracted) and returns that leave the window; the same tables from
+//! one and two workers; and VaR's linearity and sub-additivity as properties.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use proptest::prelude::*;
+use riskflow_dataflows::analytics::factors::FactorModel;
+use riskflow_dataflows::analytics::risk::Positions;
+use riskflow_dataflows::analytics::{AnalyticsConfig, AnalyticsTables};
+use riskflow_dataflows::book::BookConfig;
+use riskflow_dataflows::engine::{engine, EngineConfig};
+use riskflow_dataflows::event::{Envelope, Event, Origin};
+use riskflow_dataflows::exposure::Ccy;
+use riskflow_dataflows::formulas::{inv_norm_cdf, norm_pdf};
+use riskflow_dataflows::limits::LimitsConfig;
+use riskflow_dataflows::model::*;
+use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::InputHandleVec;
+
+const SEC: Ts = 1_000_000_000;
+
+fn f(x: f64) -> Fixed {
+    Fixed::from_f64(x).unwrap()
+}
+
+fn tick(ts: Ts, instrument: &str, price: f64) -> Event {
+    Event::Tick(Tick { ts, instrument: instrument.into(), price: f(price), bid: None, ask: None, iv: None })
+}
+
+fn delta(id: &str, ts: Ts, account: &str, instrument: &str, qty: f64) -> Event {
+    Event::Delta(Delta { id: id.into(), ts, account: account.into(), instrument: instrument.into(), qty: f(qty) })
+}
+
+fn config(window: usize, history: usize) -> AnalyticsConfig {
+    AnalyticsConfig { bar_ns: SEC, lambda: 0.9, window, history, horizon_bars: 4.0, ..AnalyticsConfig::default() }
+}
+
+/// The engine over `events` (sent at their event time, rounded up to 100 ms), snapshots every
+/// second; the analytics tables of every snapshot by `as_of`.
+fn run(
+    reference: Vec<Event>,
+    events: Vec<Event>,
+    analytics: AnalyticsConfig,
+    workers: usize,
+) -> Vec<(Ts, AnalyticsTables)> {
+    let guards = timely::execute(timely::Config::process(workers), move |worker| {
+        let mut input = InputHandleVec::<Ts, Envelope>::new();
+        let out = Rc::new(RefCell::new(Vec::new()));
+        let o = out.clone();
+        let config = EngineConfig {
+            book: BookConfig { snapshot_interval: SEC, bar_interval: SEC, base_ccy: Ccy::USD, rate: 0.0 },
+            limits: LimitsConfig::default(),
+            analytics: analytics.clone(),
+        };
+        worker.dataflow::<Ts, _, _>(|scope| {
+            let e = engine(input.to_stream(scope), &config);
+            e.analytics.sink(Pipeline, "Collect", move |(input, _)| {
+                input.for_each(|cap, data| {
+                    let time = *cap.least().expect("a time");
+                    o.borrow_mut().extend(data.drain(..).map(|t| (time, t)));
+                })
+            });
+        });
+        if worker.index() == 0 {
+            let send = |input: &mut InputHandleVec<Ts, Envelope>, event| {
+                input.send(Envelope { event, origin: Origin::Engine, ingest_ns: 0 })
+            };
+            reference.iter().cloned().for_each(|e| send(&mut input, e));
+            let mut last = 0;
+            for e in events.iter().cloned() {
+                let time = e.ts().unwrap().div_ceil(SEC / 10) * (SEC / 10);
+                if time > *input.time() {
+                    input.advance_to(time);
+                }
+                last = last.max(time);
+                send(&mut input, e);
+                worker.step();
+            }
+            send(&mut input, Event::End { max_ts: last });
+        }
+        drop(input);
+        while worker.step() {}
+        out.take()
+    })
+    .unwrap();
+    let mut all: Vec<(Ts, AnalyticsTables)> = guards.join().into_iter().flat_map(|r| r.unwrap()).collect();
+    all.sort_by_key(|(t, _)| *t);
+    all
+}
+
+fn reference() -> Vec<Event> {
+    let inst = |s: &str| Event::Instrument(serde_json::from_str(s).unwrap());
+    vec![
+        inst(r#"{"id":"A","asset_class":"equity","currency":"USD","multiplier":1,"sector":"index"}"#),
+        inst(r#"{"id":"B","asset_class":"equity","currency":"USD","multiplier":1,"sector":"index"}"#),
+        Event::Account(Account { id: "X".into(), desk: "D".into(), firm: None }),
+        Event::Account(Account { id: "Y".into(), desk: "D".into(), firm: None }),
+    ]
+}
+
+/// Straightforward RiskMetrics figures over a list of returns.
+fn ewma(lambda: f64, xs: &[f64]) -> f64 {
+    let mut v = xs[0];
+    for x in &xs[1..] {
+        v = lambda * v + (1.0 - lambda) * x;
+    }
+    v
+}
+
+fn close(a: f64, b: f64) -> bool {
+    (a - b).abs() <= 1e-12 * a.abs().max(b.abs()).max(1e-300)
+}
+
+#[test]
+fn figures_at_every_snapshot_match_straightforward_computation() {
+    // Closes at bar ends 1..=5 s: A 100, 110, 110, 99, 99; B 50, 50, 45, 45, 46.
+    let events = vec![
+        tick(SEC / 2, "A", 100.0),
+        tick(SEC / 2, "B", 50.0),
+        delta("d1", SEC / 2, "X", "A", 10.0),
+        delta("d2", SEC / 2, "X", "B", 20.0),
+        delta("d3", SEC / 2, "Y", "A", -4.0),
+        tick(3 * SEC / 2, "A", 110.0),
+        tick(5 * SEC / 2, "B", 45.0),
+        // X closes its A position: its exposure to A is retracted.
+        delta("d4", 5 * SEC / 2, "X", "A", -10.0),
+        tick(7 * SEC / 2, "A", 99.0),
+        tick(5 * SEC, "B", 46.0),
+    ];
+    let (window, history) = (2, 3);
+    let cfg = config(window, history);
+    let snaps = run(reference(), events, cfg.clone(), 1);
+    assert_eq!(snaps.iter().map(|s| s.0).collect::<Vec<_>>(), vec![SEC, 2 * SEC, 3 * SEC, 4 * SEC, 5 * SEC]);
+
+    let closes_a = [100.0f64, 110.0, 110.0, 99.0, 99.0];
+    let closes_b = [50.0f64, 50.0, 45.0, 45.0, 46.0];
+    let rets = |c: &[f64], k: usize| -> Vec<f64> { (1..=k).map(|i| (c[i] / c[i - 1]).ln()).collect() };
+    for (k, (as_of, tables)) in snaps.iter().enumerate() {
+        assert_eq!(tables.bar_end, Some(*as_of));
+        let (ra, rb) = (rets(&closes_a, k), rets(&closes_b, k));
+        let vol = |name: &str| tables.volatility.iter().find(|v| v.factor == name).unwrap();
+        assert_eq!(vol("A").close, closes_a[k]);
+        assert_eq!(vol("B").returns, k as u64);
+        if k == 0 {
+            assert!(vol("A").ewma_var.is_none() && tables.correlation.is_empty());
+            continue;
+        }
+        let sq = |r: &[f64]| r.iter().map(|x| x * x).collect::<Vec<_>>();
+        let (va, vb) = (ewma(cfg.lambda, &sq(&ra)), ewma(cfg.lambda, &sq(&rb)));
+        let cab = ewma(cfg.lambda, &ra.iter().zip(&rb).map(|(a, b)| a * b).collect::<Vec<_>>());
+        assert!(close(vol("A").ewma_var.unwrap(), va), "A ewma at {as_of}");
+        assert!(close(vol("B").ewma_var.unwrap(), vb), "B ewma at {as_of}");
+        // Windowed: the last two returns only; older ones have left.
+        let last = &rb[rb.len().saturating_sub(window)..];
+        let wb = last.iter().map(|r| r * r).sum::<f64>() / last.len() as f64;
+        assert_eq!(vol("B").window_returns, last.len() as u64);
+        assert!(close(vol("B").window_var.unwrap(), wb), "B window at {as_of}: {:?} vs {wb}", vol("B").window_var);
+        let corr = tables.correlation.iter().find(|c| c.factor_a == "A" && c.factor_b == "B").unwrap();
+        assert!(close(corr.covariance, cab));
+        if va > 0.0 && vb > 0.0 {
+            assert!(close(corr.correlation.unwrap(), cab / (va * vb).sqrt()));
+        }
+
+        // Exposures at as_of: X holds 10 A until 2.5 s, and 20 B; Y is short 4 A.
+        let x_a = if *as_of < 3 * SEC { 10.0 * closes_a[k] } else { 0.0 };
+        let (x_b, y_a) = (20.0 * closes_b[k], -4.0 * closes_a[k]);
+        let risk = |id: &str| tables.risk.iter().find(|r| r.scope_id == id).unwrap();
+        let sigma = (x_a * x_a * va + 2.0 * x_a * x_b * cab + x_b * x_b * vb).sqrt();
+        let z = inv_norm_cdf(cfg.var_confidence);
+        assert!(close(risk("X").var_parametric.unwrap(), z * sigma * 2.0), "X VaR at {as_of}");
+        let z_es = inv_norm_cdf(cfg.es_confidence);
+        let es = sigma * 2.0 * norm_pdf(z_es) / (1.0 - cfg.es_confidence);
+        assert!(close(risk("X").es_parametric.unwrap(), es));
+        // Historical over the last three bars: with so few, VaR and ES are the worst P&L.
+        let pnl: Vec<f64> = (0..k).map(|s| x_a * ra[s] + x_b * rb[s]).collect();
+        let tail = &pnl[pnl.len().saturating_sub(history)..];
+        let worst = tail.iter().copied().fold(f64::INFINITY, f64::min);
+        assert!(close(risk("X").var_historical.unwrap(), -worst), "X hist VaR at {as_of}");
+        assert_eq!(risk("X").history_bars, tail.len() as u64);
+        // The desk is X and Y together.
+        let d_a = x_a + y_a;
+        let d_sigma = (d_a * d_a * va + 2.0 * d_a * x_b * cab + x_b * x_b * vb).sqrt();
+        assert!(close(risk("D").var_parametric.unwrap(), z * d_sigma * 2.0), "desk VaR at {as_of}");
+        // Stress: 2008-10-15 moves every equity −9.03%; linear positions lose e·shock.
+        let scenario = tables.scenarios.iter().position(|s| s == "2008-10-15").unwrap();
+        assert!(close(risk("X").stress[scenario], (x_a + x_b) * -0.0903));
+        // X is long: its worst is 2020-03-16 (−11.98%); Y is short equity and loses in none.
+        assert!(close(risk("X").stress_worst, (x_a + x_b) * 0.1198));
+        assert_eq!(risk("X").worst_scenario.as_deref(), Some("2020-03-16"));
+        assert_eq!((risk("Y").stress_worst, risk("Y").worst_scenario.as_deref()), (0.0, None));
+    }
+}
+
+#[test]
+fn one_and_two_workers_give_identical_tables() {
+    let mut events = Vec::new();
+    let mut seed = 7u64;
+    let mut next = || {
+        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (seed >> 33) as f64 / (1u64 << 31) as f64
+    };
+    let mut prices = [100.0, 50.0];
+    for i in 0..400u64 {
+        let ts = SEC / 2 + i * SEC / 20;
+        let which = (next() * 2.0) as usize;
+        prices[which] *= 1.0 + (next() - 0.5) * 0.01;
+        let name = ["A", "B"][which];
+        events.push(tick(ts, name, (prices[which] * 100.0).round() / 100.0));
+        if i % 3 == 0 {
+            let account = ["X", "Y"][(next() * 2.0) as usize];
+            let qty = ((next() - 0.5) * 100.0).round();
+            events.push(delta(&format!("d{i}"), ts, account, name, qty));
+        }
+    }
+    let one = run(reference(), events.clone(), config(5, 8), 1);
+    let two = run(reference(), events, config(5, 8), 2);
+    assert_eq!(one.len(), 21);
+    assert_eq!(one, two);
+}
+
+/// A factor model with two factors and some bars of returns.
+fn model(moves: &[(f64, f64)]) -> FactorModel {
+    let mut m = FactorModel::new(0.94, 250, 250);
+    let (mut a, mut b) = (100.0, 50.0);
+    m.close_bar(0, [("A".to_string(), a), ("B".to_string(), b)]);
+    for (k, (da, db)) in moves.iter().enumerate() {
+        a *= 1.0 + da;
+        b *= 1.0 + db;
+        m.close_bar(k as u64 + 1, [("A".to_string(), a), ("B".to_string(), b)]);
+    }
+    m
+}
+
+fn positions(x: (f64, f64), y: (f64, f64)) -> Positions {
+    let mut p = Positions::default();
+    for (id, price) in [("A", 100.0), ("B", 50.0)] {
+        p.instruments.insert(id.into(), Instrument::equity(id, "USD"));
+        p.prices.insert(id.into(), (f(price), None));
+    }
+    p.rates.insert(Ccy::USD, 1.0);
+    for (acct, (qa, qb)) in [("X", x), ("Y", y)] {
+        p.accounts.insert(acct.into(), Account { id: acct.into(), desk: "D".into(), firm: None });
+        for (inst, q) in [("A", qa), ("B", qb)] {
+            if q != 0.0 {
+                p.qty.insert((acct.into(), inst.into()), f(q));
+            }
+        }
+    }
+    p
+}
+
+proptest! {
+    #[test]
+    fn parametric_var_is_linear_and_subadditive(
+        moves in prop::collection::vec((-0.05f64..0.05, -0.05f64..0.05), 2..30),
+        qx in (-1000i32..1000, -1000i32..1000),
+        qy in (-1000i32..1000, -1000i32..1000),
+        k in 1i32..20,
+    ) {
+        let m = model(&moves);
+        let c = AnalyticsConfig::default();
+        let var = |p: &Positions, id: &str| {
+            p.risk(0, Ccy::USD, 0.0, &c, &m, &|_, _| true)
+                .into_iter()
+                .find(|r| r.scope_id == id)
+                .and_then(|r| r.var_parametric)
+                .unwrap_or(0.0)
+        };
+        let (x, y) = ((qx.0 as f64, qx.1 as f64), (qy.0 as f64, qy.1 as f64));
+        let base = positions(x, y);
+        let scaled = positions((x.0 * k as f64, x.1 * k as f64), y);
+        let (vx, vy, vd) = (var(&base, "X"), var(&base, "Y"), var(&base, "D"));
+        let tol = 1e-9 * (vx + vy).max(1.0);
+        prop_assert!((var(&scaled, "X") - k as f64 * vx).abs() <= tol * k as f64);
+        prop_assert!(vd <= vx + vy + tol, "desk {vd} > {vx} + {vy}");
+    }
+}
