@@ -124,6 +124,8 @@ struct State {
     model: FactorModel,
     regimes: Regimes,
     watched: HashSet<(Scope, String)>,
+    /// Whether any instrument ticked since the last bar closed.
+    ticked: bool,
 }
 
 impl State {
@@ -140,6 +142,7 @@ impl State {
                 self.watched.insert((scope, id));
             }
             BarPart::Price { instrument, price, iv } => {
+                self.ticked = true;
                 let entry = p.prices.entry(instrument).or_insert((price, iv));
                 entry.0 = price;
                 entry.1 = iv.or(entry.1);
@@ -169,7 +172,11 @@ impl State {
     }
 
     /// Closes the bar ending at `t`: every equity with a price and every currency with a rate.
+    /// A bar in which nothing ticked is skipped (the market was closed): it has no returns.
     fn close_bar(&mut self, t: Ts, out: &mut Vec<Out>) {
+        if !std::mem::take(&mut self.ticked) {
+            return;
+        }
         let p = &self.positions;
         let mut closes: Vec<(String, f64)> = p
             .instruments
@@ -273,8 +280,16 @@ pub fn analytics<'scope>(
     let out = parts.unary_frontier(Exchange::new(|_: &BarPart| 0), "Analytics", move |_cap, _info| {
         let regimes = Regimes::new(config.regimes.clone(), config.lambda, config.bars_per_year);
         let model = FactorModel::new(config.lambda, config.window, config.history);
-        let mut state =
-            State { config, base, rate, positions: Positions::default(), model, regimes, watched: HashSet::default() };
+        let mut state = State {
+            config,
+            base,
+            rate,
+            positions: Positions::default(),
+            model,
+            regimes,
+            watched: HashSet::default(),
+            ticked: false,
+        };
         let mut pending: BTreeMap<Ts, (timely::dataflow::operators::Capability<Ts>, Vec<BarPart>)> = BTreeMap::new();
         move |(input, frontier), output| {
             input.for_each(|cap, data| {
