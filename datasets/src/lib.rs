@@ -24,6 +24,7 @@
 //! (modules `universe`, `flow`); limits are sized from the positions' risk so that some breach
 //! (module `risk`).
 
+pub mod csv;
 mod flow;
 mod market;
 mod risk;
