@@ -81,6 +81,33 @@ pub struct Latencies {
     pub breach: Histogram<u64>,
 }
 
+/// A scope's risk at the last snapshot.
+#[derive(Clone, Debug, Serialize)]
+pub struct RiskFigure {
+    pub scope: String,
+    pub scope_id: String,
+    pub var_parametric: Option<f64>,
+    pub es_parametric: Option<f64>,
+    pub var_historical: Option<f64>,
+    pub es_historical: Option<f64>,
+    pub stress_worst: f64,
+    pub worst_scenario: Option<String>,
+}
+
+/// The analytics at the last snapshot.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct AnalyticsSummary {
+    pub bar_end: Option<Ts>,
+    pub factors: usize,
+    /// Firm and desks, then the accounts with the largest parametric VaR.
+    pub risk: Vec<RiskFigure>,
+    /// The most volatile factors: (factor, annualised EWMA vol).
+    pub top_vol: Vec<(String, f64)>,
+    /// Each regime signal's level and value.
+    pub regimes: Vec<(String, String, f64)>,
+    pub regime_events: usize,
+}
+
 /// Limits at the end of the run, and what they raised.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct LimitSummary {
@@ -115,6 +142,7 @@ pub struct Summary {
     pub records_per_s: f64,
     pub latency: Latency,
     pub limits: LimitSummary,
+    pub analytics: AnalyticsSummary,
 }
 
 impl Summary {
@@ -160,6 +188,7 @@ impl Summary {
         };
         let mut top_accounts = figures(Scope::Account, Dim::Total);
         top_accounts.truncate(5);
+        let analytics = AnalyticsSummary::of(&last.analytics, snapshots.regimes.len());
         Summary {
             dataset: opts.replay.display().to_string(),
             out: opts.out.display().to_string(),
@@ -179,6 +208,40 @@ impl Summary {
             records,
             latency: Latency::of(&latencies.live),
             limits,
+            analytics,
+        }
+    }
+}
+
+impl AnalyticsSummary {
+    fn of(t: &riskflow_dataflows::analytics::AnalyticsTables, regime_events: usize) -> AnalyticsSummary {
+        let figure = |r: &riskflow_dataflows::analytics::RiskRow| RiskFigure {
+            scope: r.scope.as_str().to_owned(),
+            scope_id: r.scope_id.clone(),
+            var_parametric: r.var_parametric,
+            es_parametric: r.es_parametric,
+            var_historical: r.var_historical,
+            es_historical: r.es_historical,
+            stress_worst: r.stress_worst,
+            worst_scenario: r.worst_scenario.clone(),
+        };
+        let mut risk: Vec<RiskFigure> = t.risk.iter().filter(|r| r.scope != Scope::Account).map(figure).collect();
+        risk.sort_by(|a, b| b.scope.cmp(&a.scope).then_with(|| a.scope_id.cmp(&b.scope_id)));
+        let mut accounts: Vec<&riskflow_dataflows::analytics::RiskRow> =
+            t.risk.iter().filter(|r| r.scope == Scope::Account).collect();
+        accounts.sort_by(|a, b| b.var_parametric.unwrap_or(0.0).total_cmp(&a.var_parametric.unwrap_or(0.0)));
+        risk.extend(accounts.into_iter().take(3).map(figure));
+        let mut top_vol: Vec<(String, f64)> =
+            t.volatility.iter().filter_map(|v| Some((v.factor.clone(), v.ewma_vol_annual?))).collect();
+        top_vol.sort_by(|a, b| b.1.total_cmp(&a.1));
+        top_vol.truncate(5);
+        AnalyticsSummary {
+            bar_end: t.bar_end,
+            factors: t.volatility.len(),
+            risk,
+            top_vol,
+            regimes: t.regimes.iter().map(|r| (r.signal.clone(), r.regime.clone(), r.value)).collect(),
+            regime_events,
         }
     }
 }
@@ -265,6 +328,33 @@ impl fmt::Display for Summary {
         table(f, "top accounts by gross", &self.top_accounts)?;
         table(f, "by asset class", &self.by_asset_class)?;
         table(f, "by currency", &self.by_currency)?;
+        let a = &self.analytics;
+        if let Some(bar_end) = a.bar_end {
+            writeln!(f, "risk           {} factors, last bar {}", a.factors, format_ts(bar_end))?;
+            let opt = |x: Option<f64>| x.map_or_else(|| "-".to_owned(), money);
+            writeln!(
+                f,
+                "  {:<22} {:>14} {:>14} {:>14} {:>14} {:>14}",
+                "", "VaR", "ES", "hist VaR", "hist ES", "stress"
+            )?;
+            for r in &a.risk {
+                writeln!(
+                    f,
+                    "  {:<22} {:>14} {:>14} {:>14} {:>14} {:>14}  {}",
+                    format!("{} {}", r.scope, r.scope_id),
+                    opt(r.var_parametric),
+                    opt(r.es_parametric),
+                    opt(r.var_historical),
+                    opt(r.es_historical),
+                    money(r.stress_worst),
+                    r.worst_scenario.as_deref().unwrap_or("")
+                )?;
+            }
+            let vols: Vec<String> = a.top_vol.iter().map(|(n, v)| format!("{n} {:.1}%", v * 100.0)).collect();
+            writeln!(f, "  most volatile (EWMA, annualised): {}", vols.join(", "))?;
+            let regimes: Vec<String> = a.regimes.iter().map(|(s, r, v)| format!("{s} {r} ({v:.3})")).collect();
+            writeln!(f, "  regimes: {}; {} regime changes", regimes.join(", "), a.regime_events)?;
+        }
         writeln!(f, "throughput     {:.0} records/s ({:.3} s)", self.records_per_s, self.elapsed_s)?;
         let l = &self.latency;
         writeln!(
