@@ -47,6 +47,9 @@ struct ReconArgs {
     /// Also write the full comparison as JSON.
     #[arg(long)]
     report: Option<PathBuf>,
+    /// Also replay the limits and compare the `breaches` and `actions` tables.
+    #[arg(long)]
+    limits: bool,
 }
 
 #[derive(Args, Default)]
@@ -184,7 +187,13 @@ fn recon(args: ReconArgs) -> anyhow::Result<()> {
         Some(dir) => dir,
         None => sample::materialise().context("writing the bundled sample to a temp dir")?,
     };
-    let opts = recon::ReconOptions { input, snapshots: args.snapshots, tolerance: args.tolerance, config };
+    let opts = recon::ReconOptions {
+        input,
+        snapshots: args.snapshots,
+        tolerance: args.tolerance,
+        config,
+        limits: args.limits,
+    };
     let report = recon::recon(&opts)?;
     println!("{report}");
     if let Some(path) = args.report {

@@ -10,11 +10,14 @@
 //! - `positions`, `exposures`, `factor_exposures`: [`Inputs::book`] at `as_of`;
 //! - `volatility`, `correlation`, `risk`, `stress`, `regimes`: [`analytics`], one pass over
 //!   the bar ends (docs/analytics.md), read off at each snapshot;
+//! - `breaches`, `actions` (with `--limits`): [`limits`], a replay of the limit state machine
+//!   (DESIGN.md §4).
 //!
 //! A number passes when |snapshot − batch| ≤ tolerance · max(|snapshot|, |batch|, 1);
 //! timestamps and strings must be equal.
 
 mod analytics;
+mod limits;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -164,6 +167,24 @@ const TABLES: &[Spec] = &[
     },
     Spec { name: "stress", keys: &["scope", "scope_id", "scenario"], values: &[Num("pnl")] },
     Spec { name: "regimes", keys: &["signal"], values: &[Time("bar_end"), Text("regime"), Num("value")] },
+    Spec {
+        name: "breaches",
+        keys: &["limit_id", "ts", "state"],
+        values: &[
+            Text("scope"),
+            Text("scope_id"),
+            Text("metric"),
+            Num("value"),
+            Num("limit"),
+            Num("utilisation"),
+            Text("prev_state"),
+        ],
+    },
+    Spec {
+        name: "actions",
+        keys: &["scope", "scope_id", "ts", "state"],
+        values: &[Text("prev_state"), Text("limit_id")],
+    },
 ];
 
 /// (key, column, snapshot value, batch value).
@@ -213,6 +234,8 @@ pub struct ReconOptions {
     pub tolerance: f64,
     /// The run's configuration: base currency, rate, epoch, limits, analytics.
     pub config: Config,
+    /// Also compare the `breaches` and `actions` tables.
+    pub limits: bool,
 }
 
 /// Runs the reconciliation of every complete snapshot under `opts.snapshots`.
@@ -229,17 +252,26 @@ pub fn recon(opts: &ReconOptions) -> anyhow::Result<Report> {
         .filter_map(|e| e.file_name().to_str()?.parse().ok())
         .collect();
     times.sort_unstable();
+    let events = match opts.limits {
+        true => Some(limits::replay(&inputs, &opts.config, &analytics_config, &times)?),
+        false => None,
+    };
     let mut market = analytics::Analytics::new(&inputs, &analytics_config, base);
     let mut tables = Vec::new();
+    let mut previous = None;
     for &as_of in &times {
         let book = inputs.book(as_of, base, r);
         market.advance_to(as_of);
         let mut batch = market.tables(&book, as_of, r);
+        if let Some(events) = &events {
+            batch.extend(events.tables(previous, as_of));
+        }
+        previous = Some(as_of);
         batch.extend(book.tables);
         let manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(
             opts.snapshots.join("_snapshots").join(as_of.to_string()).join("_SUCCESS"),
         )?)?;
-        for spec in TABLES {
+        for spec in TABLES.iter().filter(|s| batch.contains_key(s.name)) {
             let file = manifest["files"]
                 .as_array()
                 .into_iter()
@@ -258,6 +290,24 @@ pub fn recon(opts: &ReconOptions) -> anyhow::Result<Report> {
     }
     let ok = tables.iter().all(TableReport::ok);
     Ok(Report { tolerance: opts.tolerance, snapshots: times.len(), tables, ok })
+}
+
+/// The key text of a timestamp, as [`key_text`] writes the Parquet reader's value.
+pub(crate) fn ts_key(t: Ts) -> String {
+    format!("{:.0}", t as f64)
+}
+
+/// Inserts a row; a key seen before gets `#2`, `#3`… appended to its last part, so that
+/// repeated events with the same key are all compared.
+pub(crate) fn insert_unique(rows: &mut Rows, mut key: Vec<String>, values: Vec<Value>) {
+    let last = key.len() - 1;
+    let plain = key[last].clone();
+    let mut n = 1;
+    while rows.contains_key(&key) {
+        n += 1;
+        key[last] = format!("{plain}#{n}");
+    }
+    rows.insert(key, values);
 }
 
 /// The text of a key cell: a string, or a number written out in full (timestamps).
@@ -281,21 +331,19 @@ fn read_rows(path: &Path, spec: &Spec) -> anyhow::Result<Rows> {
     let key_idx: Vec<usize> = spec.keys.iter().map(|k| index(k)).collect::<anyhow::Result<_>>()?;
     let val_idx: Vec<(usize, Col)> =
         spec.values.iter().map(|v| Ok((index(v.name())?, *v))).collect::<anyhow::Result<_>>()?;
-    Ok(table
-        .rows
-        .iter()
-        .map(|row| {
-            let key = key_idx.iter().map(|i| key_text(&row[*i])).collect();
-            let vals = val_idx
-                .iter()
-                .map(|(i, col)| match col {
-                    Col::Text(_) => Value::text(Some(row[*i].text())),
-                    Col::Num(_) | Col::Time(_) => Value::num(Cell::number(&row[*i])),
-                })
-                .collect();
-            (key, vals)
-        })
-        .collect())
+    let mut rows = Rows::new();
+    for row in &table.rows {
+        let key = key_idx.iter().map(|i| key_text(&row[*i])).collect();
+        let vals = val_idx
+            .iter()
+            .map(|(i, col)| match col {
+                Col::Text(_) => Value::text(Some(row[*i].text())),
+                Col::Num(_) | Col::Time(_) => Value::num(Cell::number(&row[*i])),
+            })
+            .collect();
+        insert_unique(&mut rows, key, vals);
+    }
+    Ok(rows)
 }
 
 fn compare(spec: &Spec, as_of: Ts, snapshot: &Rows, batch: &Rows, tol: f64) -> TableReport {

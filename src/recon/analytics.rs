@@ -124,6 +124,11 @@ impl<'a> Analytics<'a> {
         }
     }
 
+    /// The next bar end to process.
+    pub fn next_bar(&self) -> Option<Ts> {
+        self.next_bar
+    }
+
     /// Processes every bar end at or before `t`.
     pub fn advance_to(&mut self, t: Ts) {
         while self.next_bar.is_some_and(|b| b <= t) {
@@ -131,16 +136,22 @@ impl<'a> Analytics<'a> {
         }
     }
 
-    /// Processes the next bar end: closes, returns, variances, covariances, regimes.
+    /// Processes the next bar end: closes, returns, variances, covariances, regimes. A bar end
+    /// without a tick since the previous one is skipped (the market was closed).
     pub fn process_bar(&mut self) {
         let Some(t) = self.next_bar else { return };
         self.next_bar = Some(t + self.cfg.bar_ns);
-        self.bar_end = Some(t);
         // Last prices at or before t (ticks are in ts order, file order among equal times).
+        let mut ticked = false;
         while let Some(tick) = self.ticks.get(self.next_tick).filter(|tick| tick.ts <= t) {
             self.last_price.insert(tick.instrument.as_str(), tick.price);
             self.next_tick += 1;
+            ticked = true;
         }
+        if !ticked {
+            return;
+        }
+        self.bar_end = Some(t);
         // Closes of the factor universe.
         let mut closes: BTreeMap<String, f64> = BTreeMap::new();
         for id in self.equities.keys() {
@@ -555,6 +566,25 @@ mod tests {
         // ρ = c_AB/√(c_AA·c_BB) = 0.004542015187166374/√(0.010092434317007903·0.004542015187166374).
         close(num(corr, &["A", "B"], 2), 0.6708513919019636);
         close(num(corr, &["B", "B"], 2), 1.0);
+    }
+
+    #[test]
+    fn a_bar_end_without_a_tick_is_skipped() {
+        let (mut inputs, cfg) = two_factors();
+        // Nothing ticks in (30, 40]; A ticks at 50.
+        inputs.ticks.push(tick(50, "A", 108.9, None));
+        let t = tables(&inputs, &cfg, 40);
+        let vol = &t["volatility"];
+        assert_eq!(vol[&vec!["A".to_owned()]][0], Value::Number(Some(30.0)), "bar_end stays 30");
+        assert_eq!(num(vol, &["A"], 3), Some(2.0), "no return at 40");
+        let t = tables(&inputs, &cfg, 50);
+        let vol = &t["volatility"];
+        assert_eq!(vol[&vec!["A".to_owned()]][0], Value::Number(Some(50.0)));
+        assert_eq!(num(vol, &["A"], 3), Some(3.0));
+        // The return at 50 is over the previous bar not skipped: ln(108.9/99) = ln(1.1).
+        close(num(vol, &["A"], 2), 0.09531017980432493);
+        assert_eq!(num(vol, &["B"], 2), Some(0.0));
+        assert_eq!(num(&t["risk"], &["firm", "FIRM"], 5), Some(3.0), "history_bars");
     }
 
     #[test]
