@@ -21,6 +21,9 @@ lat_10k_1=$(bench latency -- 10000 3 1)
 lat_100k_1=$(bench latency -- 100000 3 1)
 lat_100k_2=$(bench latency -- 100000 3 2)
 lat_1m_1=$(bench latency -- 1000000 1 1)
+echo "bar close..." >&2
+bar_100=$(bench bar_close -- 100 300)
+bar_500=$(bench bar_close -- 500 300)
 echo "day replay..." >&2
 rm -rf "$work/day" "$work/day-out"
 ./target/release/riskflow gen --preset day --deltas "$DAY_DELTAS" --out "$work/day" >/dev/null
@@ -66,6 +69,18 @@ $lat_10k_1
 $lat_100k_1
 $lat_100k_2
 $lat_1m_1
+\`\`\`
+
+## Bar close with N factors
+
+\`cargo bench --bench bar_close -- N 300\` — target with 500 factors ≤ 10 ms. One bar close:
+returns, EWMA variances and the N×N covariance, window and history, regime signals, and VaR,
+ES and stress refreshed for the firm, 10 desks and 20 accounts (500 positions). The covariance
+update and the firm's eᵀΣe grow as N², historical P&L as N × history.
+
+\`\`\`
+$bar_100
+$bar_500
 \`\`\`
 
 ## A trading day replayed from files, end to end

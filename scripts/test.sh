@@ -19,5 +19,6 @@ cargo test --workspace
 step "benches compile and run (smoke size)"
 cargo bench --quiet --bench throughput -- 200 100 20000 100
 cargo bench --quiet --bench latency -- 2000 1 1
+cargo bench --quiet --bench bar_close -- 50 20
 step "end-to-end tests (real binary, DuckDB and pyarrow readers)"
 RISKFLOW_BIN="$PWD/target/release/riskflow" "$RISKFLOW_PY" -m pytest -q tests/e2e
