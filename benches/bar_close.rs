@@ -25,7 +25,7 @@ use riskflow_dataflows::model::{Account, Fixed, Instrument, Scope};
 use workload::{arg, Rng};
 
 fn main() {
-    let (n, bars) = (arg(0, 500) as usize, arg(1, 300) as usize);
+    let (n, bars) = (arg(0, 500), arg(1, 300));
     let config = AnalyticsConfig::default();
     let mut rng = Rng(5);
     let names: Vec<String> = (0..n).map(|i| format!("F{i:04}")).collect();
