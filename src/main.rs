@@ -111,6 +111,12 @@ struct GenArgs {
     /// Number of position deltas (day preset; up to 100M).
     #[arg(long)]
     deltas: Option<u64>,
+    /// Instead of generating, import daily closes from a CSV of date,instrument,close.
+    #[arg(long)]
+    from_csv: Option<PathBuf>,
+    /// Currency of the instruments of --from-csv.
+    #[arg(long, default_value = "USD")]
+    currency: String,
 }
 
 fn main() -> std::process::ExitCode {
@@ -208,6 +214,11 @@ fn recon(args: ReconArgs) -> anyhow::Result<()> {
 
 fn gen(args: GenArgs) -> anyhow::Result<()> {
     use riskflow_datasets::{generate, GenOptions, Preset};
+    if let Some(csv) = &args.from_csv {
+        let done = riskflow_datasets::csv::import_closes(csv, &args.out, &args.currency)?;
+        println!("imported {} closes of {} instruments to {}", done.closes, done.instruments, args.out.display());
+        return Ok(());
+    }
     let preset = match args.preset {
         PresetArg::Sample => Preset::Sample,
         PresetArg::Day => Preset::Day,

@@ -114,18 +114,43 @@ pub fn book<'scope>(
             let mut snap_handle = snap_out.activate();
             let mut dead_handle = dead_out.activate();
             let mut bars_handle = bars_out.activate();
-            // Reference data and ticks first, so that deltas find what arrived with them.
-            let inputs = [&mut shared_input as &mut dyn ForEach, &mut delta_input];
-            for input in inputs {
-                input.each(&mut |cap, data| {
-                    let time = crate::time_of(&cap);
-                    for env in data.drain(..) {
-                        state.on_event(time, env, &mut live_buf, &mut dead_buf);
-                    }
-                    live_handle.session(&cap).give_iterator(live_buf.drain(..));
-                    dead_handle.session(&cap).give_iterator(dead_buf.drain(..));
-                    bars_handle.session(&cap).give_iterator(state.definitions.drain(..));
-                });
+            // Both inputs' messages, applied in event-time order: per time, reference data
+            // first, then ticks and deltas by `ts` (a tick before a delta of the same `ts`), so
+            // that a delta is valued at the prices of its own time, not at later ticks that
+            // arrived in the same batch.
+            let mut messages = Vec::new();
+            for input in [&mut shared_input as &mut dyn ForEach, &mut delta_input] {
+                input.each(&mut |cap, data| messages.push((crate::time_of(&cap), cap, std::mem::take(data))));
+            }
+            // (time, reference/record/end, ts, is a delta, message, index): the application order.
+            let mut order: Vec<(Ts, u8, Ts, bool, usize, usize)> = Vec::new();
+            for (m, (time, _, data)) in messages.iter().enumerate() {
+                for (i, env) in data.iter().enumerate() {
+                    let (class, ts, delta) = match &env.event {
+                        Event::Tick(t) => (1, t.ts, false),
+                        Event::Delta(d) => (1, d.ts, true),
+                        Event::End { .. } => (2, 0, false),
+                        _ => (0, 0, false),
+                    };
+                    order.push((*time, class, ts, delta, m, i));
+                }
+            }
+            order.sort_unstable();
+            let mut records: Vec<Vec<Option<Envelope>>> =
+                messages.iter_mut().map(|(_, _, data)| data.drain(..).map(Some).collect()).collect();
+            let mut k = 0;
+            while k < order.len() {
+                let time = order[k].0;
+                let cap = &messages[order[k].4].1;
+                while k < order.len() && order[k].0 == time {
+                    let (m, i) = (order[k].4, order[k].5);
+                    let env = records[m][i].take().expect("each record once");
+                    state.on_event(time, env, &mut live_buf, &mut dead_buf);
+                    k += 1;
+                }
+                live_handle.session(cap).give_iterator(live_buf.drain(..));
+                dead_handle.session(cap).give_iterator(dead_buf.drain(..));
+                bars_handle.session(cap).give_iterator(state.definitions.drain(..));
             }
             *stats.borrow_mut() = state.stats.clone();
 
@@ -559,7 +584,7 @@ impl State {
             return;
         }
         let ingest_ns = env.ingest_ns;
-        if let (Some(ccy), 0) = (self.instrs[idx].rate_of, self.worker) {
+        if let Some(ccy) = self.instrs[idx].rate_of {
             if let Some(rate) = self.rate(ccy, false) {
                 live.push(LiveUpdate::Rate { ccy, rate, ts, ingest_ns });
             }

@@ -78,7 +78,7 @@ pub struct DeadLetter {
 pub enum LiveUpdate {
     /// An exact change to one position's exposure and quantity.
     Position(PositionChange),
-    /// A currency's rate against the base currency moved (from worker 0 only).
+    /// A currency's rate against the base currency moved (every worker's book sends its own).
     Rate { ccy: Ccy, rate: f64, ts: Ts, ingest_ns: u64 },
 }
 

@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::generic::OutputBuilder;
-use timely::dataflow::operators::vec::{Broadcast, Map, Partition};
+use timely::dataflow::operators::vec::Map;
 use timely::dataflow::operators::Concat;
 use timely::dataflow::StreamVec;
 
@@ -183,15 +183,16 @@ impl Input {
         }
     }
 
-    fn route(&self) -> u64 {
-        match self {
+    /// The worker that owns the scope; none for a rate move, which stays on its worker.
+    fn route(&self) -> Option<u64> {
+        Some(match self {
             Input::Change(Scope::Account, c) => c.account,
             Input::Change(Scope::Desk, c) => c.desk,
             Input::Change(Scope::Firm, c) => c.firm,
             Input::Define(l) => crate::route_hash(&l.scope_id),
             Input::Metric(m) => crate::route_hash(&m.scope_id),
-            Input::Rate { .. } => 0,
-        }
+            Input::Rate { .. } => return None,
+        })
     }
 }
 
@@ -209,23 +210,22 @@ pub fn limits<'scope>(
     base_ccy: Ccy,
     states: LimitStates,
 ) -> StreamVec<'scope, Ts, LimitEvent> {
-    let mut parts = live.partition(2, |u: LiveUpdate| match u {
-        LiveUpdate::Position(_) => (0, u),
-        LiveUpdate::Rate { .. } => (1, u),
-    });
-    let rates = parts.pop().expect("two parts").broadcast();
-    let changes = parts.pop().expect("two parts").flat_map(|u| {
-        let change = match u {
-            LiveUpdate::Position(c) => Some(c),
-            LiveUpdate::Rate { .. } => None,
+    // Every worker's book sends its own rate moves to its own limits, down the same channel
+    // as its position changes, so that a limit sees a rate move before the changes that follow it.
+    let inputs = live.flat_map(|u| {
+        let inputs = match u {
+            LiveUpdate::Position(c) => Scope::ALL.map(|scope| Some(Input::Change(scope, c))),
+            LiveUpdate::Rate { ccy, rate, ts, ingest_ns } => {
+                [Some(Input::Rate { ccy, rate, ts, ingest_ns }), None, None]
+            }
         };
-        change.into_iter().flat_map(|c| Scope::ALL.map(|scope| Input::Change(scope, c)))
+        inputs.into_iter().flatten()
     });
-    let keyed = changes.concat(definitions.map(Input::Define)).concat(metrics.map(Input::Metric));
+    let inputs = inputs.concat(definitions.map(Input::Define)).concat(metrics.map(Input::Metric));
 
-    let mut builder = OperatorBuilder::new("Limits".to_owned(), keyed.scope());
-    let mut keyed_in = builder.new_input(keyed, Exchange::new(Input::route));
-    let mut rates_in = builder.new_input(rates, timely::dataflow::channels::pact::Pipeline);
+    let index = inputs.scope().index() as u64;
+    let mut builder = OperatorBuilder::new("Limits".to_owned(), inputs.scope());
+    let mut input = builder.new_input(inputs, Exchange::new(move |i: &Input| i.route().unwrap_or(index)));
     let (out, events) = builder.new_output();
     let mut out = OutputBuilder::from(out);
     builder.build(move |_caps| {
@@ -239,19 +239,11 @@ pub fn limits<'scope>(
         let mut buf = Vec::new();
         move |frontiers| {
             let mut out = out.activate();
-            // Both inputs, processed together in event-time order, each event emitted under the
-            // capability of the message that caused it.
+            // Processed in event-time order, each event emitted under the capability of the
+            // message that caused it.
             let mut caps = Vec::new();
             let mut inputs = Vec::new();
-            rates_in.for_each(|cap, data| {
-                for update in data.drain(..) {
-                    if let LiveUpdate::Rate { ccy, rate, ts, ingest_ns } = update {
-                        inputs.push((crate::time_of(&cap), ts, caps.len(), Input::Rate { ccy, rate, ts, ingest_ns }));
-                    }
-                }
-                caps.push(cap);
-            });
-            keyed_in.for_each(|cap, data| {
+            input.for_each(|cap, data| {
                 let time = crate::time_of(&cap);
                 for input in data.drain(..) {
                     inputs.push((time, input.ts().unwrap_or(time), caps.len(), input));
@@ -361,7 +353,7 @@ impl State {
                 }
                 s.last_ts = s.last_ts.max(c.ts);
                 if !s.limits.is_empty() {
-                    self.evaluate_scope((scope, key), c.ts, c.ingest_ns, out);
+                    self.evaluate_scope((scope, key), None, c.ts, c.ingest_ns, out);
                 }
             }
             Input::Rate { ccy, rate, ts, ingest_ns } => {
@@ -373,13 +365,13 @@ impl State {
                 }
                 let keys: Vec<_> = self.scopes.iter().filter(|(_, s)| !s.limits.is_empty()).map(|(k, _)| *k).collect();
                 for key in keys {
-                    self.evaluate_scope(key, ts, ingest_ns, out);
+                    self.evaluate_scope(key, None, ts, ingest_ns, out);
                 }
             }
             Input::Metric(m) => {
                 let key = (m.scope, crate::route_hash(&m.scope_id));
-                self.scopes.entry(key).or_default().figures.insert(m.metric, m.value);
-                self.evaluate_scope(key, m.ts, m.ingest_ns, out);
+                self.scopes.entry(key).or_default().figures.insert(m.metric.clone(), m.value);
+                self.evaluate_scope(key, Some(m.metric), m.ts, m.ingest_ns, out);
             }
             Input::Define(def) => self.define(def, 0, out),
         }
@@ -420,10 +412,25 @@ impl State {
         self.update_trading(key, self.limits[&id].last_ts, 0, &id, out);
     }
 
-    fn evaluate_scope(&mut self, key: (Scope, u64), ts: Ts, ingest_ns: u64, out: &mut Vec<LimitEvent>) {
+    /// Re-evaluates a scope's limits after an exposure change (`figure` none: every limit but
+    /// var/es/stress) or a new var/es/stress figure (only that metric's limits), so that each
+    /// limit's events carry the event time of what moved its own metric.
+    fn evaluate_scope(
+        &mut self,
+        key: (Scope, u64),
+        figure: Option<Metric>,
+        ts: Ts,
+        ingest_ns: u64,
+        out: &mut Vec<LimitEvent>,
+    ) {
         let n = self.scopes.get(&key).map_or(0, |s| s.limits.len());
         for i in 0..n {
             let id = self.scopes[&key].limits[i].clone();
+            let metric = &self.limits[&*id].metric;
+            let is_figure = matches!(metric, Metric::Var | Metric::Es | Metric::Stress);
+            if figure.as_ref().map_or(is_figure, |f| f != metric) {
+                continue;
+            }
             if self.evaluate_limit(key, &id, ts, ingest_ns, out) {
                 self.update_trading(key, self.limits[&*id].last_ts, ingest_ns, &id, out);
             }

@@ -161,6 +161,10 @@ impl FactorModel {
 mod tests {
     use super::*;
 
+    fn near(a: f64, b: f64) -> bool {
+        (a - b).abs() <= 1e-14 * a.abs().max(b.abs())
+    }
+
     fn close(m: &mut FactorModel, t: u64, closes: &[(&str, f64)]) -> Vec<(usize, f64)> {
         m.close_bar(t, closes.iter().map(|(n, c)| (n.to_string(), *c)))
     }
@@ -180,20 +184,20 @@ mod tests {
         close(&mut m, 3, &[("A", 110.0), ("B", 50.0)]);
         assert_eq!(m.factors[0].ewma_var, Some(0.9 * ra * ra));
         let vb = 0.9 * rb * rb + 0.1 * rb2 * rb2;
-        assert!((m.factors[1].ewma_var.unwrap() - vb).abs() < 1e-18);
-        assert!((m.cov(1, 0).unwrap() - 0.9 * ra * rb).abs() < 1e-18);
+        assert!(near(m.factors[1].ewma_var.unwrap(), vb));
+        assert!(near(m.cov(1, 0).unwrap(), 0.9 * ra * rb));
         let rho = 0.9 * ra * rb / (0.9 * ra * ra * vb).sqrt();
-        assert!((m.correlation(0, 1).unwrap() - rho).abs() < 1e-15);
+        assert!(near(m.correlation(0, 1).unwrap(), rho));
         // Window of 2: B's returns rb, rb2 → mean square.
         let (n, v) = m.factors[1].window_var();
         assert_eq!(n, 2);
-        assert!((v.unwrap() - (rb * rb + rb2 * rb2) / 2.0).abs() < 1e-18);
+        assert!(near(v.unwrap(), (rb * rb + rb2 * rb2) / 2.0));
         // Bar 4: rb leaves the window, exactly.
         close(&mut m, 4, &[("A", 110.0), ("B", 50.0)]);
         let (n, v) = m.factors[1].window_var();
         assert_eq!(n, 2);
         assert_eq!(m.factors[1].window_sum, (rb2 * rb2 * SQUARE_UNITS).round() as i128);
-        assert!((v.unwrap() - rb2 * rb2 / 2.0).abs() < 1e-18);
+        assert!(near(v.unwrap(), rb2 * rb2 / 2.0));
         assert_eq!(m.history_bars.len(), 3);
     }
 
