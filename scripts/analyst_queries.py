@@ -3,9 +3,9 @@
 
     python scripts/analyst_queries.py out [--desk DESK] [--date YYYY-MM-DD]
 
-Prints: the top accounts by gross exposure at the latest complete snapshot, the exposure
-history of one desk, and the limit breaches of one day. (VaR figures join the `risk` table
-once the analytics land; the queries have the same shape.)
+Prints: the top accounts by VaR (with their ES, stress loss and gross exposure) and by gross
+exposure at the latest complete snapshot, the exposure history of one desk, and the limit
+breaches of one day.
 """
 import argparse
 import json
@@ -28,6 +28,21 @@ def top_accounts(con, out, as_of, n=5):
         FROM read_parquet('{out}/exposures/*/*.parquet', hive_partitioning = true)
         WHERE scope = 'account' AND dimension = 'total' AND epoch_ns(as_of) = {as_of}
         ORDER BY gross DESC, account LIMIT {n}
+        """
+    ).fetchall()
+
+
+def top_accounts_by_var(con, out, as_of, n=3):
+    """The `risk` table joined with the account totals of the same snapshot."""
+    return con.execute(
+        f"""
+        SELECT r.scope_id AS account, r.var_parametric, r.es_parametric, r.var_historical, r.stress_worst,
+               r.worst_scenario, e.gross
+        FROM read_parquet('{out}/risk/*/*.parquet', hive_partitioning = true) r
+        JOIN read_parquet('{out}/exposures/*/*.parquet', hive_partitioning = true) e
+          ON e.as_of = r.as_of AND e.scope = r.scope AND e.scope_id = r.scope_id AND e.dimension = 'total'
+        WHERE r.scope = 'account' AND epoch_ns(r.as_of) = {as_of}
+        ORDER BY r.var_parametric DESC NULLS LAST, account LIMIT {n}
         """
     ).fetchall()
 
@@ -75,6 +90,7 @@ def main():
     ).fetchone()[0]
     result = {
         "latest_as_of": latest,
+        "top_by_var": top_accounts_by_var(con, out, latest),
         "top_accounts": top_accounts(con, out, latest),
         "desk": desk,
         "desk_history": desk_history(out, desk),
@@ -84,6 +100,10 @@ def main():
     if args.json:
         print(json.dumps(result))
         return
+    print(f"top accounts by VaR at {latest}:")
+    for account, var, es, hvar, stress, scenario, gross in result["top_by_var"]:
+        print(f"  {account:<12} VaR {var:>14,.0f}  ES {es:>14,.0f}  hist VaR {hvar:>12,.0f}  "
+              f"stress {stress:>14,.0f} ({scenario or '-'})  gross {gross:>16,.0f}")
     print(f"top accounts by gross at {latest}:")
     for account, gross, net, conc in result["top_accounts"]:
         print(f"  {account:<12} gross {gross:>16,.0f}  net {net:>16,.0f}  concentration {conc:.2f}")
