@@ -316,6 +316,18 @@ mod tests {
     }
 
     #[test]
+    fn the_documented_configuration_is_valid() {
+        let doc = include_str!("../docs/configuration.md");
+        let start = doc.find("```toml\n").expect("a toml block") + 8;
+        let block = &doc[start..start + doc[start..].find("```").expect("closed")];
+        let config: Config = toml::from_str(block).expect("the documented file parses");
+        config.validate().expect("and validates");
+        let a = config.analytics.resolve(None);
+        assert_eq!((a.bar_ns, a.horizon_bars, a.bars_per_year), (1_000_000_000, 23_400.0, 252.0 * 23_400.0));
+        assert_eq!(a.scenarios.len(), 5);
+    }
+
+    #[test]
     fn durations_parse() {
         assert_eq!(parse_duration("60s").unwrap(), Duration::from_secs(60));
         assert_eq!(parse_duration("1d").unwrap(), Duration::from_secs(86_400));

@@ -135,7 +135,7 @@ impl AnalyticsConfig {
 }
 
 impl Default for AnalyticsConfig {
-    /// One-second bars, a 6h30m trading day of 252 days a year, a one-day horizon.
+    /// One-second bars, a 6.5-hour trading day of 252 days a year, a one-day horizon.
     fn default() -> Self {
         let bar_ns = 1_000_000_000;
         let day = 23_400 * bar_ns;
