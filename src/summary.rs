@@ -115,6 +115,8 @@ pub struct Summary {
     pub records_per_s: f64,
     pub latency: Latency,
     pub limits: LimitSummary,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kafka: Option<crate::kafka_run::KafkaSummary>,
 }
 
 impl Summary {
@@ -161,7 +163,7 @@ impl Summary {
         let mut top_accounts = figures(Scope::Account, Dim::Total);
         top_accounts.truncate(5);
         Summary {
-            dataset: opts.replay.display().to_string(),
+            dataset: opts.source_name(),
             out: opts.out.display().to_string(),
             workers: opts.config.engine.workers,
             processes: opts.processes,
@@ -179,6 +181,7 @@ impl Summary {
             records,
             latency: Latency::of(&latencies.live),
             limits,
+            kafka: None,
         }
     }
 }
@@ -297,7 +300,11 @@ impl fmt::Display for Summary {
             f,
             "breach latency ingest→event written over {} events: p50 {:.1} µs, p99 {:.1} µs, max {:.1} µs",
             d.count, d.p50_us, d.p99_us, d.max_us
-        )
+        )?;
+        if let Some(k) = &self.kafka {
+            crate::kafka_run::fmt_summary(f, k)?;
+        }
+        Ok(())
     }
 }
 
