@@ -2,10 +2,10 @@
 # Starts a Kafka-protocol broker on loopback for riskflow and creates its topics.
 #
 # The broker is tansu (crates.io), installed once with cargo under $RISKFLOW_CACHE/tansu and
-# kept between runs. Its state lives in memory by default (a fresh broker per start); set
-# RISKFLOW_KAFKA_STORAGE=sqlite://$HOME/.cache/riskflow/kafka/tansu.db to keep it on disk.
-# Running it again while the broker is up only makes sure the topics exist. Stop it with
-# scripts/kafka-down.sh. See docs/kafka.md.
+# kept between runs. It stores topics in SQLite under $RISKFLOW_CACHE/kafka (tansu's memory
+# storage under-reports high watermarks, see docs/kafka.md); the database is new at each start
+# unless RISKFLOW_KAFKA_KEEP=1. Running the script again while the broker is up only makes
+# sure the topics exist. Stop it with scripts/kafka-down.sh. See docs/kafka.md.
 #
 #   RISKFLOW_KAFKA_PORT        listener port on 127.0.0.1 (default 9092)
 #   RISKFLOW_KAFKA_PARTITIONS  partitions per topic (default 4)
@@ -16,7 +16,6 @@ root="$RISKFLOW_CACHE/tansu"
 tansu="$root/bin/tansu"
 port="${RISKFLOW_KAFKA_PORT:-9092}"
 partitions="${RISKFLOW_KAFKA_PARTITIONS:-4}"
-storage="${RISKFLOW_KAFKA_STORAGE:-memory://tansu/}"
 state="$RISKFLOW_CACHE/kafka"
 pidfile="$state/tansu-$port.pid"
 log="$state/tansu-$port.log"
@@ -46,12 +45,17 @@ else
     say "port $port is taken by another process; set RISKFLOW_KAFKA_PORT"
     exit 1
   fi
-  say "starting tansu on 127.0.0.1:$port (storage $storage, log $log)"
-  # Listens on loopback only and advertises the same address to clients.
-  nohup "$tansu" broker \
+  db="tansu-$port.db"
+  if [ "${RISKFLOW_KAFKA_KEEP:-0}" != 1 ]; then
+    rm -f "$state/$db" "$state/$db"-*
+  fi
+  say "starting tansu on 127.0.0.1:$port (storage $state/$db, log $log)"
+  # Listens on loopback only and advertises the same address to clients. tansu resolves the
+  # SQLite path relative to its working directory.
+  (cd "$state" && exec nohup "$tansu" broker \
     --listener-url "$broker" \
     --advertised-listener-url "$broker" \
-    --storage-engine "$storage" >"$log" 2>&1 &
+    --storage-engine "sqlite://$db" >"$log" 2>&1) &
   echo $! >"$pidfile"
   for _ in $(seq 1 100); do
     listening && break
@@ -70,7 +74,7 @@ for _ in $(seq 1 50); do
   sleep 0.2
 done
 for t in "${topics[@]}"; do
-  if grep -q "\"$t\"" <<<"$existing" || grep -qx "$t" <<<"$existing"; then
+  if grep -q "\"name\":\"$t\"" <<<"$existing"; then
     continue
   fi
   "$tansu" topic create "$t" --partitions "$partitions" --broker "$broker" >/dev/null
