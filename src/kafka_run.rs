@@ -222,6 +222,13 @@ impl Durability {
     fn advance(&mut self, source: Option<&KafkaSource>) -> anyhow::Result<()> {
         self.outputs.borrow_mut().poll()?;
         let complete = self.complete.load(Ordering::Acquire);
+        tracing::trace!(
+            complete,
+            durable = self.durable.as_of,
+            marks = ?self.marks.borrow().frontier,
+            delivered = self.outputs.borrow().delivered_through(complete),
+            "durable point"
+        );
         if complete <= self.durable.as_of
             || !self.marks.borrow().passed(complete)
             || !self.outputs.borrow().delivered_through(complete)

@@ -164,6 +164,44 @@ fn snapshot_writer_thread(
     (tx, handle)
 }
 
+/// Hands a stream of outputs to worker 0's sink. `gates` says whether its frontier is the
+/// event frontier the sink is told about (limit and regime events do, dead letters do not).
+fn output_sink<'scope>(
+    outputs: timely::dataflow::StreamVec<'scope, Ts, Output>,
+    sink: Rc<RefCell<Option<Box<dyn OutputSink>>>>,
+    gates: bool,
+    latency: Rc<RefCell<Histogram<u64>>>,
+    dead_count: Rc<RefCell<u64>>,
+    fail: impl Fn(String) + 'static,
+) {
+    let name = if gates { "EventOutputs" } else { "DeadLetterOutputs" };
+    outputs.sink(Exchange::new(|_: &Output| 0), name, move |(input, frontier)| {
+        let mut sink = sink.borrow_mut();
+        input.for_each(|cap, data| {
+            let time = *cap.least().expect("a message carries a time");
+            for output in data.drain(..) {
+                if output.topic == OutTopic::DeadLetter {
+                    *dead_count.borrow_mut() += 1;
+                }
+                // Only worker 0 publishes; the others receive nothing.
+                let Some(sink) = sink.as_mut() else { continue };
+                if let Err(e) = sink.publish(time, &output) {
+                    fail(e.to_string());
+                }
+                if let Some(ingest_ns) = output.ingest_ns {
+                    latency.borrow_mut().saturating_record(now_ns().saturating_sub(ingest_ns));
+                }
+            }
+        });
+        if let Some(sink) = sink.as_mut() {
+            let result = if gates { sink.frontier(frontier.frontier().iter().min().copied()) } else { sink.poll() };
+            if let Err(e) = result {
+                fail(e.to_string());
+            }
+        }
+    });
+}
+
 /// Nanoseconds from 1 ns to 10 minutes, 3 significant digits (values beyond saturate).
 fn new_histogram() -> Histogram<u64> {
     Histogram::<u64>::new_with_bounds(1, 600_000_000_000, 3).expect("valid histogram")
@@ -251,15 +289,13 @@ pub fn run(opts: RunOptions) -> anyhow::Result<Summary> {
             });
 
             // Every output event, keyed, to one sink on worker 0: files in replay mode, topics
-            // with Kafka. Breach detection latency is measured there. (Regime events join with
-            // `.concat(regimes.map(|r| Output::regime(&r)))`.)
+            // with Kafka. Breach detection latency is measured there. (Regime events join the
+            // events with `.concat(regimes.map(|r| Output::regime(&r)))`.)
             let topic_of = crate::kafka_run::topic_namer(&opts.config.kafka.topics);
-            let dead_letters = dead_events.concat(streams.dead);
-            let outputs = limit_events
-                .clone()
-                .map(|e| Output::limit_event(&e))
-                .concat(dead_letters.map(move |d| Output::dead_letter(&d, &|k: Kind| topic_of(k))));
-            let mut sink: Option<Box<dyn OutputSink>> = match (index, &durability) {
+            let events = limit_events.clone().map(|e| Output::limit_event(&e));
+            let dead_letters =
+                dead_events.concat(streams.dead).map(move |d| Output::dead_letter(&d, &|k: Kind| topic_of(k)));
+            let sink: Option<Box<dyn OutputSink>> = match (index, &durability) {
                 (0, Some(d)) => Some(Box::new(d.outputs.clone())),
                 (0, None) if opts.kafka.is_none() => {
                     let topics = [OutTopic::Breaches, OutTopic::Actions, OutTopic::DeadLetter];
@@ -273,32 +309,9 @@ pub fn run(opts: RunOptions) -> anyhow::Result<Summary> {
                 }
                 _ => None,
             };
-            let hist = breach_latency.clone();
-            let counted = dead_count.clone();
-            let fail_outputs = fail.clone();
-            outputs.sink(Exchange::new(|_: &Output| 0), "Outputs", move |(input, frontier)| {
-                input.for_each(|cap, data| {
-                    let time = *cap.least().expect("a message carries a time");
-                    for output in data.drain(..) {
-                        if output.topic == OutTopic::DeadLetter {
-                            *counted.borrow_mut() += 1;
-                        }
-                        // Only worker 0 publishes; the others receive nothing.
-                        let Some(sink) = sink.as_mut() else { continue };
-                        if let Err(e) = sink.publish(time, &output) {
-                            fail_outputs(e.to_string());
-                        }
-                        if let Some(ingest_ns) = output.ingest_ns {
-                            hist.borrow_mut().saturating_record(now_ns().saturating_sub(ingest_ns));
-                        }
-                    }
-                });
-                if let Some(sink) = sink.as_mut() {
-                    if let Err(e) = sink.frontier(frontier.frontier().iter().min().copied()) {
-                        fail_outputs(e.to_string());
-                    }
-                }
-            });
+            let sink = Rc::new(RefCell::new(sink));
+            output_sink(events, sink.clone(), true, breach_latency.clone(), dead_count.clone(), fail.clone());
+            output_sink(dead_letters, sink, false, breach_latency.clone(), dead_count.clone(), fail.clone());
 
             // Parquet files are written (and fsynced) on a thread of their own, so that a slow
             // disk never stalls the worker and its hot path.

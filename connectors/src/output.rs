@@ -90,8 +90,12 @@ impl Output {
 pub trait OutputSink {
     /// Hands one event over; an error is fatal for the run.
     fn publish(&mut self, time: Ts, output: &Output) -> Result<(), ConnectorError>;
-    /// Called when no output at a time before `frontier` can arrive any more (`None`: none at all).
+    /// Called when no limit or regime event at a time before `frontier` can arrive any more
+    /// (`None`: none at all). Dead letters do not move it: the book holds unresolved records,
+    /// and their dead letters, until the end of input.
     fn frontier(&mut self, frontier: Option<Ts>) -> Result<(), ConnectorError>;
+    /// Makes what was handed over visible (flush, serve delivery reports).
+    fn poll(&mut self) -> Result<(), ConnectorError>;
 }
 
 /// Replay mode's outputs: one JSON Lines file per [`OutTopic`], created empty at start.
@@ -120,6 +124,10 @@ impl OutputSink for JsonlOutputs {
 
     /// Files are flushed whenever the frontier moves, so a reader sees each event soon after it.
     fn frontier(&mut self, _frontier: Option<Ts>) -> Result<(), ConnectorError> {
+        self.poll()
+    }
+
+    fn poll(&mut self) -> Result<(), ConnectorError> {
         self.files.iter_mut().try_for_each(|(_, f)| f.flush())
     }
 }

@@ -298,8 +298,8 @@ pub struct OutputStats {
     pub suppressed: u64,
 }
 
-/// The engine's output sink on Kafka. After a restart it publishes nothing at or before the
-/// durable point (`after`), and nothing the output topics already hold.
+/// The engine's output sink on Kafka. After a restart it publishes no limit or regime event at
+/// or before the durable point (`after`), and nothing the output topics already hold.
 pub struct KafkaOutputs {
     publisher: Publisher,
     topics: Topics,
@@ -349,7 +349,14 @@ impl KafkaOutputs {
 impl OutputSink for Rc<RefCell<KafkaOutputs>> {
     fn publish(&mut self, time: Ts, output: &Output) -> Result<(), ConnectorError> {
         let mut me = self.borrow_mut();
-        if me.after.is_some_and(|after| time <= after) || me.published.take(output) {
+        tracing::trace!(time, topic = ?output.topic, key = output.key, "output");
+        // Limit and regime events at or before the durable snapshot were delivered before it
+        // became durable (their recomputation may differ in arrival order, so they are not
+        // matched by content). A dead letter's content is exact, and the time a restart reads a
+        // bad record again is not the time it was first read: dead letters are matched by content.
+        let durable = output.topic != OutTopic::DeadLetter && me.after.is_some_and(|after| time <= after);
+        if durable || me.published.take(output) {
+            tracing::debug!(time, durable, key = output.key, "not published again");
             me.suppressed += 1;
             return Ok(());
         }
@@ -368,5 +375,9 @@ impl OutputSink for Rc<RefCell<KafkaOutputs>> {
             me.done = frontier.is_none();
         }
         me.publisher.poll().map_err(|e| ConnectorError::Kafka(e.to_string()))
+    }
+
+    fn poll(&mut self) -> Result<(), ConnectorError> {
+        self.borrow_mut().publisher.poll().map_err(|e| ConnectorError::Kafka(e.to_string()))
     }
 }
