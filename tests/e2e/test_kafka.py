@@ -272,14 +272,17 @@ def test_kill_and_restart_loses_nothing_and_doubles_nothing(broker, riskflow, re
                                  "--rate", "1500", "-q"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     offsets = out / "_offsets.json"
     deadline = time.monotonic() + 120
-    while True:
-        assert engine.poll() is None, engine.stderr.read()
-        assert time.monotonic() < deadline, "no durable snapshot"
-        if offsets.exists() and json.loads(offsets.read_text())["as_of"] > 0 and len(list(out.glob("_snapshots/*/_SUCCESS"))) >= 2:
-            break
-        time.sleep(0.05)
-    engine.send_signal(signal.SIGKILL)
-    engine.wait()
+    try:
+        while True:
+            assert engine.poll() is None, engine.stderr.read()
+            assert time.monotonic() < deadline, "no durable snapshot"
+            if offsets.exists() and json.loads(offsets.read_text())["as_of"] > 0 \
+                    and len(list(out.glob("_snapshots/*/_SUCCESS"))) >= 2:
+                break
+            time.sleep(0.05)
+    finally:
+        engine.send_signal(signal.SIGKILL)
+        engine.wait()
     assert producer.poll() is None, "the producer was still publishing when the engine died"
     assert producer.wait(timeout=120) == 0, producer.stderr.read()
     durable = json.loads(offsets.read_text())
