@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of riskflow on a fresh machine: formatting, clippy, the Rust unit, property
 # and integration tests, the benches' compilation, and the end-to-end suite that runs the
-# release binary and reads its output back with independent readers (DuckDB, pyarrow).
+# release binary against files and a real Kafka-protocol broker (started here, stopped on exit)
+# and reads its output back with independent clients (DuckDB, pyarrow, kafka-python).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/setup.sh
@@ -20,5 +21,8 @@ step "benches compile and run (smoke size)"
 cargo bench --quiet --bench throughput -- 200 100 20000 100
 cargo bench --quiet --bench latency -- 2000 1 1
 cargo bench --quiet --bench bar_close -- 50 20
-step "end-to-end tests (real binary, DuckDB and pyarrow readers)"
-RISKFLOW_BIN="$PWD/target/release/riskflow" "$RISKFLOW_PY" -m pytest -q tests/e2e
+step "broker (tansu on 127.0.0.1, scripts/kafka-up.sh)"
+scripts/kafka-up.sh
+trap scripts/kafka-down.sh EXIT
+step "end-to-end tests (real binary and broker; DuckDB, pyarrow and kafka-python as independent clients)"
+RISKFLOW_BIN="$PWD/target/release/riskflow" "$RISKFLOW_PY" -m pytest -q -p no:warnings tests/e2e

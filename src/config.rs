@@ -1,6 +1,7 @@
 //! `riskflow.toml`: typed configuration, validated once. Every key has a default (shown by
 //! `docs/configuration.md`); an unknown key is an error that names it.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -17,6 +18,7 @@ pub struct Config {
     pub limits: LimitsSection,
     pub analytics: AnalyticsSection,
     pub output: OutputConfig,
+    pub kafka: KafkaConfig,
 }
 
 /// Bars, volatility, VaR/ES, stress and regimes (docs/analytics.md).
@@ -209,6 +211,57 @@ impl Default for OutputConfig {
     }
 }
 
+/// The Kafka source and sinks (`riskflow run --kafka`, `riskflow produce`); docs/kafka.md.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaConfig {
+    /// Bootstrap servers, `host:port[,host:port…]` (`--kafka` / `--brokers` override).
+    pub brokers: String,
+    /// Consumer group under which durable progress is committed (for lag monitoring).
+    pub group_id: String,
+    /// Event time a partition may lag the others before its records count as late.
+    #[serde(deserialize_with = "duration")]
+    pub lateness: Duration,
+    /// A caught-up partition silent this long stops holding event time back.
+    #[serde(deserialize_with = "duration")]
+    pub idle: Duration,
+    /// Timeout of metadata, watermark and flush calls.
+    #[serde(deserialize_with = "duration")]
+    pub timeout: Duration,
+    pub topics: riskflow_connectors::kafka::Topics,
+    /// librdkafka consumer properties, passed verbatim (they win over riskflow's own).
+    pub consumer: BTreeMap<String, String>,
+    /// librdkafka producer properties, passed verbatim (they win over riskflow's own).
+    pub producer: BTreeMap<String, String>,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        KafkaConfig {
+            brokers: "127.0.0.1:9092".into(),
+            group_id: "riskflow".into(),
+            lateness: Duration::ZERO,
+            idle: Duration::from_secs(5),
+            timeout: Duration::from_secs(30),
+            topics: Default::default(),
+            consumer: BTreeMap::new(),
+            producer: BTreeMap::new(),
+        }
+    }
+}
+
+impl KafkaConfig {
+    /// What the clients are built from.
+    pub fn client_settings(&self) -> riskflow_connectors::kafka::ClientSettings {
+        riskflow_connectors::kafka::ClientSettings {
+            brokers: self.brokers.clone(),
+            group_id: self.group_id.clone(),
+            consumer: self.consumer.clone(),
+            producer: self.producer.clone(),
+        }
+    }
+}
+
 impl Config {
     /// Reads and validates a TOML file.
     pub fn load(path: &Path) -> anyhow::Result<Config> {
@@ -259,6 +312,15 @@ impl Config {
             }
         }
         self.analytics.problems(epoch, &mut problems);
+        if self.kafka.brokers.trim().is_empty() {
+            problems.push("kafka.brokers must not be empty".to_owned());
+        }
+        if self.kafka.group_id.trim().is_empty() {
+            problems.push("kafka.group_id must not be empty".to_owned());
+        }
+        if self.kafka.timeout.is_zero() {
+            problems.push("kafka.timeout must be positive".to_owned());
+        }
         if problems.is_empty() {
             Ok(())
         } else {
@@ -325,6 +387,24 @@ mod tests {
         let a = config.analytics.resolve(None);
         assert_eq!((a.bar_ns, a.horizon_bars, a.bars_per_year), (1_000_000_000, 23_400.0, 252.0 * 23_400.0));
         assert_eq!(a.scenarios.len(), 5);
+    }
+
+    #[test]
+    fn kafka_section_passes_client_properties_verbatim() {
+        let c: Config = toml::from_str(
+            "[kafka]\nbrokers = \"b:1\"\nlateness = \"2s\"\n[kafka.topics]\nmarket_data = \"md\"\n\
+             [kafka.consumer]\n\"security.protocol\" = \"SASL_SSL\"\n[kafka.producer]\n\"linger.ms\" = \"20\"\n",
+        )
+        .unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.kafka.lateness, Duration::from_secs(2));
+        assert_eq!(c.kafka.topics.market_data, "md");
+        assert_eq!(c.kafka.topics.instruments, "instruments");
+        let s = c.kafka.client_settings();
+        assert_eq!(s.consumer["security.protocol"], "SASL_SSL");
+        assert_eq!(s.producer["linger.ms"], "20");
+        let err = toml::from_str::<Config>("[kafka.topics]\nmarket = \"m\"\n").unwrap_err();
+        assert!(err.to_string().contains("unknown field `market`"), "{err}");
     }
 
     #[test]

@@ -1,6 +1,9 @@
-//! The `riskflow` command: `run` (the engine), `gen` (datasets).
+//! The `riskflow` command: `run` (the engine), `gen` (datasets), `produce` (a dataset to
+//! Kafka), `recon` (batch reconciliation).
 
 mod config;
+mod kafka_run;
+mod produce;
 mod recon;
 mod run;
 mod sample;
@@ -28,6 +31,27 @@ enum Command {
     Gen(GenArgs),
     /// Recompute the snapshot tables in batch from the raw inputs and compare.
     Recon(ReconArgs),
+    /// Publish a dataset to the Kafka input topics.
+    Produce(ProduceArgs),
+}
+
+#[derive(Args)]
+struct ProduceArgs {
+    /// Dataset directory to publish (default: the bundled sample).
+    #[arg(long)]
+    dataset: Option<PathBuf>,
+    /// Bootstrap servers (default: kafka.brokers of the configuration, 127.0.0.1:9092).
+    #[arg(long)]
+    brokers: Option<String>,
+    /// Records per second (default: as fast as the broker takes them).
+    #[arg(long)]
+    rate: Option<f64>,
+    /// TOML configuration file: topic names and producer properties of `[kafka]`.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// No progress display.
+    #[arg(long, short = 'q')]
+    quiet: bool,
 }
 
 #[derive(Args)]
@@ -56,8 +80,14 @@ struct ReconArgs {
 #[command(disable_help_flag = true)]
 struct RunArgs {
     /// Dataset directory to replay (default: the bundled sample).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "kafka")]
     replay: Option<PathBuf>,
+    /// Read the Kafka input topics from these bootstrap servers instead (HOST:PORT[,…]).
+    #[arg(long)]
+    kafka: Option<String>,
+    /// With --kafka: read each partition up to its high watermark at start, then finish.
+    #[arg(long, requires = "kafka")]
+    until_caught_up: bool,
     /// Output directory for snapshots and dead letters (default: ./out, or output.dir).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -129,6 +159,7 @@ fn main() -> std::process::ExitCode {
         Command::Run(args) => run(args),
         Command::Gen(args) => gen(args),
         Command::Recon(args) => recon(args),
+        Command::Produce(args) => produce(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -147,10 +178,15 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     if let Some(w) = args.workers {
         config.engine.workers = w;
     }
+    if let Some(brokers) = &args.kafka {
+        config.kafka.brokers = brokers.clone();
+    }
     config.validate()?;
-    let replay = match args.replay {
-        Some(dir) => dir,
-        None => sample::materialise().context("writing the bundled sample to a temp dir")?,
+    let kafka = args.kafka.is_some().then_some(kafka_run::KafkaRun { until_caught_up: args.until_caught_up });
+    let replay = match (args.replay, &kafka) {
+        (Some(dir), _) => dir,
+        (None, Some(_)) => PathBuf::new(),
+        (None, None) => sample::materialise().context("writing the bundled sample to a temp dir")?,
     };
     let hosts = match &args.hostfile {
         Some(path) => std::fs::read_to_string(path)
@@ -174,6 +210,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         process: args.process,
         hosts,
         progress: !args.quiet,
+        kafka,
     };
     let summary = run::run(opts)?;
     println!("{summary}");
@@ -181,6 +218,32 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         std::fs::write(&path, serde_json::to_vec_pretty(&summary)?)
             .with_context(|| format!("writing {}", path.display()))?;
     }
+    Ok(())
+}
+
+fn produce(args: ProduceArgs) -> anyhow::Result<()> {
+    let mut config = match &args.config {
+        Some(path) => Config::load(path)?,
+        None => Config::default(),
+    };
+    if let Some(brokers) = args.brokers {
+        config.kafka.brokers = brokers;
+    }
+    config.validate()?;
+    if args.rate.is_some_and(|r| !(r.is_finite() && r > 0.0)) {
+        anyhow::bail!("--rate must be a positive number of records per second");
+    }
+    let dataset = match args.dataset {
+        Some(dir) => dir,
+        None => sample::materialise().context("writing the bundled sample to a temp dir")?,
+    };
+    let report = produce::produce(&produce::ProduceOptions {
+        dataset,
+        kafka: config.kafka,
+        rate: args.rate,
+        progress: !args.quiet,
+    })?;
+    println!("{report}");
     Ok(())
 }
 

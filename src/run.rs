@@ -1,12 +1,13 @@
 //! `riskflow run`: wires a source into the dataflow and the dataflow into its sinks, then
-//! drives time.
+//! drives time. The source is a replay of files ([`drive_replay`]) or Kafka
+//! ([`crate::kafka_run::drive_kafka`]); the outputs go to files or topics through one sink.
 //!
 //! ```text
-//!  Replay (each worker its share) ─ Envelope ─┬> book ─ live ─┬──────────────> latency histogram
-//!                       │                     │         │      └> limits ─ events ─> risk-breaches.jsonl, risk-actions.jsonl
+//!  Replay or Kafka (each worker its share) ─ Envelope ─┬> book ─ live ─┬──────────────> latency histogram
+//!                       │                     │         │      └> limits ─ events ─> Outputs: risk-breaches, risk-actions
 //!                       │                     └ limit definitions ─┘           │
 //!                       │                               ├ snapshot parts ──────┴─> assemble ─> Parquet + summary
-//!                       └─ DeadLetter ──────────────────┴ dead ───────────────────> dead-letter.jsonl (worker 0)
+//!                       └─ DeadLetter ──────────────────┴ dead ───────────────────> Outputs: dead letters (worker 0)
 //! ```
 
 use std::cell::RefCell;
@@ -18,8 +19,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use hdrhistogram::Histogram;
-use riskflow_connectors::dead_letter;
-use riskflow_connectors::jsonl::JsonlFile;
+use riskflow_connectors::output::{JsonlOutputs, OutTopic, Output, OutputSink};
 use riskflow_connectors::parquet::{snapshot_tables, SnapshotWriter};
 use riskflow_connectors::replay::Replay;
 use riskflow_dataflows::book::{BookConfig, BookStats};
@@ -28,15 +28,17 @@ use riskflow_dataflows::engine::{engine, EngineConfig};
 use riskflow_dataflows::event::{DeadLetter, Envelope, Event, Origin};
 use riskflow_dataflows::exposure::Ccy;
 use riskflow_dataflows::limits::{LimitEvent, LimitState, LimitsConfig};
+use riskflow_dataflows::model::Kind;
 use riskflow_dataflows::model::Ts;
 use riskflow_dataflows::snapshot::{assemble_snapshots, Snapshot, SnapshotPart};
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::vec::Map;
-use timely::dataflow::operators::{Concat, Probe};
+use timely::dataflow::operators::{Concat, Inspect, Probe};
 use timely::dataflow::{InputHandleVec, ProbeHandle};
 
 use crate::config::Config;
+use crate::kafka_run::{Durability, KafkaRun, KafkaSummary};
 use crate::summary::{Counts, Latencies, Summary};
 
 /// Where a run reads from and how it is laid out over workers and processes.
@@ -50,6 +52,18 @@ pub struct RunOptions {
     pub process: usize,
     pub hosts: Vec<String>,
     pub progress: bool,
+    /// Read Kafka (`config.kafka`) instead of replaying `replay`.
+    pub kafka: Option<KafkaRun>,
+}
+
+impl RunOptions {
+    /// What the run reads, for the summary.
+    pub fn source_name(&self) -> String {
+        match &self.kafka {
+            Some(_) => format!("kafka://{}", self.config.kafka.brokers),
+            None => self.replay.display().to_string(),
+        }
+    }
 }
 
 /// What the summary needs of the snapshots: the last one, the limit events of all, the count.
@@ -94,6 +108,7 @@ struct WorkerResult {
     breach_latency: Histogram<u64>,
     snapshots: Kept,
     dead_letters: u64,
+    kafka: Option<KafkaSummary>,
 }
 
 fn communication(opts: &RunOptions) -> timely::CommunicationConfig {
@@ -118,25 +133,75 @@ fn communication(opts: &RunOptions) -> timely::CommunicationConfig {
     }
 }
 
-/// Starts the thread that writes snapshots to Parquet; a write error goes to `fail`.
+/// Starts the thread that writes snapshots to Parquet; a write error goes to `fail`. Each
+/// complete snapshot's `as_of` is stored in `complete`; snapshots a previous run completed at
+/// or before `written_through` are not written again.
 fn snapshot_writer_thread(
     out: &std::path::Path,
     fail: impl Fn(String) + Send + 'static,
+    complete: Arc<std::sync::atomic::AtomicU64>,
+    written_through: Option<Ts>,
 ) -> (std::sync::mpsc::Sender<Arc<Snapshot>>, std::thread::JoinHandle<()>) {
     let writer = SnapshotWriter::new(out);
+    let out = out.to_owned();
     let (tx, rx) = std::sync::mpsc::channel::<Arc<Snapshot>>();
     let handle = std::thread::Builder::new()
         .name("parquet-writer".into())
         .spawn(move || {
             for snap in rx {
+                if crate::kafka_run::already_written(&out, snap.as_of, written_through) {
+                    complete.fetch_max(snap.as_of, std::sync::atomic::Ordering::AcqRel);
+                    continue;
+                }
                 match writer.write(snap.as_of, snapshot_tables(&snap)) {
-                    Ok(_) => tracing::debug!(as_of = snap.as_of, positions = snap.positions.len(), "snapshot written"),
+                    Ok(_) => {
+                        complete.fetch_max(snap.as_of, std::sync::atomic::Ordering::AcqRel);
+                        tracing::debug!(as_of = snap.as_of, positions = snap.positions.len(), "snapshot written")
+                    }
                     Err(e) => fail(e.to_string()),
                 }
             }
         })
         .expect("spawning the parquet writer");
     (tx, handle)
+}
+
+/// Hands a stream of outputs to worker 0's sink. `gates` says whether its frontier is the
+/// event frontier the sink is told about (limit and regime events do, dead letters do not).
+fn output_sink<'scope>(
+    outputs: timely::dataflow::StreamVec<'scope, Ts, Output>,
+    sink: Rc<RefCell<Option<Box<dyn OutputSink>>>>,
+    gates: bool,
+    latency: Rc<RefCell<Histogram<u64>>>,
+    dead_count: Rc<RefCell<u64>>,
+    fail: impl Fn(String) + 'static,
+) {
+    let name = if gates { "EventOutputs" } else { "DeadLetterOutputs" };
+    outputs.sink(Exchange::new(|_: &Output| 0), name, move |(input, frontier)| {
+        let mut sink = sink.borrow_mut();
+        input.for_each(|cap, data| {
+            let time = *cap.least().expect("a message carries a time");
+            for output in data.drain(..) {
+                if output.topic == OutTopic::DeadLetter {
+                    *dead_count.borrow_mut() += 1;
+                }
+                // Only worker 0 publishes; the others receive nothing.
+                let Some(sink) = sink.as_mut() else { continue };
+                if let Err(e) = sink.publish(time, &output) {
+                    fail(e.to_string());
+                }
+                if let Some(ingest_ns) = output.ingest_ns {
+                    latency.borrow_mut().saturating_record(now_ns().saturating_sub(ingest_ns));
+                }
+            }
+        });
+        if let Some(sink) = sink.as_mut() {
+            let result = if gates { sink.frontier(frontier.frontier().iter().min().copied()) } else { sink.poll() };
+            if let Err(e) = result {
+                fail(e.to_string());
+            }
+        }
+    });
 }
 
 /// Nanoseconds from 1 ns to 10 minutes, 3 significant digits (values beyond saturate).
@@ -193,33 +258,39 @@ pub fn run(opts: RunOptions) -> anyhow::Result<Summary> {
         let breach_latency = Rc::new(RefCell::new(new_histogram()));
         let snapshots = Rc::new(RefCell::new(Kept::default()));
         let dead_count = Rc::new(RefCell::new(0u64));
+        // Kafka: worker 0 keeps the durable progress and publishes the outputs.
+        let complete = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let mut durability = match (&opts.kafka, index) {
+            (Some(_), 0) => match Durability::open(opts, complete.clone()) {
+                Ok(d) => Some(d),
+                Err(e) => {
+                    fail(format!("{e:#}"));
+                    None
+                }
+            },
+            _ => None,
+        };
+        let written_through = durability.as_ref().and_then(|d| d.resumed_as_of());
+        let marks = durability.as_ref().map(|d| d.marks.clone()).unwrap_or_default();
+        let mut feed = None;
 
         worker.dataflow::<Ts, _, _>(|scope| {
-            let engine = engine(input.to_stream(scope), &engine_config);
+            let (events, dead_events) = match &opts.kafka {
+                None => (input.to_stream(scope), dead_input.to_stream(scope)),
+                Some(_) => {
+                    let (kafka_feed, events, dead) = crate::kafka_run::inputs(scope, marks);
+                    feed = Some(kafka_feed);
+                    (events, dead)
+                }
+            };
+            let engine = engine(events, &engine_config);
             handles = Some((engine.stats.clone(), engine.limit_states.clone()));
             let (streams, limit_events) = (engine.book, engine.limit_events);
             let analytics_parts = engine.analytics.map(|t| SnapshotPart::Analytics(Box::new(t)));
 
-            // Regime changes leave through their event file (the `risk-regimes` topic of
-            // replay mode); worker 0 runs the analytics, so only it has any.
-            let mut regime_file = (index == 0).then(|| JsonlFile::create(&opts.out.join("risk-regimes.jsonl")));
+            // Regime changes are kept for the summary and published with the other events.
             let kept_regimes = snapshots.clone();
-            let fail_regimes = fail.clone();
-            engine.regime_events.sink(Pipeline, "RegimeEventFile", move |(input, _)| {
-                input.for_each(|_, data| {
-                    for event in data.drain(..) {
-                        let written = match regime_file.as_mut() {
-                            Some(Ok(f)) => f.write(&event).and_then(|_| f.flush()).map_err(|e| e.to_string()),
-                            Some(Err(e)) => Err(e.to_string()),
-                            None => Ok(()),
-                        };
-                        if let Err(e) = written {
-                            fail_regimes(format!("risk-regimes.jsonl: {e}"));
-                        }
-                        kept_regimes.borrow_mut().regimes.push(event);
-                    }
-                });
-            });
+            let regimes = engine.regime_events.inspect(move |e| kept_regimes.borrow_mut().regimes.push(e.clone()));
 
             // The live output follows the input frontier: the source paces itself on it.
             let hist = latency.clone();
@@ -233,46 +304,35 @@ pub fn run(opts: RunOptions) -> anyhow::Result<Summary> {
                 });
             });
 
-            // Limit events leave through the event files (the topics of replay mode), where
-            // their detection latency is measured, and into the snapshots.
-            let mut files = (index == 0).then(|| {
-                let open = |name: &str| JsonlFile::create(&opts.out.join(name));
-                (open("risk-breaches.jsonl"), open("risk-actions.jsonl"))
-            });
-            let hist = breach_latency.clone();
-            let fail_events = fail.clone();
-            limit_events.clone().sink(
-                Exchange::new(|_: &LimitEvent| 0),
-                "LimitEventFiles",
-                move |(input, frontier)| {
-                    let (breaches, actions) = match files.as_mut() {
-                        Some((Ok(breaches), Ok(actions))) => (breaches, actions),
-                        // Only worker 0 writes; the others receive nothing.
-                        None => return input.for_each(|_, _| {}),
-                        Some((Err(e), _) | (_, Err(e))) => {
-                            input.for_each(|_, _| {});
-                            return fail_events(format!("cannot create the event files: {e}"));
+            // Every output event, keyed, to one sink on worker 0: files in replay mode, topics
+            // with Kafka. Breach detection latency is measured there.
+            let topic_of = crate::kafka_run::topic_namer(&opts.config.kafka.topics);
+            let events =
+                limit_events.clone().map(|e| Output::limit_event(&e)).concat(regimes.map(|r| Output::regime(&r)));
+            let dead_letters =
+                dead_events.concat(streams.dead).map(move |d| Output::dead_letter(&d, &|k: Kind| topic_of(k)));
+            let sink: Option<Box<dyn OutputSink>> = match (index, &durability) {
+                (0, Some(d)) => Some(Box::new(d.outputs.clone())),
+                (0, None) if opts.kafka.is_none() => {
+                    let topics = OutTopic::ALL;
+                    match JsonlOutputs::create(&opts.out, &topics) {
+                        Ok(files) => Some(Box::new(files)),
+                        Err(e) => {
+                            fail(format!("cannot create the event files: {e}"));
+                            None
                         }
-                    };
-                    input.for_each(|_, data| {
-                        for event in data.drain(..) {
-                            let written = match &event {
-                                LimitEvent::Breach(b) => breaches.write(b),
-                                LimitEvent::Action(a) => actions.write(a),
-                            };
-                            if let Err(e) = written.and_then(|_| breaches.flush()).and_then(|_| actions.flush()) {
-                                fail_events(e.to_string());
-                            }
-                            hist.borrow_mut().saturating_record(now_ns().saturating_sub(event.ingest_ns()));
-                        }
-                    });
-                    let _ = frontier;
-                },
-            );
+                    }
+                }
+                _ => None,
+            };
+            let sink = Rc::new(RefCell::new(sink));
+            output_sink(events, sink.clone(), true, breach_latency.clone(), dead_count.clone(), fail.clone());
+            output_sink(dead_letters, sink, false, breach_latency.clone(), dead_count.clone(), fail.clone());
 
             // Parquet files are written (and fsynced) on a thread of their own, so that a slow
             // disk never stalls the worker and its hot path.
-            let writer = (index == 0).then(|| snapshot_writer_thread(&opts.out, fail.clone()));
+            let writer = (index == 0)
+                .then(|| snapshot_writer_thread(&opts.out, fail.clone(), complete.clone(), written_through));
             let kept = snapshots.clone();
             let event_parts = limit_events.map(|e| match e {
                 LimitEvent::Breach(b) => SnapshotPart::Breach(b),
@@ -300,39 +360,16 @@ pub fn run(opts: RunOptions) -> anyhow::Result<Summary> {
                     }
                 },
             );
-
-            let mut file = (index == 0).then(|| JsonlFile::create(&opts.out.join("dead-letter.jsonl")));
-            let counted = dead_count.clone();
-            dead_input.to_stream(scope).concat(streams.dead).sink(
-                Exchange::new(|_: &DeadLetter| 0),
-                "DeadLetterFile",
-                move |(input, frontier)| {
-                    input.for_each(|_, data| {
-                        for d in data.drain(..) {
-                            *counted.borrow_mut() += 1;
-                            match file.as_mut() {
-                                Some(Ok(f)) => {
-                                    if let Err(e) = f.write_line(&dead_letter::to_json(&d)) {
-                                        fail(e.to_string());
-                                    }
-                                }
-                                Some(Err(e)) => fail(e.to_string()),
-                                None => {}
-                            }
-                        }
-                    });
-                    if frontier.is_empty() {
-                        if let Some(Ok(f)) = file.as_mut() {
-                            if let Err(e) = f.flush() {
-                                fail(e.to_string());
-                            }
-                        }
-                    }
-                },
-            );
         });
 
-        let counts = match drive_replay(worker, opts, index, peers, &mut input, &mut dead_input, &probe) {
+        let mut kafka_summary = KafkaSummary::default();
+        let driven = match (&opts.kafka, feed) {
+            (Some(run), Some(feed)) => {
+                crate::kafka_run::drive_kafka(worker, opts, run, feed, &probe, durability.as_mut(), &mut kafka_summary)
+            }
+            _ => drive_replay(worker, opts, index, peers, &mut input, &mut dead_input, &probe),
+        };
+        let counts = match driven {
             Ok(counts) => counts,
             Err(e) => {
                 worker_failure.lock().expect("not poisoned").get_or_insert(format!("{e:#}"));
@@ -342,6 +379,19 @@ pub fn run(opts: RunOptions) -> anyhow::Result<Summary> {
         drop(input);
         drop(dead_input);
         while worker.step_or_park(None) {}
+        if let Some(d) = durability.as_mut() {
+            if let Err(e) = d.finish(opts.config.kafka.timeout) {
+                worker_failure.lock().expect("not poisoned").get_or_insert(format!("{e:#}"));
+            }
+        }
+        let kafka = opts.kafka.as_ref().map(|_| {
+            if let Some(d) = &durability {
+                let mut primary = d.summary();
+                primary.brokers = opts.config.kafka.brokers.clone();
+                kafka_summary.merge(primary);
+            }
+            kafka_summary
+        });
         let (stats, limit_states) = handles.expect("dataflow built");
         let book = stats.borrow().clone();
         let result = WorkerResult {
@@ -352,6 +402,7 @@ pub fn run(opts: RunOptions) -> anyhow::Result<Summary> {
             breach_latency: breach_latency.borrow().clone(),
             snapshots: std::mem::take(&mut *snapshots.borrow_mut()),
             dead_letters: *dead_count.borrow(),
+            kafka,
         };
         result
     })
@@ -372,7 +423,11 @@ pub fn run(opts: RunOptions) -> anyhow::Result<Summary> {
     let mut limit_states = Vec::new();
     let mut snapshots = Kept::default();
     let mut dead_letters = 0;
+    let mut kafka: Option<KafkaSummary> = None;
     for r in results {
+        if let Some(k) = r.kafka {
+            kafka.get_or_insert_with(KafkaSummary::default).merge(k);
+        }
         limit_states.extend(r.limits);
         breach_latency.add(&r.breach_latency).expect("same histogram bounds");
         counts.add(&r.counts);
@@ -387,7 +442,9 @@ pub fn run(opts: RunOptions) -> anyhow::Result<Summary> {
     }
     limit_states.sort_by(|a, b| a.0.cmp(&b.0));
     let latencies = Latencies { live: latency, breach: breach_latency };
-    Ok(Summary::new(&opts, counts, book, limit_states, latencies, snapshots, dead_letters, elapsed))
+    let mut summary = Summary::new(&opts, counts, book, limit_states, latencies, snapshots, dead_letters, elapsed);
+    summary.kafka = kafka;
+    Ok(summary)
 }
 
 /// Feeds this worker's share of the dataset into the dataflow, in event-time order, and

@@ -143,6 +143,8 @@ pub struct Summary {
     pub latency: Latency,
     pub limits: LimitSummary,
     pub analytics: AnalyticsSummary,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kafka: Option<crate::kafka_run::KafkaSummary>,
 }
 
 impl Summary {
@@ -190,7 +192,7 @@ impl Summary {
         top_accounts.truncate(5);
         let analytics = AnalyticsSummary::of(&last.analytics, snapshots.regimes.len());
         Summary {
-            dataset: opts.replay.display().to_string(),
+            dataset: opts.source_name(),
             out: opts.out.display().to_string(),
             workers: opts.config.engine.workers,
             processes: opts.processes,
@@ -209,6 +211,7 @@ impl Summary {
             latency: Latency::of(&latencies.live),
             limits,
             analytics,
+            kafka: None,
         }
     }
 }
@@ -387,7 +390,11 @@ impl fmt::Display for Summary {
             f,
             "breach latency ingest→event written over {} events: p50 {:.1} µs, p99 {:.1} µs, max {:.1} µs",
             d.count, d.p50_us, d.p99_us, d.max_us
-        )
+        )?;
+        if let Some(k) = &self.kafka {
+            crate::kafka_run::fmt_summary(f, k)?;
+        }
+        Ok(())
     }
 }
 

@@ -1,10 +1,12 @@
-//! riskflow's sources and sinks. Transports (replay files, Parquet files) are kept apart from
+//! riskflow's sources and sinks. Transports (replay files, Kafka, Parquet files) are kept apart from
 //! the format ([`decode`]): every source turns bytes into [`riskflow_dataflows::event::Event`]s
 //! or [`riskflow_dataflows::event::DeadLetter`]s the same way.
 
 pub mod dead_letter;
 pub mod decode;
 pub mod jsonl;
+pub mod kafka;
+pub mod output;
 pub mod parquet;
 pub mod replay;
 
@@ -17,6 +19,8 @@ pub enum ConnectorError {
     Parquet { path: String, source: ::parquet::errors::ParquetError },
     #[error("arrow: {0}")]
     Arrow(#[from] arrow_schema::ArrowError),
+    #[error("{0}")]
+    Kafka(String),
 }
 
 impl ConnectorError {
