@@ -71,7 +71,12 @@ impl Output {
                 (OutTopic::Actions, format!("{}:{}", a.scope.as_str(), a.scope_id), serde_json::to_string(a))
             }
         };
-        Output { topic, key, json: json.expect("limit events serialise"), ingest_ns: Some(event.ingest_ns()) }
+        Output {
+            topic,
+            key,
+            json: without_ingest(json.expect("limit events serialise")),
+            ingest_ns: Some(event.ingest_ns()),
+        }
     }
 
     /// A regime change, keyed by its signal.
@@ -91,6 +96,16 @@ impl Output {
             ingest_ns: None,
         }
     }
+}
+
+/// The published form of an event: without `ingest_ns`, which is this process's clock (it
+/// travels between workers for the latency measurement only).
+fn without_ingest(json: String) -> String {
+    let mut value: serde_json::Value = serde_json::from_str(&json).expect("valid JSON");
+    if let Some(map) = value.as_object_mut() {
+        map.remove("ingest_ns");
+    }
+    value.to_string()
 }
 
 /// Where output events go. `time` is the dataflow time of the event.

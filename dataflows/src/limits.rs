@@ -118,8 +118,7 @@ pub struct BreachEvent {
     pub utilisation: f64,
     pub state: LimitState,
     pub prev_state: LimitState,
-    /// When the record that caused it entered the dataflow (latency).
-    #[serde(skip_serializing)]
+    /// When the record that caused it entered the dataflow (latency; not in published events).
     pub ingest_ns: u64,
 }
 
@@ -133,7 +132,6 @@ pub struct ActionEvent {
     pub prev_state: TradingState,
     /// The limit whose breach (or clearing) caused it.
     pub limit_id: String,
-    #[serde(skip_serializing)]
     pub ingest_ns: u64,
 }
 

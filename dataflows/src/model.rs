@@ -237,19 +237,19 @@ pub struct Instrument {
     pub asset_class: AssetClass,
     pub currency: String,
     pub multiplier: Fixed,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub underlying: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub strike: Option<Fixed>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub expiry: Option<Date>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub option_type: Option<OptionType>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub base: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub quote: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub sector: Option<String>,
 }
 
@@ -328,7 +328,7 @@ impl Instrument {
 pub struct Account {
     pub id: String,
     pub desk: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub firm: Option<String>,
 }
 
@@ -354,12 +354,12 @@ pub struct Tick {
     pub ts: Ts,
     pub instrument: String,
     pub price: Fixed,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub bid: Option<Fixed>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub ask: Option<Fixed>,
     /// Annualised implied volatility (options).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub iv: Option<f64>,
 }
 
@@ -427,17 +427,17 @@ pub struct Limit {
     pub scope_id: String,
     pub metric: String,
     pub limit: f64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub warn_at: Option<f64>,
     /// A hard limit's BREACH changes the scope's trading state (default true).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub hard: Option<bool>,
     /// The trading state a breach of this hard limit sets: `reducing` or `halted`
     /// (default: the configured one).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub action: Option<TradingState>,
     /// `false` removes the limit (default true).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub enabled: Option<bool>,
 }
 

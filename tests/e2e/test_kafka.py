@@ -240,8 +240,6 @@ def free_port():
     return port
 
 
-@pytest.mark.xfail(strict=True, reason="records exchanged between processes fail to deserialise: serde "
-                   "skip attributes on model types are not bincode-safe (affects replay mode too; docs/kafka.md)")
 def test_a_cluster_of_two_processes_writes_the_same_snapshots(broker, riskflow, replay, tmp_path):
     topics = Topics(broker, tmp_path, "c")
     run(riskflow, "produce", "--dataset", str(SAMPLE), "--config", str(topics.config), "-q")
