@@ -20,6 +20,10 @@ tansu="${RISKFLOW_CACHE:-$HOME/.cache/riskflow}/tansu/bin/tansu"
 {
   echo "[risk]"
   echo 'snapshot_interval = "30m"'
+  # Five-minute bars: at 10k accounts with var/es/stress limits, a bar close revalues 7.4k
+  # scopes (docs/performance-notes.md, "Analytics at scale").
+  echo "[analytics]"
+  echo 'bar = "5m"'
   echo "[kafka.topics]"
   for i in "${!topics[@]}"; do
     "$tansu" topic create "${topics[$i]}-$suffix" --partitions "${PARTITIONS:-4}" --broker "tcp://$BROKERS" >/dev/null

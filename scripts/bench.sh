@@ -27,9 +27,12 @@ bar_500=$(bench bar_close -- 500 300)
 echo "day replay..." >&2
 rm -rf "$work/day" "$work/day-out"
 ./target/release/riskflow gen --preset day --deltas "$DAY_DELTAS" --out "$work/day" >/dev/null
+# Five-minute bars: see "Analytics at scale" in docs/performance-notes.md.
 cat > "$work/day.toml" <<'TOML'
 [risk]
 snapshot_interval = "30m"
+[analytics]
+bar = "5m"
 TOML
 day_start=$(date +%s.%N)
 day_rss=$(rss ./target/release/riskflow run -q --replay "$work/day" --out "$work/day-out" --config "$work/day.toml" --summary-json "$work/day.json")
@@ -86,7 +89,7 @@ $bar_500
 ## A trading day replayed from files, end to end
 
 \`riskflow gen --preset day --deltas $DAY_DELTAS\` (10k accounts × 5k instruments), then
-\`riskflow run --replay\` with 30-minute snapshots: $day_records deltas in **$day_secs s** (decode,
+\`riskflow run --replay\` with 30-minute snapshots and 5-minute bars: $day_records deltas in **$day_secs s** (decode,
 book, limits, $day_snapshots Parquet snapshots of ~200k positions), peak RSS $((day_rss / 1024)) MiB.
 Target: 100M deltas in ≤ 60 s.
 
