@@ -368,7 +368,7 @@ pub fn drive_kafka(
         }
     }
 
-    let mut progress = Progress::new(opts.progress && index == 0);
+    let mut progress = crate::run::Progress::new(opts.progress && index == 0);
     let mut polled: Vec<(usize, riskflow_connectors::replay::Record)> = Vec::with_capacity(batch);
     let mut last_refresh = Instant::now();
     let mut reference_phase = true;
@@ -458,7 +458,7 @@ pub fn drive_kafka(
             d.advance(Some(&source))?;
         }
         let lag: i64 = source.partitions().iter().map(|p| p.lag()).sum();
-        progress.show(&counts, feed.time(), lag);
+        progress.show(&counts, feed.time(), Some(lag));
         if source.finished() {
             break;
         }
@@ -510,36 +510,6 @@ fn advance(
         feed.marks.send(from, &mut marks);
     }
     feed.advance_to(to);
-}
-
-/// A one-line progress display on a terminal: records, rate, event time reached, lag.
-struct Progress {
-    on: bool,
-    started: Instant,
-    last: Instant,
-}
-
-impl Progress {
-    fn new(on: bool) -> Progress {
-        let on = on && std::io::IsTerminal::is_terminal(&std::io::stderr());
-        Progress { on, started: Instant::now(), last: Instant::now() }
-    }
-
-    fn show(&mut self, counts: &Counts, time: Ts, lag: i64) {
-        if !self.on || self.last.elapsed() < Duration::from_millis(500) {
-            return;
-        }
-        self.last = Instant::now();
-        let n = counts.records();
-        let rate = n as f64 / self.started.elapsed().as_secs_f64();
-        eprint!("\r  {n} records  {:.2}M/s  event time {}  lag {lag}   ", rate / 1e6, crate::summary::format_ts(time));
-    }
-
-    fn finish(&self) {
-        if self.on {
-            eprintln!();
-        }
-    }
 }
 
 /// The Kafka lines of the run summary.

@@ -525,7 +525,7 @@ fn drive_replay(
         while probe.less_than(&lead_limit) {
             worker.step();
         }
-        progress.show(&counts, *input.time());
+        progress.show(&counts, *input.time(), None);
     }
     // The closing snapshot is at the end of the last epoch read, so that it comes after every
     // record and every event derived from one.
@@ -536,30 +536,32 @@ fn drive_replay(
     Ok(counts)
 }
 
-/// A one-line progress display on a terminal: records, rate, event time reached.
-struct Progress {
+/// A one-line progress display on a terminal: records, rate, event time reached (and the
+/// consumer lag, from Kafka).
+pub(crate) struct Progress {
     on: bool,
     started: Instant,
     last: Instant,
 }
 
 impl Progress {
-    fn new(on: bool) -> Progress {
+    pub(crate) fn new(on: bool) -> Progress {
         let on = on && std::io::stderr().is_terminal();
         Progress { on, started: Instant::now(), last: Instant::now() }
     }
 
-    fn show(&mut self, counts: &Counts, time: Ts) {
+    pub(crate) fn show(&mut self, counts: &Counts, time: Ts, lag: Option<i64>) {
         if !self.on || self.last.elapsed() < Duration::from_millis(500) {
             return;
         }
         self.last = Instant::now();
         let n = counts.records();
         let rate = n as f64 / self.started.elapsed().as_secs_f64();
-        eprint!("\r  {n} records  {:.2}M/s  event time {}   ", rate / 1e6, crate::summary::format_ts(time));
+        let lag = lag.map(|l| format!("  lag {l}")).unwrap_or_default();
+        eprint!("\r  {n} records  {:.2}M/s  event time {}{lag}   ", rate / 1e6, crate::summary::format_ts(time));
     }
 
-    fn finish(&self) {
+    pub(crate) fn finish(&self) {
         if self.on {
             eprintln!();
         }

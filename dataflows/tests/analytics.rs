@@ -3,6 +3,8 @@
 //! is closed (its exposure retracted) and returns that leave the window; the same tables from
 //! one and two workers; and VaR's linearity and sub-additivity as properties.
 
+mod common;
+
 use std::cell::RefCell;
 use std::rc::Rc;
 
@@ -21,19 +23,9 @@ use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::InputHandleVec;
 
+use common::{delta, f, tick};
+
 const SEC: Ts = 1_000_000_000;
-
-fn f(x: f64) -> Fixed {
-    Fixed::from_f64(x).unwrap()
-}
-
-fn tick(ts: Ts, instrument: &str, price: f64) -> Event {
-    Event::Tick(Tick { ts, instrument: instrument.into(), price: f(price), bid: None, ask: None, iv: None })
-}
-
-fn delta(id: &str, ts: Ts, account: &str, instrument: &str, qty: f64) -> Event {
-    Event::Delta(Delta { id: id.into(), ts, account: account.into(), instrument: instrument.into(), qty: f(qty) })
-}
 
 fn config(window: usize, history: usize) -> AnalyticsConfig {
     AnalyticsConfig { bar_ns: SEC, lambda: 0.9, window, history, horizon_bars: 4.0, ..AnalyticsConfig::default() }

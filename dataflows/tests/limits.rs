@@ -2,6 +2,8 @@
 //! asserted, a price oscillating around a limit, a limit changed mid-stream, a desk breached
 //! by two accounts together, and utilisations against a batch computation.
 
+mod common;
+
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashSet};
 use std::rc::Rc;
@@ -15,17 +17,7 @@ use timely::dataflow::operators::vec::{Map, ToStream};
 use timely::dataflow::operators::Inspect;
 use timely::dataflow::InputHandleVec;
 
-fn f(x: f64) -> Fixed {
-    Fixed::from_f64(x).unwrap()
-}
-
-fn tick(ts: Ts, instrument: &str, price: f64) -> Event {
-    Event::Tick(Tick { ts, instrument: instrument.into(), price: f(price), bid: None, ask: None, iv: None })
-}
-
-fn delta(id: &str, ts: Ts, account: &str, instrument: &str, qty: f64) -> Event {
-    Event::Delta(Delta { id: id.into(), ts, account: account.into(), instrument: instrument.into(), qty: f(qty) })
-}
+use common::{delta, f, tick};
 
 fn limit(id: &str, scope: Scope, scope_id: &str, metric: &str, value: f64) -> Limit {
     Limit {

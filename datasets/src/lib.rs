@@ -558,11 +558,32 @@ pub fn rfc3339(ts: Ts) -> String {
 fn write_jsonl<T: Serialize>(dir: &Path, name: &str, records: &[T]) -> Result<write::Written, GenError> {
     let mut out = Out::create(dir, name)?;
     for r in records {
-        serde_json::to_writer(&mut out.buf, r).map_err(|source| GenError::Json { path: dir.join(name), source })?;
+        let json = serde_json::to_string(r).map_err(|source| GenError::Json { path: dir.join(name), source })?;
+        out.buf.extend_from_slice(without_nulls(&json).as_bytes());
         out.buf.push(b'\n');
         out.end_line()?;
     }
     out.finish()
+}
+
+/// A flat JSON object without its `"field":null` members: optional fields that are absent are
+/// left out of the files, as DESIGN.md §2 shows them.
+fn without_nulls(json: &str) -> String {
+    let mut out = String::with_capacity(json.len());
+    let mut rest = json;
+    while let Some(i) = rest.find(":null") {
+        let after = &rest[i + 5..];
+        let start = rest[..i].rfind(",\"").filter(|_| after.starts_with([',', '}']));
+        match start {
+            Some(start) if rest[start + 2..i].ends_with('"') && !rest[start + 2..i - 1].contains('"') => {
+                out.push_str(&rest[..start]);
+            }
+            _ => out.push_str(&rest[..i + 5]),
+        }
+        rest = after;
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Writes the dataset files into `out` (created if missing) and returns the manifest (also
@@ -771,4 +792,13 @@ fn dataset_toml(
         let _ = writeln!(s, "reason = {}", toml_str(&b.reason));
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn nulls_are_left_out() {
+        let json = r#"{"id":"X","underlying":null,"strike":1.0,"note":"a,\"b\":null","expiry":null}"#;
+        assert_eq!(super::without_nulls(json), r#"{"id":"X","strike":1.0,"note":"a,\"b\":null"}"#);
+    }
 }
