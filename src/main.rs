@@ -59,6 +59,9 @@ struct ReconArgs {
     /// Dataset directory the snapshots were computed from (default: the bundled sample).
     #[arg(long)]
     input: Option<PathBuf>,
+    /// Instead of files, read the input topics from the beginning (topic names from --config).
+    #[arg(long, conflicts_with = "input")]
+    kafka: Option<String>,
     /// Output directory of the run whose snapshots to check.
     #[arg(long, default_value = "out")]
     snapshots: PathBuf,
@@ -252,9 +255,17 @@ fn recon(args: ReconArgs) -> anyhow::Result<()> {
         Some(path) => Config::load(path)?,
         None => Config::default(),
     };
-    let input = match args.input {
-        Some(dir) => dir,
-        None => sample::materialise().context("writing the bundled sample to a temp dir")?,
+    let input = match (args.input, &args.kafka) {
+        (Some(dir), _) => dir,
+        (None, Some(brokers)) => {
+            let mut config = config.clone();
+            config.kafka.brokers = brokers.clone();
+            let dir = std::env::temp_dir().join(format!("riskflow-recon-kafka-{}", std::process::id()));
+            let n = kafka_run::dump_inputs(&config, &dir).context("reading the input topics")?;
+            eprintln!("read {n} input records from {brokers} into {}", dir.display());
+            dir
+        }
+        (None, None) => sample::materialise().context("writing the bundled sample to a temp dir")?,
     };
     let opts = recon::ReconOptions {
         input,
