@@ -24,6 +24,7 @@ tansu="${RISKFLOW_CACHE:-$HOME/.cache/riskflow}/tansu/bin/tansu"
   # scopes (docs/performance-notes.md, "Analytics at scale").
   echo "[analytics]"
   echo 'bar = "5m"'
+  echo 'correlation_factors = ["SPX", "SX5E", "NKY", "UKX"]'
   echo "[kafka.topics]"
   for i in "${!topics[@]}"; do
     "$tansu" topic create "${topics[$i]}-$suffix" --partitions "${PARTITIONS:-4}" --broker "tcp://$BROKERS" >/dev/null

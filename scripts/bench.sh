@@ -33,6 +33,7 @@ cat > "$work/day.toml" <<'TOML'
 snapshot_interval = "30m"
 [analytics]
 bar = "5m"
+correlation_factors = ["SPX", "SX5E", "NKY", "UKX"]
 TOML
 day_start=$(date +%s.%N)
 day_rss=$(rss ./target/release/riskflow run -q --replay "$work/day" --out "$work/day-out" --config "$work/day.toml" --summary-json "$work/day.json")

@@ -50,6 +50,8 @@ pub struct AnalyticsSection {
     pub regimes: RegimeConfig,
     /// Stress scenarios in addition to the built-in ones.
     pub scenarios: Vec<Scenario>,
+    /// Factors whose pairs the `correlation` table holds (default: all; N factors make N²/2 rows).
+    pub correlation_factors: Vec<String>,
 }
 
 impl Default for AnalyticsSection {
@@ -70,6 +72,7 @@ impl Default for AnalyticsSection {
             benchmarks: Vec::new(),
             regimes: d.regimes,
             scenarios: Vec::new(),
+            correlation_factors: Vec::new(),
         }
     }
 }
@@ -94,6 +97,7 @@ impl AnalyticsSection {
             regimes: self.regimes.clone(),
             scenarios,
             limit_method: self.limit_method,
+            correlation_factors: self.correlation_factors.clone(),
         }
     }
 

@@ -403,7 +403,7 @@ impl<'a> Analytics<'a> {
         }
 
         let mut correlation = Rows::new();
-        for ((a, b), c) in &self.cov {
+        for ((a, b), c) in self.cov.iter().filter(|((a, b), _)| self.cfg.writes_pair(a, b)) {
             let rho = self.correlation(a, b);
             correlation
                 .insert(vec![a.clone(), b.clone()], vec![bar_end.clone(), Value::num(Some(*c)), Value::num(rho)]);

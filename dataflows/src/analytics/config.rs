@@ -121,9 +121,16 @@ pub struct AnalyticsConfig {
     /// Built-in scenarios followed by configured ones.
     pub scenarios: Vec<Scenario>,
     pub limit_method: LimitMethod,
+    /// Factors whose pairs the `correlation` table holds; empty: every factor.
+    pub correlation_factors: Vec<String>,
 }
 
 impl AnalyticsConfig {
+    /// Whether the `correlation` table holds the pair (a, b).
+    pub fn writes_pair(&self, a: &str, b: &str) -> bool {
+        let listed = |f: &str| self.correlation_factors.iter().any(|c| c == f);
+        self.correlation_factors.is_empty() || (listed(a) && listed(b))
+    }
     /// bars per year = days per year × max(1, trading day / B); h = max(1, horizon / B).
     pub fn bars_per_year(bar_ns: u64, trading_day_ns: u64, days_per_year: f64) -> f64 {
         days_per_year * (trading_day_ns as f64 / bar_ns as f64).max(1.0)
@@ -152,6 +159,7 @@ impl Default for AnalyticsConfig {
             regimes: RegimeConfig::default(),
             scenarios: builtin_scenarios(),
             limit_method: LimitMethod::Parametric,
+            correlation_factors: Vec::new(),
         }
     }
 }

@@ -253,6 +253,10 @@ impl State {
         let mut correlation = Vec::new();
         for (k, &a) in order.iter().enumerate() {
             for &b in &order[k..] {
+                let (name_a, name_b) = (&m.factors[a].name, &m.factors[b].name);
+                if !self.config.writes_pair(name_a, name_b) {
+                    continue;
+                }
                 if let Some(covariance) = m.cov(a, b) {
                     let (factor_a, factor_b) = (m.factors[a].name.clone(), m.factors[b].name.clone());
                     correlation.push(CorrRow { factor_a, factor_b, covariance, correlation: m.correlation(a, b) });
