@@ -17,7 +17,7 @@ use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 use crate::config::Config;
 
 #[derive(Parser)]
-#[command(name = "riskflow", version, about = "Real-time risk engine on timely/differential dataflow")]
+#[command(name = "riskflow", version, about = "Real-time risk engine on timely dataflow")]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
