@@ -12,11 +12,8 @@ use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 
 use hdrhistogram::Histogram;
-use riskflow_dataflows::book::BookConfig;
 use riskflow_dataflows::clock::now_ns;
-use riskflow_dataflows::engine::{engine, EngineConfig};
-use riskflow_dataflows::exposure::Ccy;
-use riskflow_dataflows::limits::LimitsConfig;
+use riskflow_dataflows::engine::engine;
 use riskflow_dataflows::model::Ts;
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::Operator;
@@ -31,16 +28,7 @@ fn main() {
     let (rate, seconds, workers) = (arg(0, 100_000), arg(1, 5), arg(2, 1));
     let n = rate * seconds;
     let w = Arc::new(workload(10_000, 5_000, 20, n, 11));
-    let config = EngineConfig {
-        book: BookConfig {
-            snapshot_interval: u64::MAX / 4,
-            bar_interval: 1_000_000_000,
-            base_ccy: Ccy::USD,
-            rate: 0.0,
-        },
-        limits: LimitsConfig::default(),
-        analytics: riskflow_dataflows::analytics::AnalyticsConfig::default(),
-    };
+    let config = workload::engine_config();
     let totals = Arc::new(Mutex::new((histogram(), histogram())));
     let t2 = totals.clone();
     timely::execute(timely::Config::process(workers), move |worker| {

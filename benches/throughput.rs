@@ -11,11 +11,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use riskflow_dataflows::book::BookConfig;
-use riskflow_dataflows::engine::{engine, EngineConfig};
+use riskflow_dataflows::engine::engine;
 use riskflow_dataflows::event::Event;
-use riskflow_dataflows::exposure::{position_exposure, Ccy, Sums};
-use riskflow_dataflows::limits::{LimitState, LimitsConfig};
+use riskflow_dataflows::exposure::{position_exposure, Sums};
+use riskflow_dataflows::limits::LimitState;
 use riskflow_dataflows::model::{Fixed, Instrument, Ts};
 use timely::dataflow::operators::Probe;
 use timely::dataflow::{InputHandleVec, ProbeHandle};
@@ -121,16 +120,7 @@ fn baseline(w: &Workload) -> (Duration, usize, u64) {
 
 /// The dataflow: each worker feeds every `workers`-th update, `epoch` records per epoch.
 fn dataflow(w: &Arc<Workload>, workers: usize, epoch: usize) -> (Duration, u64) {
-    let config = EngineConfig {
-        book: BookConfig {
-            snapshot_interval: u64::MAX / 4,
-            bar_interval: 1_000_000_000,
-            base_ccy: Ccy::USD,
-            rate: 0.0,
-        },
-        limits: LimitsConfig::default(),
-        analytics: riskflow_dataflows::analytics::AnalyticsConfig::default(),
-    };
+    let config = workload::engine_config();
     let w = w.clone();
     let elapsed = Arc::new(Mutex::new(Duration::ZERO));
     let events = Arc::new(Mutex::new(0u64));

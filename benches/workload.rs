@@ -100,3 +100,18 @@ pub fn envelope(event: Event, ingest_ns: u64) -> Envelope {
 pub fn arg(i: usize, default: usize) -> usize {
     std::env::args().skip(1).filter(|a| !a.starts_with('-')).nth(i).and_then(|a| a.parse().ok()).unwrap_or(default)
 }
+
+/// The engine as every benchmark runs it: no snapshots, one-second bars, default limits and
+/// analytics.
+pub fn engine_config() -> riskflow_dataflows::engine::EngineConfig {
+    riskflow_dataflows::engine::EngineConfig {
+        book: riskflow_dataflows::book::BookConfig {
+            snapshot_interval: u64::MAX / 4,
+            bar_interval: 1_000_000_000,
+            base_ccy: riskflow_dataflows::exposure::Ccy::USD,
+            rate: 0.0,
+        },
+        limits: riskflow_dataflows::limits::LimitsConfig::default(),
+        analytics: riskflow_dataflows::analytics::AnalyticsConfig::default(),
+    }
+}

@@ -109,6 +109,8 @@ pub fn book<'scope>(
         let mut state = State::new(config, worker);
         let mut live_buf = Vec::new();
         let mut dead_buf = Vec::new();
+        // This activation's records with their application order and message capability.
+        let mut pending: Vec<(ApplyOrder, usize, Envelope)> = Vec::new();
         move |frontiers| {
             let mut live_handle = live_out.activate();
             let mut snap_handle = snap_out.activate();
@@ -118,39 +120,25 @@ pub fn book<'scope>(
             // first, then ticks and deltas by `ts` (a tick before a delta of the same `ts`), so
             // that a delta is valued at the prices of its own time, not at later ticks that
             // arrived in the same batch.
-            let mut messages = Vec::new();
+            let mut caps = Vec::new();
             for input in [&mut shared_input as &mut dyn ForEach, &mut delta_input] {
-                input.each(&mut |cap, data| messages.push((crate::time_of(&cap), cap, std::mem::take(data))));
+                input.each(&mut |cap, data| {
+                    let time = crate::time_of(&cap);
+                    pending.extend(data.drain(..).map(|env| (apply_order(time, &env), caps.len(), env)));
+                    caps.push(cap);
+                });
             }
-            // (time, reference/record/end, ts, is a delta, message, index): the application order.
-            let mut order: Vec<(Ts, u8, Ts, bool, usize, usize)> = Vec::new();
-            for (m, (time, _, data)) in messages.iter().enumerate() {
-                for (i, env) in data.iter().enumerate() {
-                    let (class, ts, delta) = match &env.event {
-                        Event::Tick(t) => (1, t.ts, false),
-                        Event::Delta(d) => (1, d.ts, true),
-                        Event::End { .. } => (2, 0, false),
-                        _ => (0, 0, false),
-                    };
-                    order.push((*time, class, ts, delta, m, i));
+            // Stable: records of equal order keep their arrival order.
+            pending.sort_by_key(|(order, _, _)| *order);
+            let mut records = pending.drain(..).peekable();
+            while let Some(((time, ..), c, env)) = records.next() {
+                state.on_event(time, env, &mut live_buf, &mut dead_buf);
+                if records.peek().is_none_or(|next| next.0 .0 != time) {
+                    let cap = &caps[c];
+                    live_handle.session(cap).give_iterator(live_buf.drain(..));
+                    dead_handle.session(cap).give_iterator(dead_buf.drain(..));
+                    bars_handle.session(cap).give_iterator(state.definitions.drain(..));
                 }
-            }
-            order.sort_unstable();
-            let mut records: Vec<Vec<Option<Envelope>>> =
-                messages.iter_mut().map(|(_, _, data)| data.drain(..).map(Some).collect()).collect();
-            let mut k = 0;
-            while k < order.len() {
-                let time = order[k].0;
-                let cap = &messages[order[k].4].1;
-                while k < order.len() && order[k].0 == time {
-                    let (m, i) = (order[k].4, order[k].5);
-                    let env = records[m][i].take().expect("each record once");
-                    state.on_event(time, env, &mut live_buf, &mut dead_buf);
-                    k += 1;
-                }
-                live_handle.session(cap).give_iterator(live_buf.drain(..));
-                dead_handle.session(cap).give_iterator(dead_buf.drain(..));
-                bars_handle.session(cap).give_iterator(state.definitions.drain(..));
             }
             *stats.borrow_mut() = state.stats.clone();
 
@@ -208,6 +196,19 @@ pub fn book<'scope>(
     });
 
     BookStreams { live, snapshots, dead, bars }
+}
+
+/// (time, reference/record/end, ts, is a delta): the order records of one activation are
+/// applied in.
+type ApplyOrder = (Ts, u8, Ts, bool);
+
+fn apply_order(time: Ts, env: &Envelope) -> ApplyOrder {
+    match &env.event {
+        Event::Tick(t) => (time, 1, t.ts, false),
+        Event::Delta(d) => (time, 1, d.ts, true),
+        Event::End { .. } => (time, 2, 0, false),
+        _ => (time, 0, 0, false),
+    }
 }
 
 /// One input of the book, whatever its parallelisation contract.

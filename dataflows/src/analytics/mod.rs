@@ -142,10 +142,9 @@ impl State {
                 self.watched.insert((scope, id));
             }
             BarPart::Price { instrument, price, iv } => {
+                // The book's settled price keeps the last implied vol any tick carried.
                 self.ticked = true;
-                let entry = p.prices.entry(instrument).or_insert((price, iv));
-                entry.0 = price;
-                entry.1 = iv.or(entry.1);
+                p.prices.insert(instrument, (price, iv));
             }
             BarPart::Rate(ccy, rate) => {
                 p.rates.insert(ccy, rate);
