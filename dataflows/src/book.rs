@@ -31,8 +31,8 @@ use timely::dataflow::operators::Capability;
 use timely::dataflow::StreamVec;
 
 use crate::analytics::BarPart;
-use crate::event::{DeadLetter, Envelope, Event, LiveUpdate, PositionChange};
-use crate::exposure::{position_exposure, Ccy, Exposure, OptionMarket, Sums};
+use crate::event::{DeadLetter, Envelope, Event, LiveUpdate, ScopeChange};
+use crate::exposure::{position_exposure, Ccy, Exposure, Nanos, OptionMarket, Sums};
 use crate::formulas::rate_from_pair;
 use crate::model::{Account, AssetClass, Delta, Fixed, Instrument, Scope, Tick, Ts};
 use crate::snapshot::{AggKey, Dim, PositionRow, SnapshotPart};
@@ -331,6 +331,22 @@ struct Pos {
     live: Option<Exposure>,
 }
 
+/// The scope changes of the record being applied, one per (scope, key, underlying, currency):
+/// a tick that revalues forty positions of one desk sends that desk one change, not forty.
+#[derive(Default)]
+struct Changes {
+    list: Vec<ScopeChange>,
+    index: FxHashMap<(Scope, u64, u64, Ccy), usize>,
+}
+
+impl Changes {
+    /// Hands the record's changes to the live output, in the order they first occurred.
+    fn flush(&mut self, live: &mut Vec<LiveUpdate>) {
+        self.index.clear();
+        live.extend(self.list.drain(..).map(LiveUpdate::Scope));
+    }
+}
+
 /// A change waiting for the frontier before it reaches the settled state.
 enum Settle {
     Qty { pos: usize, qty: Fixed },
@@ -358,6 +374,7 @@ struct State {
     /// would fail.
     held: HashMap<String, Vec<(Ts, Envelope, String)>>,
     stash: Vec<(Ts, Settle)>,
+    changes: Changes,
     next_boundary: Option<Ts>,
     next_bar: Option<Ts>,
     last_snapshot: Option<Ts>,
@@ -390,6 +407,7 @@ impl State {
             name_ids: FxHashMap::default(),
             held: HashMap::default(),
             stash: Vec::new(),
+            changes: Changes::default(),
             next_boundary: None,
             next_bar: None,
             last_snapshot: None,
@@ -591,14 +609,15 @@ impl State {
             }
         }
         for i in 0..self.instrs[idx].positions.len() {
-            self.revalue(self.instrs[idx].positions[i], 0, ts, ingest_ns, live);
+            self.revalue(self.instrs[idx].positions[i], 0, ts, ingest_ns);
         }
         for o in 0..self.instrs[idx].options.len() {
             let option = self.instrs[idx].options[o];
             for i in 0..self.instrs[option].positions.len() {
-                self.revalue(self.instrs[option].positions[i], 0, ts, ingest_ns, live);
+                self.revalue(self.instrs[option].positions[i], 0, ts, ingest_ns);
             }
         }
+        self.changes.flush(live);
     }
 
     fn on_delta(&mut self, time: Ts, env: Envelope, live: &mut Vec<LiveUpdate>, dead: &mut Vec<DeadLetter>) {
@@ -633,7 +652,8 @@ impl State {
         self.stats.deltas_applied += 1;
         self.positions[p].qty = new_qty;
         self.stash.push((time, Settle::Qty { pos: p, qty }));
-        self.revalue(p, qty.0, ts, env.ingest_ns, live);
+        self.revalue(p, qty.0, ts, env.ingest_ns);
+        self.changes.flush(live);
     }
 
     /// The exposure of a position from either the live or the settled state, at `now`.
@@ -651,36 +671,51 @@ impl State {
         position_exposure(&instr.def, qty, price.price?, option, now, self.config.rate).ok()
     }
 
-    /// Recomputes a position's live exposure and emits its change (with a quantity change
-    /// `dqty`) if there is one.
-    fn revalue(&mut self, p: usize, dqty: i64, ts: Ts, ingest_ns: u64, live: &mut Vec<LiveUpdate>) {
+    /// Recomputes a position's live exposure and adds its change (with a quantity change
+    /// `dqty`) to the current record's scope changes, if there is one.
+    fn revalue(&mut self, p: usize, dqty: i64, ts: Ts, ingest_ns: u64) {
         let new = self.exposure_of(p, false, ts);
         let pos = &mut self.positions[p];
         let old = std::mem::replace(&mut pos.live, new);
         if old == new && dqty == 0 {
             return;
         }
-        let [account, desk, firm] = self.accts[pos.account].keys;
+        let keys = self.accts[pos.account].keys;
         let instr = &self.instrs[pos.instr];
         let ccy_of = |e: &Option<Exposure>| e.map(|e| e.delta.ccy);
         let base = Ccy::parse(&instr.def.currency).unwrap_or(self.config.base_ccy);
-        let mut emit = |ccy: Ccy, change: Sums, qty: i64| {
-            let (instrument, underlying) = (instr.key, instr.underlying_key);
-            let change =
-                PositionChange { account, desk, firm, instrument, underlying, ccy, change, qty, ts, ingest_ns };
-            live.push(LiveUpdate::Position(change));
+        let (instrument, underlying) = (instr.key, instr.underlying_key);
+        let changes = &mut self.changes;
+        let mut add = |ccy: Ccy, net: Nanos, gross: Nanos, qty: i64| {
+            for (scope, key) in Scope::ALL.into_iter().zip(keys) {
+                let slot = *changes.index.entry((scope, key, underlying, ccy)).or_insert_with(|| {
+                    changes.list.push(ScopeChange {
+                        scope,
+                        key,
+                        underlying,
+                        ccy,
+                        net: 0,
+                        gross: 0,
+                        instrument,
+                        qty: 0,
+                        ts,
+                        ingest_ns,
+                    });
+                    changes.list.len() - 1
+                });
+                let c = &mut changes.list[slot];
+                c.net += net;
+                c.gross += gross;
+                c.qty += qty;
+            }
         };
-        let old_sums = old.as_ref().map(Sums::of_exposure).unwrap_or_default();
-        let new_sums = new.as_ref().map(Sums::of_exposure).unwrap_or_default();
+        let leg = |e: &Option<Exposure>| e.map_or((0, 0), |e| (e.delta.nanos, e.delta.nanos.abs()));
+        let ((old_net, old_gross), (new_net, new_gross)) = (leg(&old), leg(&new));
         if ccy_of(&old) == ccy_of(&new) || old.is_none() || new.is_none() {
-            let mut change = new_sums;
-            change.sub(&old_sums);
-            emit(ccy_of(&new).or(ccy_of(&old)).unwrap_or(base), change, dqty);
+            add(ccy_of(&new).or(ccy_of(&old)).unwrap_or(base), new_net - old_net, new_gross - old_gross, dqty);
         } else {
-            let mut retract = Sums::default();
-            retract.sub(&old_sums);
-            emit(ccy_of(&old).unwrap_or(base), retract, 0);
-            emit(ccy_of(&new).unwrap_or(base), new_sums, dqty);
+            add(ccy_of(&old).unwrap_or(base), -old_net, -old_gross, 0);
+            add(ccy_of(&new).unwrap_or(base), new_net, new_gross, dqty);
         }
     }
 

@@ -3,8 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::exposure::{Ccy, Sums};
-use crate::model::{Account, Delta, Instrument, Kind, Limit, Tick, Ts};
+use crate::exposure::{Ccy, Nanos};
+use crate::model::{Account, Delta, Instrument, Kind, Limit, Scope, Tick, Ts};
 
 /// Where a record came from, so a dead letter can point back at it.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -76,8 +76,8 @@ pub struct DeadLetter {
 /// The hot path's output, emitted as records arrive.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum LiveUpdate {
-    /// An exact change to one position's exposure and quantity.
-    Position(PositionChange),
+    /// The exact change one input record made to one scope's exposure.
+    Scope(ScopeChange),
     /// A currency's rate against the base currency moved (every worker's book sends its own).
     Rate { ccy: Ccy, rate: f64, ts: Ts, ingest_ns: u64 },
 }
@@ -86,26 +86,29 @@ impl LiveUpdate {
     /// [`Envelope::ingest_ns`] of the record that caused it: output time minus this is the latency.
     pub fn ingest_ns(&self) -> u64 {
         match self {
-            LiveUpdate::Position(p) => p.ingest_ns,
+            LiveUpdate::Scope(c) => c.ingest_ns,
             LiveUpdate::Rate { ingest_ns, .. } => *ingest_ns,
         }
     }
 }
 
-/// The change one input record made to one position. Names are [`crate::route_hash`]
-/// keys, the same in every process, so that downstream operators need no strings.
+/// The change one input record made to the positions of one scope (account, desk or firm)
+/// in one underlying and currency: what its limits need, summed over the positions the record
+/// revalued. Names are [`crate::route_hash`] keys, the same in every process, so that
+/// downstream operators need no strings.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PositionChange {
-    pub account: u64,
-    pub desk: u64,
-    pub firm: u64,
-    pub instrument: u64,
+pub struct ScopeChange {
+    pub scope: Scope,
+    /// Route key of the account, desk or firm.
+    pub key: u64,
     pub underlying: u64,
-    /// Currency of the delta leg.
+    /// Currency of the delta legs.
     pub ccy: Ccy,
-    /// Change of the position's exposure sums (delta leg), exact.
-    pub change: Sums,
-    /// Change of the position's quantity, in 1e-8 units.
+    /// Change of Σ E and of Σ |E| (nanos, exact).
+    pub net: Nanos,
+    pub gross: Nanos,
+    /// The instrument whose quantity changed by `qty` (1e-8 units): a delta changes one.
+    pub instrument: u64,
     pub qty: i64,
     /// Event time of the record that caused the change.
     pub ts: Ts,

@@ -1,26 +1,25 @@
 //! Limits, breaches and automated responses (DESIGN.md §4).
 //!
 //! ```text
-//!   live PositionChange ─ fan out to account, desk, firm ─ exchange(scope) ─┐
-//!   live Rate ───────────────────────────────────────────── broadcast ─────┤
-//!   Limit definitions ───────────────────────────────────── exchange(scope) ┼─> Limits ─> LimitEvent (breach, action)
-//!   MetricUpdate (VaR, ES, stress per scope) ────────────── exchange(scope) ┘
+//!   live ScopeChange (per record and scope) ─── exchange(scope) ─┐
+//!   live Rate ─────────────────────────────────── own worker ────┤
+//!   Limit definitions ──────────────────────────── exchange(scope) ┼─> Limits ─> LimitEvent (breach, action)
+//!   MetricUpdate (VaR, ES, stress per scope) ───── exchange(scope) ┘
 //! ```
 //!
 //! Each worker owns the scopes routed to it: it keeps their exact exposure sums per currency,
-//! net per underlying and quantity per instrument, and re-evaluates the scope's limits on
-//! every change (and every limit on a rate move). Utilisation u = |metric| / limit; the state
+//! net per underlying and quantity per instrument, and re-evaluates the scope's limits after
+//! every input record that changed it (and every limit on a rate move). Utilisation u = |metric| / limit; the state
 //! is BREACH at u ≥ 1, WARN at u ≥ warn_at, else OK, except that leaving BREACH needs
 //! u < 1 − hysteresis. An event is emitted only when the state changes. A BREACH of a hard
 //! limit moves the scope's trading state to REDUCING (or HALTED); when no hard limit of the
 //! scope is in BREACH any more, it returns to ACTIVE. Event times never go backwards for a
 //! limit: an event carries the largest event time that limit has seen.
 
-use std::rc::Rc;
-
 use rustc_hash::FxHashMap as HashMap;
 
 use serde::{Deserialize, Serialize};
+use smallvec::SmallVec;
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::generic::OutputBuilder;
@@ -28,8 +27,8 @@ use timely::dataflow::operators::vec::Map;
 use timely::dataflow::operators::Concat;
 use timely::dataflow::StreamVec;
 
-use crate::event::{LiveUpdate, PositionChange};
-use crate::exposure::{Ccy, Nanos, Sums, NANOS};
+use crate::event::{LiveUpdate, ScopeChange};
+use crate::exposure::{Ccy, Nanos, NANOS};
 use crate::model::{Limit, Scope, TradingState, Ts};
 
 /// Defaults for limits that do not set their own.
@@ -164,17 +163,17 @@ pub struct MetricUpdate {
 /// What reaches the limits operator.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 enum Input {
-    Change(Scope, PositionChange),
+    Change(ScopeChange),
     Rate { ccy: Ccy, rate: f64, ts: Ts, ingest_ns: u64 },
-    Define(Limit),
-    Metric(MetricUpdate),
+    Define(Box<Limit>),
+    Metric(Box<MetricUpdate>),
 }
 
 impl Input {
     /// Event time, for the inputs that carry one.
     fn ts(&self) -> Option<Ts> {
         match self {
-            Input::Change(_, c) => Some(c.ts),
+            Input::Change(c) => Some(c.ts),
             Input::Rate { ts, .. } => Some(*ts),
             Input::Metric(m) => Some(m.ts),
             Input::Define(_) => None,
@@ -184,9 +183,7 @@ impl Input {
     /// The worker that owns the scope; none for a rate move, which stays on its worker.
     fn route(&self) -> Option<u64> {
         Some(match self {
-            Input::Change(Scope::Account, c) => c.account,
-            Input::Change(Scope::Desk, c) => c.desk,
-            Input::Change(Scope::Firm, c) => c.firm,
+            Input::Change(c) => c.key,
             Input::Define(l) => crate::route_hash(&l.scope_id),
             Input::Metric(m) => crate::route_hash(&m.scope_id),
             Input::Rate { .. } => return None,
@@ -210,16 +207,12 @@ pub fn limits<'scope>(
 ) -> StreamVec<'scope, Ts, LimitEvent> {
     // Every worker's book sends its own rate moves to its own limits, down the same channel
     // as its position changes, so that a limit sees a rate move before the changes that follow it.
-    let inputs = live.flat_map(|u| {
-        let inputs = match u {
-            LiveUpdate::Position(c) => Scope::ALL.map(|scope| Some(Input::Change(scope, c))),
-            LiveUpdate::Rate { ccy, rate, ts, ingest_ns } => {
-                [Some(Input::Rate { ccy, rate, ts, ingest_ns }), None, None]
-            }
-        };
-        inputs.into_iter().flatten()
+    let inputs = live.map(|u| match u {
+        LiveUpdate::Scope(c) => Input::Change(c),
+        LiveUpdate::Rate { ccy, rate, ts, ingest_ns } => Input::Rate { ccy, rate, ts, ingest_ns },
     });
-    let inputs = inputs.concat(definitions.map(Input::Define)).concat(metrics.map(Input::Metric));
+    let definitions = definitions.map(|l| Input::Define(Box::new(l)));
+    let inputs = inputs.concat(definitions).concat(metrics.map(|m| Input::Metric(Box::new(m))));
 
     let index = inputs.scope().index() as u64;
     let mut builder = OperatorBuilder::new("Limits".to_owned(), inputs.scope());
@@ -231,8 +224,11 @@ pub fn limits<'scope>(
             config,
             base_ccy,
             rates: HashMap::default(),
-            limits: HashMap::default(),
+            limits: Vec::new(),
+            limit_ids: HashMap::default(),
             scopes: HashMap::default(),
+            nets: HashMap::default(),
+            qty: HashMap::default(),
         };
         let mut buf = Vec::new();
         move |frontiers| {
@@ -253,7 +249,7 @@ pub fn limits<'scope>(
             }
             for (time, _, c, input) in inputs {
                 match input {
-                    Input::Define(def) => state.define(def, time, &mut buf),
+                    Input::Define(def) => state.define(*def, time, &mut buf),
                     input => state.on_input(input, &mut buf),
                 }
                 if !buf.is_empty() {
@@ -263,7 +259,7 @@ pub fn limits<'scope>(
             // Published once the input is exhausted, for the run's summary.
             if frontiers.iter().all(|f| f.is_empty()) {
                 let mut snapshot: Vec<_> =
-                    state.limits.values().map(|l| (l.def.id.clone(), l.state, l.utilisation)).collect();
+                    state.limits.iter().flatten().map(|l| (l.def.id.clone(), l.state, l.utilisation)).collect();
                 snapshot.sort_by(|a, b| a.0.cmp(&b.0));
                 *states.borrow_mut() = snapshot;
             }
@@ -283,13 +279,12 @@ struct LimitSlot {
 #[derive(Default)]
 struct ScopeState {
     id: Option<String>,
-    sums: Vec<(Ccy, Sums)>,
-    underlying: HashMap<u64, Vec<(Ccy, Nanos)>>,
-    qty: HashMap<u64, i64>,
+    /// Σ E and Σ |E| per currency (inline: a scope rarely holds more than two).
+    sums: SmallVec<[(Ccy, Nanos, Nanos); 2]>,
     figures: HashMap<Metric, f64>,
     trading: Option<TradingState>,
-    /// Ids of the limits on this scope.
-    limits: Vec<Rc<str>>,
+    /// The limits on this scope (indices into `State::limits`).
+    limits: Vec<usize>,
     /// The largest event time applied to this scope.
     last_ts: Ts,
     /// Kept only while the scope has a concentration limit.
@@ -303,6 +298,8 @@ struct ScopeState {
 struct Concentration {
     max: Option<(u64, f64)>,
     stale: bool,
+    /// The underlyings the scope has held, for a rescan.
+    underlyings: Vec<u64>,
 }
 
 impl Concentration {
@@ -323,35 +320,50 @@ struct State {
     config: LimitsConfig,
     base_ccy: Ccy,
     rates: HashMap<Ccy, f64>,
-    limits: HashMap<String, LimitSlot>,
+    /// Every limit ever defined, by index; `None` once removed.
+    limits: Vec<Option<LimitSlot>>,
+    limit_ids: HashMap<String, usize>,
     scopes: HashMap<(Scope, u64), ScopeState>,
+    /// Σ E per (scope, underlying) and currency, for concentration limits; flat rather than
+    /// per scope, so that a change costs one probe.
+    nets: HashMap<(Scope, u64, u64), SmallVec<[(Ccy, Nanos); 2]>>,
+    /// Quantity per (scope, instrument), for position_qty limits.
+    qty: HashMap<(Scope, u64, u64), i64>,
 }
 
 impl State {
     fn on_input(&mut self, input: Input, out: &mut Vec<LimitEvent>) {
         match input {
-            Input::Change(scope, c) => {
-                let key = input_key(scope, &c);
-                let s = self.scopes.entry((scope, key)).or_default();
-                match s.sums.iter_mut().find(|(ccy, _)| *ccy == c.ccy) {
-                    Some((_, sums)) => sums.add(&c.change),
-                    None => s.sums.push((c.ccy, c.change)),
+            Input::Change(c) => {
+                let key = (c.scope, c.key);
+                let s = self.scopes.entry(key).or_default();
+                match s.sums.iter_mut().find(|(ccy, ..)| *ccy == c.ccy) {
+                    Some((_, net, gross)) => {
+                        *net += c.net;
+                        *gross += c.gross;
+                    }
+                    None => s.sums.push((c.ccy, c.net, c.gross)),
                 }
-                let by_ccy = s.underlying.entry(c.underlying).or_default();
+                let net = self.nets.entry((c.scope, c.key, c.underlying));
+                let first = matches!(net, std::collections::hash_map::Entry::Vacant(_));
+                let by_ccy = net.or_default();
                 match by_ccy.iter_mut().find(|(ccy, _)| *ccy == c.ccy) {
-                    Some((_, n)) => *n += c.change.net,
-                    None => by_ccy.push((c.ccy, c.change.net)),
+                    Some((_, n)) => *n += c.net,
+                    None => by_ccy.push((c.ccy, c.net)),
                 }
                 if let Some(conc) = s.concentration.as_mut() {
+                    if first {
+                        conc.underlyings.push(c.underlying);
+                    }
                     let value = underlying_value(by_ccy, &self.rates, self.base_ccy);
                     conc.update(c.underlying, value);
                 }
                 if c.qty != 0 {
-                    *s.qty.entry(c.instrument).or_default() += c.qty;
+                    *self.qty.entry((c.scope, c.key, c.instrument)).or_default() += c.qty;
                 }
                 s.last_ts = s.last_ts.max(c.ts);
                 if !s.limits.is_empty() {
-                    self.evaluate_scope((scope, key), None, c.ts, c.ingest_ns, out);
+                    self.evaluate_scope(key, None, c.ts, c.ingest_ns, out);
                 }
             }
             Input::Rate { ccy, rate, ts, ingest_ns } => {
@@ -367,11 +379,12 @@ impl State {
                 }
             }
             Input::Metric(m) => {
-                let key = (m.scope, crate::route_hash(&m.scope_id));
-                self.scopes.entry(key).or_default().figures.insert(m.metric.clone(), m.value);
-                self.evaluate_scope(key, Some(m.metric), m.ts, m.ingest_ns, out);
+                let MetricUpdate { scope, scope_id, metric, value, ts, ingest_ns } = *m;
+                let key = (scope, crate::route_hash(&scope_id));
+                self.scopes.entry(key).or_default().figures.insert(metric.clone(), value);
+                self.evaluate_scope(key, Some(metric), ts, ingest_ns, out);
             }
-            Input::Define(def) => self.define(def, 0, out),
+            Input::Define(def) => self.define(*def, 0, out),
         }
     }
 
@@ -379,35 +392,44 @@ impl State {
     fn define(&mut self, def: Limit, time: Ts, out: &mut Vec<LimitEvent>) {
         let key = (def.scope, crate::route_hash(&def.scope_id));
         let Some(metric) = Metric::parse(&def.metric) else { return };
-        let slot_metric = metric.clone();
-        let id = def.id.clone();
-        if let Some(old) = self.limits.remove(&id) {
+        let n = self.limits.len();
+        let slot = *self.limit_ids.entry(def.id.clone()).or_insert(n);
+        if slot == n {
+            self.limits.push(None);
+        }
+        let is_concentration = metric == Metric::Concentration;
+        let scope_id = def.scope_id.clone();
+        if let Some(old) = self.limits[slot].take() {
             let old_key = (old.def.scope, crate::route_hash(&old.def.scope_id));
             if let Some(s) = self.scopes.get_mut(&old_key) {
-                s.limits.retain(|l| **l != *id);
+                s.limits.retain(|l| *l != slot);
             }
             if def.enabled == Some(false) {
                 // A removed limit stops; the scope's trading state follows its remaining limits.
-                self.update_trading(old_key, old.last_ts.max(time), 0, &id, out);
+                self.update_trading(old_key, old.last_ts.max(time), 0, &old.def.id, out);
                 return;
             }
-            let slot = LimitSlot { def, metric: slot_metric, ..old };
-            self.limits.insert(id.clone(), slot);
+            self.limits[slot] = Some(LimitSlot { def, metric, ..old });
         } else if def.enabled == Some(false) {
             return;
         } else {
-            let slot = LimitSlot { def, metric: slot_metric, state: LimitState::Ok, utilisation: 0.0, last_ts: 0 };
-            self.limits.insert(id.clone(), slot);
+            self.limits[slot] = Some(LimitSlot { def, metric, state: LimitState::Ok, utilisation: 0.0, last_ts: 0 });
         }
         let s = self.scopes.entry(key).or_default();
-        if metric == Metric::Concentration && s.concentration.is_none() {
-            s.concentration = Some(Concentration { stale: true, ..Concentration::default() });
+        if is_concentration && s.concentration.is_none() {
+            let underlyings = self.nets.keys().filter(|(sc, k, _)| (*sc, *k) == key).map(|(.., u)| *u).collect();
+            s.concentration = Some(Concentration { stale: true, max: None, underlyings });
         }
-        s.id = Some(self.limits[&id].def.scope_id.clone());
-        s.limits.push(Rc::from(id.as_str()));
+        s.id = Some(scope_id);
+        s.limits.push(slot);
         let time = time.max(s.last_ts);
-        self.evaluate_limit(key, &id, time, 0, out);
-        self.update_trading(key, self.limits[&id].last_ts, 0, &id, out);
+        self.evaluate_limit(key, slot, time, 0, out);
+        self.update_trading(key, self.slot(slot).last_ts, 0, &self.slot(slot).def.id.clone(), out);
+    }
+
+    /// A limit that is defined (scopes list only those).
+    fn slot(&self, slot: usize) -> &LimitSlot {
+        self.limits[slot].as_ref().expect("a scope's limits are defined")
     }
 
     /// Re-evaluates a scope's limits after an exposure change (`figure` none: every limit but
@@ -423,36 +445,39 @@ impl State {
     ) {
         let n = self.scopes.get(&key).map_or(0, |s| s.limits.len());
         for i in 0..n {
-            let id = self.scopes[&key].limits[i].clone();
-            let metric = &self.limits[&*id].metric;
+            let slot = self.scopes[&key].limits[i];
+            let metric = &self.slot(slot).metric;
             let is_figure = matches!(metric, Metric::Var | Metric::Es | Metric::Stress);
             if figure.as_ref().map_or(is_figure, |f| f != metric) {
                 continue;
             }
-            if self.evaluate_limit(key, &id, ts, ingest_ns, out) {
-                self.update_trading(key, self.limits[&*id].last_ts, ingest_ns, &id, out);
+            if self.evaluate_limit(key, slot, ts, ingest_ns, out) {
+                let (last_ts, id) = (self.slot(slot).last_ts, self.slot(slot).def.id.clone());
+                self.update_trading(key, last_ts, ingest_ns, &id, out);
             }
         }
     }
 
     /// The value of `metric` for a scope, in the base currency (quantity for position_qty).
-    fn value(&self, scope: &ScopeState, metric: &Metric) -> Option<f64> {
+    fn value(&self, key: (Scope, u64), scope: &ScopeState, metric: &Metric) -> Option<f64> {
         let rate = |ccy: &Ccy| if *ccy == self.base_ccy { Some(1.0) } else { self.rates.get(ccy).copied() };
-        let base = |pick: fn(&Sums) -> Nanos| -> Option<f64> {
-            scope.sums.iter().map(|(c, s)| rate(c).map(|r| pick(s) as f64 / NANOS * r)).sum()
+        let base = |gross: bool| -> Option<f64> {
+            scope.sums.iter().map(|(c, net, g)| rate(c).map(|r| *if gross { g } else { net } as f64 / NANOS * r)).sum()
         };
         match metric {
-            Metric::Gross => base(|s| s.gross),
-            Metric::Net => base(|s| s.net),
+            Metric::Gross => base(true),
+            Metric::Net => base(false),
             Metric::Concentration => {
-                let gross = base(|s| s.gross)?;
+                let gross = base(true)?;
                 if gross <= 0.0 {
                     return Some(0.0);
                 }
                 let conc = scope.concentration.as_ref()?;
                 Some(conc.max.map_or(0.0, |(_, m)| m) / gross)
             }
-            Metric::PositionQty(instrument) => Some(scope.qty.get(instrument).copied().unwrap_or(0) as f64 / 1e8),
+            Metric::PositionQty(instrument) => {
+                Some(self.qty.get(&(key.0, key.1, *instrument)).copied().unwrap_or(0) as f64 / 1e8)
+            }
             Metric::Var | Metric::Es | Metric::Stress => scope.figures.get(metric).copied(),
         }
     }
@@ -461,7 +486,7 @@ impl State {
     fn evaluate_limit(
         &mut self,
         key: (Scope, u64),
-        id: &str,
+        slot: usize,
         ts: Ts,
         ingest_ns: u64,
         out: &mut Vec<LimitEvent>,
@@ -470,31 +495,33 @@ impl State {
         if let Some(conc) = scope.concentration.as_mut().filter(|c| c.stale) {
             conc.max = None;
             conc.stale = false;
-            for (u, by_ccy) in &scope.underlying {
-                conc.update(*u, underlying_value(by_ccy, &self.rates, self.base_ccy));
+            for i in 0..conc.underlyings.len() {
+                let u = conc.underlyings[i];
+                let by_ccy = self.nets.get(&(key.0, key.1, u)).map_or(&[][..], |n| &n[..]);
+                conc.update(u, underlying_value(by_ccy, &self.rates, self.base_ccy));
             }
         }
         let scope = &self.scopes[&key];
-        let slot = &self.limits[id];
-        let Some(value) = self.value(scope, &slot.metric) else { return false };
-        let (warn_at, hysteresis) = (slot.def.warn_at.unwrap_or(self.config.warn_at), self.config.hysteresis);
-        let utilisation = value.abs() / slot.def.limit;
-        let slot = self.limits.get_mut(id).expect("limit exists");
-        slot.utilisation = utilisation;
-        slot.last_ts = slot.last_ts.max(ts);
-        let next = LimitState::next(slot.state, utilisation, warn_at, hysteresis);
-        if next == slot.state {
+        let limit = self.slot(slot);
+        let Some(value) = self.value(key, scope, &limit.metric) else { return false };
+        let (warn_at, hysteresis) = (limit.def.warn_at.unwrap_or(self.config.warn_at), self.config.hysteresis);
+        let utilisation = value.abs() / limit.def.limit;
+        let limit = self.limits[slot].as_mut().expect("a scope's limits are defined");
+        limit.utilisation = utilisation;
+        limit.last_ts = limit.last_ts.max(ts);
+        let next = LimitState::next(limit.state, utilisation, warn_at, hysteresis);
+        if next == limit.state {
             return false;
         }
-        let prev = std::mem::replace(&mut slot.state, next);
+        let prev = std::mem::replace(&mut limit.state, next);
         out.push(LimitEvent::Breach(BreachEvent {
-            ts: slot.last_ts,
-            limit_id: slot.def.id.clone(),
-            scope: slot.def.scope,
-            scope_id: slot.def.scope_id.clone(),
-            metric: slot.def.metric.clone(),
+            ts: limit.last_ts,
+            limit_id: limit.def.id.clone(),
+            scope: limit.def.scope,
+            scope_id: limit.def.scope_id.clone(),
+            metric: limit.def.metric.clone(),
             value,
-            limit: slot.def.limit,
+            limit: limit.def.limit,
             utilisation,
             state: next,
             prev_state: prev,
@@ -509,7 +536,7 @@ impl State {
         let breached = scope
             .limits
             .iter()
-            .map(|id| &self.limits[&**id])
+            .map(|slot| self.slot(*slot))
             .filter(|l| l.def.hard != Some(false) && l.state == LimitState::Breach)
             .map(|l| l.def.action.unwrap_or(self.config.breach_action))
             .max();
@@ -537,14 +564,6 @@ fn underlying_value(by_ccy: &[(Ccy, Nanos)], rates: &HashMap<Ccy, f64>, base: Cc
     let rate = |c: &Ccy| if *c == base { Some(1.0) } else { rates.get(c).copied() };
     let net: Option<f64> = by_ccy.iter().map(|(c, n)| rate(c).map(|r| *n as f64 / NANOS * r)).sum();
     net.map(f64::abs)
-}
-
-fn input_key(scope: Scope, c: &PositionChange) -> u64 {
-    match scope {
-        Scope::Account => c.account,
-        Scope::Desk => c.desk,
-        Scope::Firm => c.firm,
-    }
 }
 
 #[cfg(test)]
