@@ -316,6 +316,9 @@ impl Concentration {
     }
 }
 
+/// Exact amounts per currency, inline for the usual one or two currencies.
+type ByCcy = SmallVec<[(Ccy, Nanos); 2]>;
+
 struct State {
     config: LimitsConfig,
     base_ccy: Ccy,
@@ -326,7 +329,7 @@ struct State {
     scopes: HashMap<(Scope, u64), ScopeState>,
     /// Σ E per (scope, underlying) and currency, for concentration limits; flat rather than
     /// per scope, so that a change costs one probe.
-    nets: HashMap<(Scope, u64, u64), SmallVec<[(Ccy, Nanos); 2]>>,
+    nets: HashMap<(Scope, u64, u64), ByCcy>,
     /// Quantity per (scope, instrument), for position_qty limits.
     qty: HashMap<(Scope, u64, u64), i64>,
 }
