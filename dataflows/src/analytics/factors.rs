@@ -42,8 +42,9 @@ pub struct FactorModel {
     history: usize,
     pub factors: Vec<Factor>,
     index: HashMap<String, usize>,
-    /// c_ij for i ≥ j at `cov[i][j]`; `None` until both have had a return at the same bar.
-    cov: Vec<Vec<Option<f64>>>,
+    /// c_ij for i ≥ j at `cov[i][j]`; NaN until both have had a return at the same bar (a
+    /// plain f64 keeps the rows dense for eᵀΣe).
+    cov: Vec<Vec<f64>>,
     /// Return vectors of the last N bars with any return (factor index → r; 0 if none).
     pub history_bars: VecDeque<Vec<f64>>,
     /// The last bar end closed.
@@ -75,14 +76,14 @@ impl FactorModel {
         let i = self.factors.len();
         self.factors.push(Factor { name: name.to_owned(), ..Factor::default() });
         self.index.insert(name.to_owned(), i);
-        self.cov.push(vec![None; i + 1]);
+        self.cov.push(vec![f64::NAN; i + 1]);
         i
     }
 
     /// c_ij (symmetric).
     pub fn cov(&self, i: usize, j: usize) -> Option<f64> {
         let (a, b) = if i >= j { (i, j) } else { (j, i) };
-        self.cov[a][b]
+        Some(self.cov[a][b]).filter(|c| !c.is_nan())
     }
 
     /// Closes the bar ending at `bar_end` with each priced factor's current price (the close,
@@ -115,7 +116,7 @@ impl FactorModel {
             for &(b, rb) in &returns[..=i] {
                 let (hi, lo) = if a >= b { (a, b) } else { (b, a) };
                 let c = &mut self.cov[hi][lo];
-                *c = Some(ewma(*c, self.lambda, ra * rb));
+                *c = ewma(Some(*c).filter(|c| !c.is_nan()), self.lambda, ra * rb);
             }
         }
         if !returns.is_empty() {
@@ -139,14 +140,17 @@ impl FactorModel {
     }
 
     /// eᵀΣe over the factors of `e` (factor index, exposure) that have a covariance.
+    /// `e` holds each factor once. Computed over the lower triangle, Σ_i e_i·(c_ii·e_i +
+    /// 2·Σ_{j<i} c_ij·e_j), with the factors in index order so that each row is read forwards.
     pub fn portfolio_variance(&self, e: &[(usize, f64)]) -> f64 {
+        let mut e = e.to_vec();
+        e.sort_unstable_by_key(|&(i, _)| i);
+        let known = |c: f64| if c.is_nan() { 0.0 } else { c };
         let mut total = 0.0;
-        for &(i, ei) in e {
-            for &(j, ej) in e {
-                if let Some(c) = self.cov(i, j) {
-                    total += ei * c * ej;
-                }
-            }
+        for (n, &(i, ei)) in e.iter().enumerate() {
+            let row = &self.cov[i];
+            let off: f64 = e[..n].iter().map(|&(j, ej)| known(row[j]) * ej).sum();
+            total += ei * (known(row[i]) * ei + 2.0 * off);
         }
         total
     }
@@ -213,5 +217,39 @@ mod tests {
         // Historical P&L of e = (A: 1000, C: -500) over the two bars with returns.
         let pnl = m.historical_pnl(&[(0, 1000.0), (1, -500.0)]);
         assert_eq!(pnl, vec![1000.0 * 1.01f64.ln(), 1000.0 * ra - 500.0 * rc]);
+    }
+
+    #[test]
+    fn portfolio_variance_is_the_full_double_sum() {
+        // Seeded closes; "E" starts late and "F" has only its first close, so no covariance.
+        let mut m = FactorModel::new(0.9, 10, 10);
+        let mut x = 7u64;
+        let mut next = || {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            1.0 + ((x >> 33) % 1000) as f64 / 10_000.0
+        };
+        for t in 1..8u64 {
+            let mut closes: Vec<(String, f64)> = ["A", "B", "C", "D"].iter().map(|f| (f.to_string(), 0.0)).collect();
+            if t >= 6 {
+                closes.push(("E".into(), 0.0));
+            }
+            if t == 7 {
+                closes.push(("F".into(), 0.0));
+            }
+            for c in &mut closes {
+                c.1 = 100.0 * next();
+            }
+            m.close_bar(t, closes);
+        }
+        // Unsorted, with a factor that has no covariance with some others.
+        let e = [(3, 2.5e6), (0, -1.0e6), (5, 1.0e6), (4, 7.0e5), (1, 3.0e5), (2, -4.0e6)];
+        let mut full = 0.0;
+        for &(i, ei) in &e {
+            for &(j, ej) in &e {
+                full += ei * ej * m.cov(i, j).unwrap_or(0.0);
+            }
+        }
+        assert!(m.cov(4, 0).is_some() && m.cov(5, 0).is_none());
+        assert!(near(m.portfolio_variance(&e), full), "{} vs {full}", m.portfolio_variance(&e));
     }
 }

@@ -42,23 +42,39 @@ pub struct RiskRow {
     pub stress: Vec<f64>,
 }
 
+/// A factor as positions name it: an underlying's id, or a currency against the base.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+enum FactorKey<'a> {
+    Name(&'a str),
+    Fx(Ccy),
+}
+
+impl FactorKey<'_> {
+    fn name(&self) -> String {
+        match self {
+            FactorKey::Name(n) => (*n).to_owned(),
+            FactorKey::Fx(c) => format!("FX:{c}"),
+        }
+    }
+}
+
 /// What one scope accumulates from its positions.
 #[derive(Default)]
-struct Acc {
+struct Acc<'a> {
     /// Nanos per (factor, currency) of every delta and quote leg.
-    factors: BTreeMap<(String, Ccy), i128>,
+    factors: HashMap<(FactorKey<'a>, Ccy), i128>,
     /// The same, options left out (they are revalued in full under stress).
-    linear: BTreeMap<(String, Ccy), i128>,
+    linear: HashMap<(FactorKey<'a>, Ccy), i128>,
     /// Option revaluation P&L per scenario, base currency.
     options: Vec<f64>,
 }
 
 /// The factor a position's delta leg maps to (none for a leg in the base currency).
-fn delta_factor(def: &Instrument, e: &Exposure, base: Ccy) -> Option<String> {
+fn delta_factor<'a>(def: &'a Instrument, e: &Exposure, base: Ccy) -> Option<FactorKey<'a>> {
     match def.asset_class {
         AssetClass::Fx if e.delta.ccy == base => None,
-        AssetClass::Fx => Some(format!("FX:{}", e.delta.ccy)),
-        _ => Some(def.underlying_id().to_owned()),
+        AssetClass::Fx => Some(FactorKey::Fx(e.delta.ccy)),
+        _ => Some(FactorKey::Name(def.underlying_id())),
     }
 }
 
@@ -91,7 +107,7 @@ impl Positions {
     }
 
     /// Risk rows at `now` for the scopes `wanted` accepts, sorted by scope, and their factor
-    /// exposures.
+    /// exposures. Positions come in account order, so each account's scopes are looked up once.
     pub fn risk(
         &self,
         now: Ts,
@@ -101,15 +117,22 @@ impl Positions {
         model: &FactorModel,
         wanted: &dyn Fn(Scope, &str) -> bool,
     ) -> Vec<RiskRow> {
-        let mut scopes: BTreeMap<(Scope, String), Acc> = BTreeMap::new();
+        let mut scopes: HashMap<(Scope, &str), Acc> = HashMap::default();
+        let mut owners: Vec<(Scope, &str)> = Vec::with_capacity(3);
+        let mut current: Option<&str> = None;
         for ((account, instrument), &qty) in &self.qty {
-            let (Some(acct), Some(def)) = (self.accounts.get(account), self.instruments.get(instrument)) else {
-                continue;
-            };
-            let owners = [(Scope::Account, account.as_str()), (Scope::Desk, &acct.desk), (Scope::Firm, acct.firm())];
-            if !owners.iter().any(|(s, id)| wanted(*s, id)) {
+            if current != Some(account.as_str()) {
+                current = Some(account.as_str());
+                owners.clear();
+                if let Some(acct) = self.accounts.get(account) {
+                    let all = [(Scope::Account, account.as_str()), (Scope::Desk, &acct.desk), (Scope::Firm, acct.firm())];
+                    owners.extend(all.into_iter().filter(|(s, id)| wanted(*s, id)));
+                }
+            }
+            if owners.is_empty() {
                 continue;
             }
+            let Some(def) = self.instruments.get(instrument) else { continue };
             let Some(e) = self.exposure(def, qty, now, r) else { continue };
             let option = def.asset_class == AssetClass::Option;
             let shocks: Vec<f64> = if option {
@@ -121,16 +144,13 @@ impl Positions {
             };
             let mut legs = Vec::with_capacity(2);
             legs.extend(delta_factor(def, &e, base).map(|f| (f, e.delta.ccy, e.delta.nanos)));
-            legs.extend(e.quote.filter(|q| q.ccy != base).map(|q| (format!("FX:{}", q.ccy), q.ccy, q.nanos)));
-            for (scope, id) in owners {
-                if !wanted(scope, id) {
-                    continue;
-                }
-                let acc = scopes.entry((scope, id.to_owned())).or_default();
-                for (factor, ccy, nanos) in &legs {
-                    *acc.factors.entry((factor.clone(), *ccy)).or_default() += nanos;
+            legs.extend(e.quote.filter(|q| q.ccy != base).map(|q| (FactorKey::Fx(q.ccy), q.ccy, q.nanos)));
+            for owner in &owners {
+                let acc = scopes.entry(*owner).or_default();
+                for &(factor, ccy, nanos) in &legs {
+                    *acc.factors.entry((factor, ccy)).or_default() += nanos;
                     if !option {
-                        *acc.linear.entry((factor.clone(), *ccy)).or_default() += nanos;
+                        *acc.linear.entry((factor, ccy)).or_default() += nanos;
                     }
                 }
                 if option {
@@ -139,15 +159,23 @@ impl Positions {
                 }
             }
         }
-        scopes.into_iter().map(|((scope, scope_id), acc)| self.scope_row(scope, scope_id, acc, config, model)).collect()
+        let mut scopes: Vec<_> = scopes.into_iter().collect();
+        scopes.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        scopes
+            .into_iter()
+            .map(|((scope, scope_id), acc)| self.scope_row(scope, scope_id.to_owned(), acc, config, model))
+            .collect()
     }
 
-    /// Converts one currency's exact sum per factor to the base currency and adds them up.
-    fn to_base(&self, sums: &BTreeMap<(String, Ccy), i128>) -> BTreeMap<String, f64> {
+    /// Converts one currency's exact sum per factor to the base currency and adds them up,
+    /// in factor-name order (currencies in order within a factor).
+    fn to_base(&self, sums: &HashMap<(FactorKey, Ccy), i128>) -> BTreeMap<String, f64> {
+        let mut sorted: Vec<_> = sums.iter().map(|((f, c), n)| (f.name(), *c, *n)).collect();
+        sorted.sort_unstable_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
         let mut out: BTreeMap<String, f64> = BTreeMap::new();
-        for ((factor, ccy), nanos) in sums {
-            if let Some(rate) = self.rates.get(ccy) {
-                *out.entry(factor.clone()).or_default() += *nanos as f64 / NANOS * rate;
+        for (factor, ccy, nanos) in sorted {
+            if let Some(rate) = self.rates.get(&ccy) {
+                *out.entry(factor).or_default() += nanos as f64 / NANOS * rate;
             }
         }
         out
