@@ -30,7 +30,7 @@ use riskflow_dataflows::exposure::Ccy;
 use riskflow_dataflows::limits::{LimitEvent, LimitState, LimitsConfig};
 use riskflow_dataflows::model::Kind;
 use riskflow_dataflows::model::Ts;
-use riskflow_dataflows::snapshot::{assemble_snapshots, Snapshot, SnapshotPart};
+use riskflow_dataflows::snapshot::{collect_snapshots, Collected, Snapshot, SnapshotPart};
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::vec::Map;
@@ -133,22 +133,27 @@ fn communication(opts: &RunOptions) -> timely::CommunicationConfig {
     }
 }
 
-/// Starts the thread that writes snapshots to Parquet; a write error goes to `fail`. Each
-/// complete snapshot's `as_of` is stored in `complete`; snapshots a previous run completed at
-/// or before `written_through` are not written again.
+/// Starts the thread that assembles snapshots and writes them to Parquet, so that neither the
+/// sorting of a large book nor a slow disk stalls the worker; a write error goes to `fail`.
+/// Each complete snapshot's `as_of` is stored in `complete`; snapshots a previous run
+/// completed at or before `written_through` are not written again. The thread hands back what
+/// the summary keeps of them.
 fn snapshot_writer_thread(
     out: &std::path::Path,
     fail: impl Fn(String) + Send + 'static,
     complete: Arc<std::sync::atomic::AtomicU64>,
     written_through: Option<Ts>,
-) -> (std::sync::mpsc::Sender<Arc<Snapshot>>, std::thread::JoinHandle<()>) {
+) -> (std::sync::mpsc::Sender<Collected>, std::thread::JoinHandle<Kept>) {
     let writer = SnapshotWriter::new(out);
     let out = out.to_owned();
-    let (tx, rx) = std::sync::mpsc::channel::<Arc<Snapshot>>();
+    let (tx, rx) = std::sync::mpsc::channel::<Collected>();
     let handle = std::thread::Builder::new()
         .name("parquet-writer".into())
         .spawn(move || {
-            for snap in rx {
+            let mut kept = Kept::default();
+            for collected in rx {
+                let snap = Arc::new(collected.finish());
+                kept.add(snap.clone());
                 if crate::kafka_run::already_written(&out, snap.as_of, written_through) {
                     complete.fetch_max(snap.as_of, std::sync::atomic::Ordering::AcqRel);
                     continue;
@@ -161,6 +166,7 @@ fn snapshot_writer_thread(
                     Err(e) => fail(e.to_string()),
                 }
             }
+            kept
         })
         .expect("spawning the parquet writer");
     (tx, handle)
@@ -329,8 +335,6 @@ pub fn run(opts: RunOptions) -> anyhow::Result<Summary> {
             output_sink(events, sink.clone(), true, breach_latency.clone(), dead_count.clone(), fail.clone());
             output_sink(dead_letters, sink, false, breach_latency.clone(), dead_count.clone(), fail.clone());
 
-            // Parquet files are written (and fsynced) on a thread of their own, so that a slow
-            // disk never stalls the worker and its hot path.
             let writer = (index == 0)
                 .then(|| snapshot_writer_thread(&opts.out, fail.clone(), complete.clone(), written_through));
             let kept = snapshots.clone();
@@ -339,23 +343,23 @@ pub fn run(opts: RunOptions) -> anyhow::Result<Summary> {
                 LimitEvent::Action(a) => SnapshotPart::Action(a),
             });
             let mut writer = writer;
-            assemble_snapshots(streams.snapshots.concat(event_parts).concat(analytics_parts)).sink(
+            collect_snapshots(streams.snapshots.concat(event_parts).concat(analytics_parts)).sink(
                 Pipeline,
                 "ParquetSnapshots",
                 move |(input, frontier)| {
                     input.for_each(|_, data| {
-                        for snap in data.drain(..) {
-                            let snap = Arc::new(snap);
+                        for collected in data.drain(..) {
                             if let Some((tx, _)) = &writer {
-                                let _ = tx.send(snap.clone());
+                                let _ = tx.send(collected);
                             }
-                            kept.borrow_mut().add(snap);
                         }
                     });
                     if frontier.is_empty() {
                         if let Some((tx, handle)) = writer.take() {
                             drop(tx);
-                            let _ = handle.join();
+                            if let Ok(written) = handle.join() {
+                                kept.borrow_mut().merge(written);
+                            }
                         }
                     }
                 },

@@ -8,7 +8,9 @@
 //! Partial aggregates arrive as exact nanos per currency and are summed here before they are
 //! converted to the base currency, so the figures do not depend on the number of workers.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use rustc_hash::FxHashMap as HashMap;
 
 use serde::{Deserialize, Serialize};
 use timely::dataflow::channels::pact::Exchange;
@@ -141,7 +143,7 @@ impl Snapshot {
     }
 }
 
-#[derive(Default)]
+#[derive(Clone, Default)]
 struct Pending {
     /// Whether any worker took a snapshot at this time (else it holds only events).
     snapshot: bool,
@@ -196,7 +198,7 @@ impl Pending {
             };
             buckets.entry((key.scope, key.scope_id, key.dim, key.bucket)).or_default().add(&sums.to_base(*rate));
         }
-        let mut max_underlying: HashMap<(Scope, String), f64> = HashMap::new();
+        let mut max_underlying: HashMap<(Scope, String), f64> = HashMap::default();
         for ((scope, id, dim, _), sums) in &buckets {
             if *dim == Dim::Underlying {
                 let m = max_underlying.entry((*scope, id.clone())).or_default();
@@ -228,10 +230,32 @@ impl Pending {
     }
 }
 
+/// Every worker's parts of one snapshot, gathered but not yet sorted into tables: the
+/// assembly ([`Collected::finish`]) is left to whoever writes it, off the worker's thread.
+#[derive(Clone)]
+pub struct Collected {
+    pub as_of: Ts,
+    parts: Pending,
+}
+
+impl Collected {
+    /// Sums each bucket across currencies and sorts every table by key.
+    pub fn finish(self) -> Snapshot {
+        self.parts.finish(self.as_of)
+    }
+}
+
 /// Merges every worker's [`SnapshotPart`]s into one [`Snapshot`] per time, on worker 0, once
 /// the frontier has passed that time.
 pub fn assemble_snapshots<'scope>(parts: StreamVec<'scope, Ts, SnapshotPart>) -> StreamVec<'scope, Ts, Snapshot> {
-    parts.unary_frontier(Exchange::new(|_: &SnapshotPart| 0), "AssembleSnapshots", |_cap, _info| {
+    use timely::dataflow::operators::vec::Map;
+    collect_snapshots(parts).map(Collected::finish)
+}
+
+/// Gathers every worker's [`SnapshotPart`]s of each time on worker 0, once the frontier has
+/// passed that time; the limit events of times without a snapshot go with the next one.
+pub fn collect_snapshots<'scope>(parts: StreamVec<'scope, Ts, SnapshotPart>) -> StreamVec<'scope, Ts, Collected> {
+    parts.unary_frontier(Exchange::new(|_: &SnapshotPart| 0), "CollectSnapshots", |_cap, _info| {
         let mut pending: BTreeMap<Ts, (timely::dataflow::operators::Capability<Ts>, Pending)> = BTreeMap::new();
         // Events of times without a snapshot wait for the next snapshot.
         let mut carry = Pending::default();
@@ -252,7 +276,7 @@ pub fn assemble_snapshots<'scope>(parts: StreamVec<'scope, Ts, SnapshotPart>) ->
                 let (as_of, (cap, mut parts)) = entry.remove_entry();
                 if parts.snapshot {
                     parts.absorb(std::mem::take(&mut carry));
-                    output.session(&cap).give(parts.finish(as_of));
+                    output.session(&cap).give(Collected { as_of, parts });
                 } else {
                     carry.breaches.extend(parts.breaches);
                     carry.actions.extend(parts.actions);

@@ -125,7 +125,8 @@ impl Positions {
                 current = Some(account.as_str());
                 owners.clear();
                 if let Some(acct) = self.accounts.get(account) {
-                    let all = [(Scope::Account, account.as_str()), (Scope::Desk, &acct.desk), (Scope::Firm, acct.firm())];
+                    let all =
+                        [(Scope::Account, account.as_str()), (Scope::Desk, &acct.desk), (Scope::Firm, acct.firm())];
                     owners.extend(all.into_iter().filter(|(s, id)| wanted(*s, id)));
                 }
             }
