@@ -41,6 +41,24 @@ day_end=$(date +%s.%N)
 day_secs=$(python3 -c "print(f'{$day_end - $day_start:.1f}')")
 day_records=$(python3 -c "import json; print(json.load(open('$work/day.json'))['records']['deltas'])")
 day_snapshots=$(python3 -c "import json; print(json.load(open('$work/day.json'))['snapshots'])")
+echo "scale-out..." >&2
+# The same replay with two workers in one process, and as a cluster of two processes on
+# 127.0.0.1 (one worker each): timely's -n/-p with a hostfile.
+timed() { local t0 t1; t0=$(date +%s.%N); "$@" >/dev/null; t1=$(date +%s.%N); python3 -c "print(f'{$t1 - $t0:.1f}')"; }
+rm -rf "$work/day-w2"
+w2_secs=$(timed ./target/release/riskflow run -q -w 2 --replay "$work/day" --out "$work/day-w2" --config "$work/day.toml")
+printf '127.0.0.1:%s\n127.0.0.1:%s\n' 2401 2402 > "$work/hosts"
+rm -rf "$work/day-n2"
+cluster_start=$(date +%s.%N)
+pids=()
+for p in 0 1; do
+  ./target/release/riskflow run -q -w 1 -n 2 -p "$p" -h "$work/hosts" --replay "$work/day" --out "$work/day-n2" \
+    --config "$work/day.toml" >/dev/null &
+  pids+=($!)
+done
+for pid in "${pids[@]}"; do wait "$pid"; done
+cluster_end=$(date +%s.%N)
+n2_secs=$(python3 -c "print(f'{$cluster_end - $cluster_start:.1f}')")
 echo "peak memory..." >&2
 base_rss=$(rss cargo bench --quiet --bench throughput -- 10000 5000 200000 1000)
 
@@ -93,6 +111,14 @@ $bar_500
 \`riskflow run --replay\` with 30-minute snapshots and 5-minute bars: $day_records deltas in **$day_secs s** (decode,
 book, limits, $day_snapshots Parquet snapshots of ~200k positions), peak RSS $((day_rss / 1024)) MiB.
 Target: 100M deltas in ≤ 60 s.
+
+## Scale-out: two workers, two processes
+
+The same day replay (\`--config\` as above): one process with one worker **$day_secs s**; one
+process with two workers (\`-w 2\`) **$w2_secs s**; a cluster of two processes on 127.0.0.1 with
+one worker each (\`-w 1 -n 2 -p 0|1 -h hosts\`, both started together, timed until both exit)
+**$n2_secs s**. That a cluster writes the same snapshots as one process is asserted by
+\`tests/e2e/test_run.py\` (replay) and \`tests/e2e/test_kafka.py\` (Kafka).
 
 ## Peak memory, 10k accounts × 5k instruments
 

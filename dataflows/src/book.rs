@@ -5,13 +5,14 @@
 //!   deltas ───────────── exchange(account) ──┐
 //!   instruments, accounts, ticks, end ─ broadcast ─┤
 //!                                            v
-//!                                          Book ──> live: LiveUpdate per changed position or fx rate, on arrival
+//!                                          Book ──> live: LiveUpdate per record and scope it changed, or fx rate, on arrival
 //!                                            │  ──> snapshot parts at each boundary, from the settled state
 //!                                            └───> dead letters: records never resolved
 //! ```
 //!
-//! Each record is applied twice. On arrival it updates the *live* state and emits exact
-//! changes to account exposure sums: the latency path, which never waits for the frontier.
+//! Each record is applied twice. On arrival it updates the *live* state and emits the exact
+//! change it made to each scope (account, desk, firm) per underlying and currency, summed
+//! over the positions it revalued: the latency path, which never waits for the frontier.
 //! It is also stashed and applied to the *settled* state once the frontier passes its time,
 //! so that a snapshot at `as_of` holds exactly the records with event time ≤ `as_of`.
 //! A delta whose id was seen before is a duplicate and is counted, not applied. A record

@@ -1,7 +1,7 @@
 //! riskflow's dataflow graph and the risk math it needs.
 //!
 //! Each measure is a function from streams to streams ([`book::book`],
-//! [`snapshot::assemble_snapshots`]); the binary's wiring creates the inputs, probes and sinks.
+//! [`snapshot::collect_snapshots`]); the binary's wiring creates the inputs, probes and sinks.
 //! Formula code ([`formulas`], [`exposure`]) holds no dataflow state and is shared with the
 //! batch reconciliation.
 

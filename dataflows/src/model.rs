@@ -91,14 +91,24 @@ impl fmt::Display for Fixed {
     }
 }
 
+/// A JSON number in text formats (checked to be exact on the way in); the raw count of 1e-8
+/// units in binary ones, which is what timely uses between processes, so that a value with
+/// more significant digits than an f64 holds crosses unchanged.
 impl Serialize for Fixed {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_f64(self.to_f64())
+        if s.is_human_readable() {
+            s.serialize_f64(self.to_f64())
+        } else {
+            s.serialize_i64(self.0)
+        }
     }
 }
 
 impl<'de> Deserialize<'de> for Fixed {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Fixed, D::Error> {
+        if !d.is_human_readable() {
+            return i64::deserialize(d).map(Fixed);
+        }
         let x = f64::deserialize(d)?;
         Fixed::from_f64(x).map_err(serde::de::Error::custom)
     }
@@ -510,6 +520,17 @@ mod tests {
         }
         assert_eq!(Fixed::from_f64(0.3).unwrap(), Fixed(30_000_000));
         assert_eq!(Fixed::from_f64(-2.5).unwrap(), Fixed(-250_000_000));
+    }
+
+    #[test]
+    fn fixed_crosses_processes_exactly() {
+        // Timely exchanges data between processes with bincode: 16 significant digits, more
+        // than an f64 keeps, must arrive unchanged (a cluster once failed on such a quantity).
+        for f in [Fixed(3_865_246_131_293_257), Fixed(i64::MIN), Fixed(-1), Fixed(i64::MAX)] {
+            let bytes = bincode::serialize(&f).unwrap();
+            assert_eq!(bincode::deserialize::<Fixed>(&bytes).unwrap(), f);
+        }
+        assert_eq!(serde_json::to_string(&Fixed(250_000_000)).unwrap(), "2.5");
     }
 
     #[test]
