@@ -12,6 +12,7 @@ pub mod engine;
 pub mod event;
 pub mod exposure;
 pub mod formulas;
+pub mod growing;
 pub mod limits;
 pub mod model;
 pub mod snapshot;

@@ -29,6 +29,7 @@ use timely::dataflow::StreamVec;
 
 use crate::event::{LiveUpdate, ScopeChange};
 use crate::exposure::{Ccy, Nanos, NANOS};
+use crate::growing::GrowingMap;
 use crate::model::{Limit, Scope, TradingState, Ts};
 
 /// Defaults for limits that do not set their own.
@@ -227,8 +228,9 @@ pub fn limits<'scope>(
             limits: Vec::new(),
             limit_ids: HashMap::default(),
             scopes: HashMap::default(),
-            nets: HashMap::default(),
-            qty: HashMap::default(),
+            in_order: Default::default(),
+            nets: Default::default(),
+            qty: Default::default(),
         };
         let mut buf = Vec::new();
         move |frontiers| {
@@ -247,8 +249,10 @@ pub fn limits<'scope>(
             if !inputs.is_sorted_by_key(|(time, ts, _, _)| (*time, *ts)) {
                 inputs.sort_by_key(|(time, ts, _, _)| (*time, *ts));
             }
+            let tallied = state.tally(&inputs);
             for (time, _, c, input) in inputs {
                 match input {
+                    Input::Change(change) => state.on_change(change, tallied, &mut buf),
                     Input::Define(def) => state.define(*def, time, &mut buf),
                     input => state.on_input(input, &mut buf),
                 }
@@ -327,48 +331,76 @@ struct State {
     limits: Vec<Option<LimitSlot>>,
     limit_ids: HashMap<String, usize>,
     scopes: HashMap<(Scope, u64), ScopeState>,
+    /// Scopes with a concentration or position_qty limit: their tallies are read after every
+    /// change, so they are applied in order, never ahead in [`State::tally`].
+    in_order: rustc_hash::FxHashSet<(Scope, u64)>,
     /// Σ E per (scope, underlying) and currency, for concentration limits; flat rather than
     /// per scope, so that a change costs one probe.
-    nets: HashMap<(Scope, u64, u64), ByCcy>,
+    nets: GrowingMap<(Scope, u64, u64), ByCcy>,
     /// Quantity per (scope, instrument), for position_qty limits.
-    qty: HashMap<(Scope, u64, u64), i64>,
+    qty: GrowingMap<(Scope, u64, u64), i64>,
 }
 
 impl State {
+    /// Adds the batch's changes to the per-underlying nets and per-instrument quantities up
+    /// front, in one tight loop whose independent probes of these large tables overlap in the
+    /// memory system, for every scope whose tallies no limit reads (most of them). Not done
+    /// when the batch defines a limit that starts from a scope's tallies. True if done.
+    fn tally(&mut self, inputs: &[(Ts, Ts, usize, Input)]) -> bool {
+        let reads_tallies = |l: &Limit| l.metric == "concentration" || l.metric.starts_with("position_qty:");
+        if inputs.iter().any(|(.., i)| matches!(i, Input::Define(l) if reads_tallies(l))) {
+            return false;
+        }
+        for (.., input) in inputs {
+            let Input::Change(c) = input else { continue };
+            if !self.in_order.is_empty() && self.in_order.contains(&(c.scope, c.key)) {
+                continue;
+            }
+            add_net(self.nets.entry((c.scope, c.key, c.underlying)).or_default(), c.ccy, c.net);
+            if c.qty != 0 {
+                *self.qty.entry((c.scope, c.key, c.instrument)).or_default() += c.qty;
+            }
+        }
+        true
+    }
+
+    /// A change of one scope: its sums, its tallies (unless [`State::tally`] added them
+    /// already), and its limits re-evaluated.
+    fn on_change(&mut self, c: ScopeChange, tallied: bool, out: &mut Vec<LimitEvent>) {
+        let key = (c.scope, c.key);
+        let s = self.scopes.entry(key).or_default();
+        match s.sums.iter_mut().find(|(ccy, ..)| *ccy == c.ccy) {
+            Some((_, net, gross)) => {
+                *net += c.net;
+                *gross += c.gross;
+            }
+            None => s.sums.push((c.ccy, c.net, c.gross)),
+        }
+        if !tallied || (!self.in_order.is_empty() && self.in_order.contains(&key)) {
+            let net = self.nets.entry((c.scope, c.key, c.underlying));
+            let first = matches!(net, griddle::hash_map::Entry::Vacant(_));
+            let by_ccy = net.or_default();
+            add_net(by_ccy, c.ccy, c.net);
+            if let Some(conc) = s.concentration.as_mut() {
+                if first {
+                    conc.underlyings.push(c.underlying);
+                }
+                let value = underlying_value(by_ccy, &self.rates, self.base_ccy);
+                conc.update(c.underlying, value);
+            }
+            if c.qty != 0 {
+                *self.qty.entry((c.scope, c.key, c.instrument)).or_default() += c.qty;
+            }
+        }
+        s.last_ts = s.last_ts.max(c.ts);
+        if !s.limits.is_empty() {
+            self.evaluate_scope(key, None, c.ts, c.ingest_ns, out);
+        }
+    }
+
     fn on_input(&mut self, input: Input, out: &mut Vec<LimitEvent>) {
         match input {
-            Input::Change(c) => {
-                let key = (c.scope, c.key);
-                let s = self.scopes.entry(key).or_default();
-                match s.sums.iter_mut().find(|(ccy, ..)| *ccy == c.ccy) {
-                    Some((_, net, gross)) => {
-                        *net += c.net;
-                        *gross += c.gross;
-                    }
-                    None => s.sums.push((c.ccy, c.net, c.gross)),
-                }
-                let net = self.nets.entry((c.scope, c.key, c.underlying));
-                let first = matches!(net, std::collections::hash_map::Entry::Vacant(_));
-                let by_ccy = net.or_default();
-                match by_ccy.iter_mut().find(|(ccy, _)| *ccy == c.ccy) {
-                    Some((_, n)) => *n += c.net,
-                    None => by_ccy.push((c.ccy, c.net)),
-                }
-                if let Some(conc) = s.concentration.as_mut() {
-                    if first {
-                        conc.underlyings.push(c.underlying);
-                    }
-                    let value = underlying_value(by_ccy, &self.rates, self.base_ccy);
-                    conc.update(c.underlying, value);
-                }
-                if c.qty != 0 {
-                    *self.qty.entry((c.scope, c.key, c.instrument)).or_default() += c.qty;
-                }
-                s.last_ts = s.last_ts.max(c.ts);
-                if !s.limits.is_empty() {
-                    self.evaluate_scope(key, None, c.ts, c.ingest_ns, out);
-                }
-            }
+            Input::Change(c) => self.on_change(c, false, out),
             Input::Rate { ccy, rate, ts, ingest_ns } => {
                 self.rates.insert(ccy, rate);
                 for s in self.scopes.values_mut() {
@@ -401,6 +433,9 @@ impl State {
             self.limits.push(None);
         }
         let is_concentration = metric == Metric::Concentration;
+        if is_concentration || matches!(metric, Metric::PositionQty(_)) {
+            self.in_order.insert(key);
+        }
         let scope_id = def.scope_id.clone();
         if let Some(old) = self.limits[slot].take() {
             let old_key = (old.def.scope, crate::route_hash(&old.def.scope_id));
@@ -559,6 +594,14 @@ impl State {
             limit_id: cause.to_owned(),
             ingest_ns,
         }));
+    }
+}
+
+/// Adds `net` in `ccy` to an underlying's amounts.
+fn add_net(by_ccy: &mut ByCcy, ccy: Ccy, net: Nanos) {
+    match by_ccy.iter_mut().find(|(c, _)| *c == ccy) {
+        Some((_, n)) => *n += net,
+        None => by_ccy.push((ccy, net)),
     }
 }
 
