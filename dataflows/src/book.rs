@@ -708,7 +708,8 @@ impl State {
     }
 
     /// Recomputes a position's live exposure and adds its change (with a quantity change
-    /// `dqty`) to the current record's scope changes, if there is one.
+    /// `dqty`) to the current record's scope changes, if its delta exposure or quantity
+    /// changed (what limits measure; the batch replay in `riskflow recon --limits` agrees).
     fn revalue(&mut self, p: usize, dqty: i64, ts: Ts, ingest_ns: u64) {
         let new = self.exposure_of(p, false, ts).map(|e| e.delta);
         let pos = &mut self.positions[p];

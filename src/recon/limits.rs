@@ -7,8 +7,8 @@
 //!   limit definitions (config rules, then limits.jsonl) ──────────────────────────┘
 //! ```
 //!
-//! After each record, every scope the record changed (and on an fx rate move every scope with a
-//! limit) re-evaluates its limits: utilisation u = |value| / limit; BREACH at u ≥ 1, or while
+//! After each record, every scope the record changed (a position's delta exposure or quantity;
+//! and on an fx rate move every scope with a limit) re-evaluates its limits: utilisation u = |value| / limit; BREACH at u ≥ 1, or while
 //! in BREACH at u ≥ 1 − hysteresis; WARN at u ≥ warn_at; else OK. A position's live exposure is
 //! recomputed when a record touches it (its delta, a tick of its instrument or of an option's
 //! underlying), at that record's time. `var`, `es` and `stress` limits take their figures at
@@ -306,8 +306,9 @@ impl<'a> Replay<'a> {
         self.scopes.entry(key).or_default().ids.push(id);
     }
 
-    /// Recomputes a position's live exposure at `ts`; its scopes are touched if it changed or
-    /// its quantity did.
+    /// Recomputes a position's live exposure at `ts`; its scopes are touched if its delta
+    /// exposure (what limits measure) changed or its quantity did. A tick that moves only an
+    /// option's gamma or vega, or an fx position's quote leg, touches nothing.
     fn revalue(&mut self, key: (&'a str, &'a str), ts: Ts, qty_changed: bool, touched: &mut BTreeSet<ScopeKey>) {
         let pos = &self.positions[&key];
         let inst = pos.inst;
@@ -321,7 +322,7 @@ impl<'a> Replay<'a> {
             position_exposure(inst, Fixed(pos.qty), *price, option, ts, self.r).ok()
         });
         let pos = self.positions.get_mut(&key).expect("position exists");
-        let changed = std::mem::replace(&mut pos.live, new) != new;
+        let changed = std::mem::replace(&mut pos.live, new).map(|e| e.delta) != new.map(|e| e.delta);
         if changed || qty_changed {
             touched.insert(("account", key.0.to_owned()));
             touched.insert(("desk", pos.desk.to_owned()));
