@@ -336,7 +336,8 @@ struct Acct {
     firm: usize,
 }
 
-/// Compact (48 bytes): a tick walks its instrument's positions, each one a cache miss.
+/// Compact (48 bytes, checked below): a tick walks its instrument's positions, each one a
+/// cache miss.
 struct Pos {
     account: u32,
     instr: u32,
@@ -347,6 +348,8 @@ struct Pos {
     live_nanos: Nanos,
     live_ccy: Option<Ccy>,
 }
+
+const _: () = assert!(std::mem::size_of::<Pos>() == 48);
 
 /// The scope changes of the record being applied, one per (scope, key, underlying, currency):
 /// a tick that revalues forty positions of one desk sends that desk one change, not forty.
@@ -376,7 +379,8 @@ struct State {
     instrs: Vec<Instr>,
     instr_ids: HashMap<String, usize>,
     accts: Vec<Acct>,
-    /// `accts[a].keys`, dense: read by every revaluation.
+    /// Route keys of each account, its desk and its firm, by account index: apart from
+    /// `accts` so that revaluations read a dense array.
     acct_keys: Vec<[u64; 3]>,
     acct_ids: HashMap<String, usize>,
     positions: Chunked<Pos>,
@@ -816,7 +820,7 @@ impl State {
             let instr = &self.instrs[pos.instr as usize];
             let acct = &self.accts[pos.account as usize].def;
             let def = &instr.def;
-            let ccy = Ccy::parse(&def.currency).unwrap_or(self.config.base_ccy);
+            let ccy = instr.ccy;
             let exposure = self.exposure_of(p, true, as_of);
             let row = PositionRow {
                 account: acct.id.clone(),

@@ -89,6 +89,12 @@ pub enum Metric {
 }
 
 impl Metric {
+    /// Whether the metric reads a scope's tallies (net per underlying, quantity per
+    /// instrument), so that a limit on it must see them change in order.
+    fn reads_tallies(&self) -> bool {
+        matches!(self, Metric::Concentration | Metric::PositionQty(_))
+    }
+
     /// Parses a limit's `metric` field; `None` if unknown.
     pub fn parse(s: &str) -> Option<Metric> {
         Some(match s {
@@ -251,11 +257,7 @@ pub fn limits<'scope>(
             }
             let tallied = state.tally(&inputs);
             for (time, _, c, input) in inputs {
-                match input {
-                    Input::Change(change) => state.on_change(change, tallied, &mut buf),
-                    Input::Define(def) => state.define(*def, time, &mut buf),
-                    input => state.on_input(input, &mut buf),
-                }
+                state.on_input(input, time, tallied, &mut buf);
                 if !buf.is_empty() {
                     out.session(&caps[c]).give_iterator(buf.drain(..));
                 }
@@ -347,27 +349,31 @@ impl State {
     /// memory system, for every scope whose tallies no limit reads (most of them). Not done
     /// when the batch defines a limit that starts from a scope's tallies. True if done.
     fn tally(&mut self, inputs: &[(Ts, Ts, usize, Input)]) -> bool {
-        let reads_tallies = |l: &Limit| l.metric == "concentration" || l.metric.starts_with("position_qty:");
+        let reads_tallies = |l: &Limit| Metric::parse(&l.metric).is_some_and(|m| m.reads_tallies());
         if inputs.iter().any(|(.., i)| matches!(i, Input::Define(l) if reads_tallies(l))) {
             return false;
         }
         for (.., input) in inputs {
-            let Input::Change(c) = input else { continue };
-            if !self.in_order.is_empty() && self.in_order.contains(&(c.scope, c.key)) {
-                continue;
-            }
-            add_net(self.nets.entry((c.scope, c.key, c.underlying)).or_default(), c.ccy, c.net);
-            if c.qty != 0 {
-                *self.qty.entry((c.scope, c.key, c.instrument)).or_default() += c.qty;
+            match input {
+                Input::Change(c) if !self.is_in_order((c.scope, c.key)) => {
+                    add_tallies(&mut self.nets, &mut self.qty, c);
+                }
+                _ => {}
             }
         }
         true
+    }
+
+    /// Whether a scope's tallies are added in order (a limit reads them).
+    fn is_in_order(&self, key: (Scope, u64)) -> bool {
+        !self.in_order.is_empty() && self.in_order.contains(&key)
     }
 
     /// A change of one scope: its sums, its tallies (unless [`State::tally`] added them
     /// already), and its limits re-evaluated.
     fn on_change(&mut self, c: ScopeChange, tallied: bool, out: &mut Vec<LimitEvent>) {
         let key = (c.scope, c.key);
+        let add_tallies_here = !tallied || self.is_in_order(key);
         let s = self.scopes.entry(key).or_default();
         match s.sums.iter_mut().find(|(ccy, ..)| *ccy == c.ccy) {
             Some((_, net, gross)) => {
@@ -376,20 +382,14 @@ impl State {
             }
             None => s.sums.push((c.ccy, c.net, c.gross)),
         }
-        if !tallied || (!self.in_order.is_empty() && self.in_order.contains(&key)) {
-            let net = self.nets.entry((c.scope, c.key, c.underlying));
-            let first = matches!(net, griddle::hash_map::Entry::Vacant(_));
-            let by_ccy = net.or_default();
-            add_net(by_ccy, c.ccy, c.net);
+        if add_tallies_here {
+            let (by_ccy, first) = add_tallies(&mut self.nets, &mut self.qty, &c);
             if let Some(conc) = s.concentration.as_mut() {
                 if first {
                     conc.underlyings.push(c.underlying);
                 }
                 let value = underlying_value(by_ccy, &self.rates, self.base_ccy);
                 conc.update(c.underlying, value);
-            }
-            if c.qty != 0 {
-                *self.qty.entry((c.scope, c.key, c.instrument)).or_default() += c.qty;
             }
         }
         s.last_ts = s.last_ts.max(c.ts);
@@ -398,9 +398,11 @@ impl State {
         }
     }
 
-    fn on_input(&mut self, input: Input, out: &mut Vec<LimitEvent>) {
+    /// Applies one input at message time `time`; `tallied`: [`State::tally`] added the
+    /// batch's tallies already.
+    fn on_input(&mut self, input: Input, time: Ts, tallied: bool, out: &mut Vec<LimitEvent>) {
         match input {
-            Input::Change(c) => self.on_change(c, false, out),
+            Input::Change(c) => self.on_change(c, tallied, out),
             Input::Rate { ccy, rate, ts, ingest_ns } => {
                 self.rates.insert(ccy, rate);
                 for s in self.scopes.values_mut() {
@@ -419,7 +421,7 @@ impl State {
                 self.scopes.entry(key).or_default().figures.insert(metric.clone(), value);
                 self.evaluate_scope(key, Some(metric), ts, ingest_ns, out);
             }
-            Input::Define(def) => self.define(*def, 0, out),
+            Input::Define(def) => self.define(*def, time, out),
         }
     }
 
@@ -433,7 +435,7 @@ impl State {
             self.limits.push(None);
         }
         let is_concentration = metric == Metric::Concentration;
-        if is_concentration || matches!(metric, Metric::PositionQty(_)) {
+        if metric.reads_tallies() {
             self.in_order.insert(key);
         }
         let scope_id = def.scope_id.clone();
@@ -597,12 +599,24 @@ impl State {
     }
 }
 
-/// Adds `net` in `ccy` to an underlying's amounts.
-fn add_net(by_ccy: &mut ByCcy, ccy: Ccy, net: Nanos) {
-    match by_ccy.iter_mut().find(|(c, _)| *c == ccy) {
-        Some((_, n)) => *n += net,
-        None => by_ccy.push((ccy, net)),
+/// Adds a change to its scope's net per underlying and quantity per instrument. Returns the
+/// underlying's amounts and whether they are new.
+fn add_tallies<'a>(
+    nets: &'a mut GrowingMap<(Scope, u64, u64), ByCcy>,
+    qty: &mut GrowingMap<(Scope, u64, u64), i64>,
+    c: &ScopeChange,
+) -> (&'a ByCcy, bool) {
+    if c.qty != 0 {
+        *qty.entry((c.scope, c.key, c.instrument)).or_default() += c.qty;
     }
+    let net = nets.entry((c.scope, c.key, c.underlying));
+    let first = matches!(net, griddle::hash_map::Entry::Vacant(_));
+    let by_ccy = net.or_default();
+    match by_ccy.iter_mut().find(|(ccy, _)| *ccy == c.ccy) {
+        Some((_, n)) => *n += c.net,
+        None => by_ccy.push((c.ccy, c.net)),
+    }
+    (by_ccy, first)
 }
 
 /// |Σ_ccy rate · net| of one underlying, in the base currency; `None` while a rate is missing.
