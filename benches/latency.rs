@@ -3,7 +3,12 @@
 //! time, so a stalled engine is charged for every record it delays (no coordinated omission).
 //! Latency is taken where the live exposure update and the limit event leave the dataflow.
 //!
-//! `cargo bench --bench latency -- [rate per second] [seconds] [workers]` (defaults 100000 5 1).
+//! The source feeds the graph as `riskflow run --kafka` does: an unordered input sends each
+//! record the moment it is due, and only the input time (the capability) advances, once per
+//! epoch of wall time. A record never waits for its epoch to close.
+//!
+//! `cargo bench --bench latency -- [rate per second] [seconds] [workers] [epoch µs]`
+//! (defaults 100000 5 1 100000: the engine's default `engine.epoch`, 100 ms).
 
 mod workload;
 
@@ -17,7 +22,7 @@ use riskflow_dataflows::engine::engine;
 use riskflow_dataflows::model::Ts;
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::Operator;
-use timely::dataflow::InputHandleVec;
+use timely::dataflow::operators::vec::unordered_input::UnorderedInput;
 use workload::{arg, envelope, workload};
 
 fn histogram() -> Histogram<u64> {
@@ -25,7 +30,7 @@ fn histogram() -> Histogram<u64> {
 }
 
 fn main() {
-    let (rate, seconds, workers) = (arg(0, 100_000), arg(1, 5), arg(2, 1));
+    let (rate, seconds, workers, epoch_us) = (arg(0, 100_000), arg(1, 5), arg(2, 1), arg(3, 100_000));
     let n = rate * seconds;
     let w = Arc::new(workload(10_000, 5_000, 20, n, 11));
     let config = workload::engine_config();
@@ -33,12 +38,12 @@ fn main() {
     let t2 = totals.clone();
     timely::execute(timely::Config::process(workers), move |worker| {
         let (index, peers) = (worker.index(), worker.peers());
-        let mut input = InputHandleVec::<Ts, _>::new();
         let live = Rc::new(RefCell::new(histogram()));
         let breach = Rc::new(RefCell::new(histogram()));
         let (l2, b2) = (live.clone(), breach.clone());
-        worker.dataflow::<Ts, _, _>(|scope| {
-            let e = engine(input.to_stream(scope), &config);
+        let (mut input, mut cap) = worker.dataflow::<Ts, _, _>(|scope| {
+            let (input, events) = scope.new_unordered_input();
+            let e = engine(events, &config);
             e.book.live.sink(Pipeline, "LiveLatency", move |(input, _)| {
                 input.for_each(|_, data| {
                     let now = now_ns();
@@ -55,37 +60,42 @@ fn main() {
                     }
                 });
             });
+            input
         });
         if index == 0 {
-            for e in &w.reference {
-                input.send(envelope(e.clone(), now_ns()));
-            }
+            let mut reference: Vec<_> = w.reference.iter().map(|e| envelope(e.clone(), now_ns())).collect();
+            input.activate().session(&cap).give_container(&mut reference);
         }
         let mine: Vec<_> = w.updates.iter().skip(index).step_by(peers).cloned().collect();
-        input.advance_to(1);
+        cap.downgrade(&1);
         for _ in 0..1000 {
             worker.step();
         }
         live.borrow_mut().reset();
         let per_worker = rate as f64 / peers as f64;
+        let epoch_ns = epoch_us as u64 * 1_000;
         let start = now_ns();
         let mut sent = 0;
         let mut time: Ts = 1;
         while sent < mine.len() {
+            let now = now_ns();
             // Record j is scheduled at start + j / rate: due once that time has come.
-            let due = (((now_ns() - start) as f64 * per_worker / 1e9) as usize + 1).min(mine.len());
+            let due = (((now - start) as f64 * per_worker / 1e9) as usize + 1).min(mine.len());
             if due > sent {
-                for (k, e) in mine[sent..due].iter().enumerate() {
-                    let scheduled = start + ((sent + k) as f64 * 1e9 / per_worker) as u64;
-                    input.send(envelope(e.clone(), scheduled));
-                }
+                let mut batch: Vec<_> = (sent..due)
+                    .map(|j| envelope(mine[j].clone(), start + (j as f64 * 1e9 / per_worker) as u64))
+                    .collect();
+                input.activate().session(&cap).give_container(&mut batch);
                 sent = due;
-                time += 1;
-                input.advance_to(time);
+            }
+            let epoch = 1 + (now - start) / epoch_ns;
+            if epoch > time {
+                time = epoch;
+                cap.downgrade(&time);
             }
             worker.step();
         }
-        drop(input);
+        drop((input, cap));
         while worker.step() {}
         let mut t = t2.lock().unwrap();
         t.0.add(&*live.borrow()).unwrap();
@@ -93,7 +103,7 @@ fn main() {
     })
     .expect("workers start");
     let t = totals.lock().unwrap();
-    println!("latency: open loop, {rate} updates/s offered for {seconds} s, {workers} worker(s), 10000 accounts × 5000 instruments");
+    println!("latency: open loop, {rate} updates/s offered for {seconds} s, {workers} worker(s), {epoch_us} µs epochs, 10000 accounts × 5000 instruments");
     for (name, h) in [("ingest → live exposure update", &t.0), ("ingest → limit event (breach detection)", &t.1)] {
         let us = |v: f64| v / 1e3;
         println!(

@@ -85,6 +85,8 @@ $throughput
 
 \`cargo bench --bench latency -- RATE SECONDS WORKERS\` — target at 100k/s: mean ≤ 10 µs,
 p99 ≤ 50 µs. Ingest time is each record's scheduled release time (no coordinated omission).
+The source feeds the graph as the Kafka driver does: each record is sent the moment it is
+due, and the input time advances once per 100 ms epoch (the default \`engine.epoch\`).
 
 \`\`\`
 $lat_10k_1

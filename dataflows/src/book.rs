@@ -15,11 +15,14 @@
 //! over the positions it revalued: the latency path, which never waits for the frontier.
 //! It is also stashed and applied to the *settled* state once the frontier passes its time,
 //! so that a snapshot at `as_of` holds exactly the records with event time ≤ `as_of`.
+//! Settling goes in slices of [`SETTLE_SLICE`] changes per activation, new records first, so
+//! that an epoch of many records never holds up the live path behind it.
 //! A delta whose id was seen before is a duplicate and is counted, not applied. A record
 //! naming an instrument or account not yet known is held until that reference arrives; what
 //! is still held when input ends becomes a dead letter.
 
 use std::collections::hash_map::{DefaultHasher, Entry};
+use std::collections::VecDeque;
 use std::hash::{Hash, Hasher};
 
 use rustc_hash::{FxHashMap, FxHashMap as HashMap, FxHashSet as HashSet};
@@ -27,8 +30,9 @@ use rustc_hash::{FxHashMap, FxHashMap as HashMap, FxHashSet as HashSet};
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::generic::OutputBuilder;
-use timely::dataflow::operators::vec::{Broadcast, Partition};
+use timely::dataflow::operators::vec::{Broadcast, Map, Partition};
 use timely::dataflow::operators::Capability;
+use timely::dataflow::operators::Concat;
 use timely::dataflow::StreamVec;
 
 use crate::analytics::BarPart;
@@ -36,7 +40,7 @@ use crate::event::{DeadLetter, Envelope, Event, LiveUpdate, ScopeChange};
 use crate::exposure::{position_exposure, Ccy, Exposure, Leg, Nanos, OptionMarket, Sums};
 use crate::formulas::rate_from_pair;
 use crate::growing::{Chunked, GrowingMap, GrowingSet};
-use crate::model::{Account, AssetClass, Delta, Fixed, Instrument, Scope, Tick, Ts};
+use crate::model::{Account, AssetClass, Delta, Fixed, Instrument, Limit, Scope, Tick, Ts};
 use crate::snapshot::{AggKey, Dim, PositionRow, SnapshotPart};
 
 /// Settings of the book.
@@ -69,7 +73,13 @@ pub struct BookStreams<'scope> {
     pub dead: StreamVec<'scope, Ts, DeadLetter>,
     /// The analytics' view: definitions, and the settled changes at every bar end and snapshot.
     pub bars: StreamVec<'scope, Ts, BarPart>,
+    /// Limit definitions, each once, as they arrived: for the limits operator.
+    pub limits: StreamVec<'scope, Ts, Limit>,
 }
+
+/// The most stashed changes one activation applies to the settled state before it lets the
+/// live path run again (about 20–50 µs of work here).
+pub const SETTLE_SLICE: usize = 128;
 
 /// Builds the book: routes deltas by account and everything else to every worker, and
 /// maintains positions and exposures. `stats` is updated as records are applied.
@@ -78,15 +88,23 @@ pub fn book<'scope>(
     config: BookConfig,
     stats: std::rc::Rc<std::cell::RefCell<BookStats>>,
 ) -> BookStreams<'scope> {
-    let mut parts = events.partition(2, |env: Envelope| match env.event {
+    // Split, not cloned: a stream with two consumers copies every record for one of them.
+    let mut parts = events.partition(3, |env: Envelope| match env.event {
         Event::Delta(_) => (0, env),
+        Event::Limit(_) => (2, env),
         _ => (1, env),
     });
-    let shared = parts.pop().expect("two parts").broadcast();
-    let deltas = parts.pop().expect("two parts");
+    let limit_defs = parts.pop().expect("three parts");
+    let shared = parts.pop().expect("three parts").concat(limit_defs.clone()).broadcast();
+    let deltas = parts.pop().expect("three parts");
+    let limits = limit_defs.flat_map(|env| match env.event {
+        Event::Limit(limit) => Some(limit),
+        _ => None,
+    });
     let worker = shared.scope().index();
 
     let mut builder = OperatorBuilder::new("Book".to_owned(), shared.scope());
+    let activator = shared.scope().activator_for(builder.operator_info().address);
     let by_account = Exchange::new(|env: &Envelope| match &env.event {
         Event::Delta(d) => crate::route_hash(&d.account),
         _ => 0,
@@ -148,12 +166,18 @@ pub fn book<'scope>(
             let (Some(cap), Some(bcap)) = (snap_cap.as_mut(), bars_cap.as_mut()) else { return };
             // Take every boundary (snapshot or bar end) the frontier has passed, in order; at
             // the end only those up to the last event time.
+            // Settling is sliced while input remains: when a slice leaves work, the book asks to
+            // run again and takes new records first.
+            let budget = if least.is_some() { SETTLE_SLICE } else { usize::MAX };
             while let Some(boundary) = state.next_boundary.into_iter().chain(state.next_bar).min() {
                 let passed = least.is_none_or(|t| t > boundary);
                 if !passed || (least.is_none() && boundary > state.end()) {
                     break;
                 }
-                state.settle_until(boundary);
+                if !state.settle_until(boundary, budget) {
+                    activator.activate();
+                    return;
+                }
                 let snapshot = state.next_boundary == Some(boundary);
                 let bar = state.next_bar == Some(boundary);
                 bars_handle.session(&bcap.delayed(&boundary)).give_iterator(state.bar_parts(bar, snapshot).into_iter());
@@ -171,11 +195,13 @@ pub fn book<'scope>(
                 bcap.downgrade(&(boundary + 1));
             }
             if let Some(least) = least {
-                state.settle_until(least.saturating_sub(1));
+                if !state.settle_until(least.saturating_sub(1), budget) {
+                    activator.activate();
+                }
                 return;
             }
             // Input is exhausted: settle everything, take the closing snapshot, dead-letter the held.
-            state.settle_until(Ts::MAX);
+            state.settle_until(Ts::MAX, budget);
             let end = state.end();
             if state.next_boundary.is_some() && state.last_snapshot.is_none_or(|last| end > last) {
                 let mut parts = Vec::new();
@@ -197,7 +223,7 @@ pub fn book<'scope>(
         }
     });
 
-    BookStreams { live, snapshots, dead, bars }
+    BookStreams { live, snapshots, dead, bars, limits }
 }
 
 /// (time, reference/record/end, ts, is a delta): the order records of one activation are
@@ -396,7 +422,9 @@ struct State {
     /// Records waiting for a reference (by its id), each with its time and the reason it
     /// would fail.
     held: HashMap<String, Vec<(Ts, Envelope, String)>>,
-    stash: Vec<(Ts, Settle)>,
+    /// Changes waiting for the frontier, in time order unless `stash_sorted` is false.
+    stash: VecDeque<(Ts, Settle)>,
+    stash_sorted: bool,
     changes: Changes,
     next_boundary: Option<Ts>,
     next_bar: Option<Ts>,
@@ -430,7 +458,8 @@ impl State {
             names: Vec::new(),
             name_ids: FxHashMap::default(),
             held: HashMap::default(),
-            stash: Vec::new(),
+            stash: VecDeque::new(),
+            stash_sorted: true,
             changes: Changes::default(),
             next_boundary: None,
             next_bar: None,
@@ -626,7 +655,7 @@ impl State {
             return self.hold(&missing, time, env, reason);
         };
         self.stats.ticks_applied += 1;
-        self.stash.push((time, Settle::Price { instr: idx, ts, price, iv }));
+        self.stash(time, Settle::Price { instr: idx, ts, price, iv });
         if !self.instrs[idx].live.apply(ts, price, iv) {
             return;
         }
@@ -691,7 +720,7 @@ impl State {
         };
         self.stats.deltas_applied += 1;
         self.positions[p].qty = new_qty;
-        self.stash.push((time, Settle::Qty { pos: p, qty }));
+        self.stash(time, Settle::Qty { pos: p, qty });
         self.revalue(p, qty.0, ts, env.ingest_ns);
         self.changes.flush(live);
     }
@@ -761,16 +790,25 @@ impl State {
         }
     }
 
-    /// Applies every stashed change with time ≤ `upto` to the settled state, in time order.
-    fn settle_until(&mut self, upto: Ts) {
-        if self.stash.is_empty() {
-            return;
+    fn stash(&mut self, time: Ts, change: Settle) {
+        if self.stash.back().is_some_and(|(t, _)| *t > time) {
+            self.stash_sorted = false;
         }
-        if !self.stash.is_sorted_by_key(|(t, _)| *t) {
-            self.stash.sort_by_key(|(t, _)| *t);
+        self.stash.push_back((time, change));
+    }
+
+    /// Applies up to `budget` stashed changes with time ≤ `upto` to the settled state, in time
+    /// order (stable: changes of one time in arrival order). True when none is left.
+    fn settle_until(&mut self, upto: Ts, budget: usize) -> bool {
+        if !self.stash_sorted {
+            self.stash.make_contiguous().sort_by_key(|(t, _)| *t);
+            self.stash_sorted = true;
         }
-        let n = self.stash.partition_point(|(t, _)| *t <= upto);
-        for (_, change) in self.stash.drain(..n) {
+        for _ in 0..budget {
+            if self.stash.front().is_none_or(|(t, _)| *t > upto) {
+                return true;
+            }
+            let (_, change) = self.stash.pop_front().expect("checked above");
             match change {
                 Settle::Qty { pos, qty } => {
                     let p = &mut self.positions[pos];
@@ -784,6 +822,7 @@ impl State {
                 }
             }
         }
+        self.stash.front().is_none_or(|(t, _)| *t > upto)
     }
 
     /// Base-currency units per unit of `ccy`, in the live or the settled state.

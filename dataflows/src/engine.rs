@@ -4,12 +4,11 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use timely::dataflow::operators::vec::Map;
 use timely::dataflow::StreamVec;
 
 use crate::analytics::{analytics, AnalyticsConfig, AnalyticsTables, RegimeEvent};
 use crate::book::{book, BookConfig, BookStats, BookStreams};
-use crate::event::{Envelope, Event};
+use crate::event::Envelope;
 use crate::exposure::Ccy;
 use crate::limits::{limits, LimitEvent, LimitStates, LimitsConfig};
 use crate::model::Ts;
@@ -44,16 +43,12 @@ pub struct Engine<'scope> {
 pub fn engine<'scope>(events: StreamVec<'scope, Ts, Envelope>, config: &EngineConfig) -> Engine<'scope> {
     let stats = Rc::new(RefCell::new(BookStats::default()));
     let limit_states = LimitStates::default();
-    let definitions = events.clone().flat_map(|env| match env.event {
-        Event::Limit(limit) => Some(limit),
-        _ => None,
-    });
     let book_config = BookConfig { bar_interval: config.analytics.bar_ns, ..config.book.clone() };
     let book = book(events, book_config, stats.clone());
     let risk = analytics(book.bars.clone(), config.analytics.clone(), config.base_ccy(), config.book.rate);
     let limit_events = limits(
         book.live.clone(),
-        definitions,
+        book.limits.clone(),
         risk.metrics,
         config.limits.clone(),
         config.base_ccy(),

@@ -50,6 +50,11 @@ fn accounts() -> Vec<Account> {
 /// Seeded ticks and deltas in non-decreasing event time: prices walk, positions open, grow,
 /// shrink and close exactly; some deltas are redelivered.
 fn random_events(seed: u64, n: usize) -> Vec<Event> {
+    random_events_spaced(seed, n, 40)
+}
+
+/// `n` random ticks and deltas (some redelivered), event times `0..max_gap` apart.
+fn random_events_spaced(seed: u64, n: usize, max_gap: Ts) -> Vec<Event> {
     let mut rng = SmallRng::seed_from_u64(seed);
     let insts = instruments();
     let accts = accounts();
@@ -71,7 +76,7 @@ fn random_events(seed: u64, n: usize) -> Vec<Event> {
     let mut positions: HashMap<(usize, usize), i64> = HashMap::new();
     let mut deltas: Vec<Delta> = Vec::new();
     for _ in 0..n {
-        ts += rng.random_range(0..40);
+        ts += rng.random_range(0..max_gap);
         let roll: f64 = rng.random();
         if roll < 0.3 {
             let i = rng.random_range(0..insts.len());
@@ -300,6 +305,21 @@ fn incremental_equals_batch_on_random_inputs() {
         let timed: Vec<(Ts, Event)> = events.iter().map(|e| (e.ts().unwrap(), e.clone())).collect();
         let out = run_book(reference(), timed, 1);
         assert!(out.stats.duplicates > 0, "the input has redeliveries");
+        assert!(out.dead.is_empty(), "{:?}", out.dead);
+        check_against_batch(&events, &out);
+    }
+}
+
+/// Epochs of ~1,000 records, many times the book's settle slice: the settled state reaches
+/// each snapshot boundary over several activations, with new records arriving in between.
+#[test]
+fn incremental_equals_batch_when_an_epoch_holds_many_records() {
+    assert!(riskflow_dataflows::book::SETTLE_SLICE < 500);
+    let events = random_events_spaced(4, 25_000, 3);
+    let timed: Vec<(Ts, Event)> =
+        events.iter().map(|e| (e.ts().unwrap().div_ceil(INTERVAL) * INTERVAL, e.clone())).collect();
+    for workers in [1, 2] {
+        let out = run_book(reference(), timed.clone(), workers);
         assert!(out.dead.is_empty(), "{:?}", out.dead);
         check_against_batch(&events, &out);
     }
