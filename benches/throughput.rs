@@ -2,8 +2,12 @@
 //! The plain single-threaded baseline and the dataflow (book + limits, in-memory source)
 //! with 1 and 2 workers, on the same seeded workload, in one run.
 //!
-//! `cargo bench --bench throughput -- [accounts] [instruments] [updates] [records per epoch]`
-//! (defaults 10000 5000 2000000 1000).
+//! Two figures each: *cold*, the first `warm-up` updates, during which most positions and
+//! limit tallies are created (tables grow, memory is first touched); and *sustained*, the
+//! `updates` after them, when the book holds its positions as it does through a trading day.
+//!
+//! `cargo bench --bench throughput -- [accounts] [instruments] [updates] [records per epoch] [warm-up]`
+//! (defaults 10000 5000 2000000 1000 1000000).
 
 mod workload;
 
@@ -22,8 +26,9 @@ use workload::{arg, envelope, workload, Workload};
 
 /// The same exposure and limit updates as the dataflow, in one thread with HashMaps: ids
 /// interned on first sight, positions, last prices, positions per instrument, account and desk
-/// gross/net sums, and the limit state machine on every change.
-fn baseline(w: &Workload) -> (Duration, usize, u64) {
+/// gross/net sums, and the limit state machine on every change. Returns the time of the first
+/// `warm` updates (reference data included), the time of the rest, positions, limit events.
+fn baseline(w: &Workload, warm: usize) -> (Duration, Duration, usize, u64) {
     let started = Instant::now();
     let mut instr: HashMap<&str, usize> = HashMap::new();
     let mut defs: Vec<&Instrument> = Vec::new();
@@ -89,7 +94,11 @@ fn baseline(w: &Workload) -> (Duration, usize, u64) {
     fn a_desk(packed: usize) -> (usize, usize) {
         (packed >> 8, packed & 0xff)
     }
-    for e in &w.updates {
+    let mut hot_started = started;
+    for (n, e) in w.updates.iter().enumerate() {
+        if n == warm {
+            hot_started = Instant::now();
+        }
         match e {
             Event::Tick(t) => {
                 let i = instr[t.instrument.as_str()];
@@ -115,17 +124,17 @@ fn baseline(w: &Workload) -> (Duration, usize, u64) {
             _ => {}
         }
     }
-    (started.elapsed(), positions.len(), events)
+    (hot_started - started, hot_started.elapsed(), positions.len(), events)
 }
 
 /// The dataflow: each worker feeds every `workers`-th update, `epoch` records per epoch.
-/// Returns the time until the book has applied every update (the limits trail it by at
-/// most eight epochs), the time until the graph is done (closing snapshot and analytics
-/// included), and the number of limit events.
-fn dataflow(w: &Arc<Workload>, workers: usize, epoch: usize) -> (Duration, Duration, u64) {
+/// Returns the times until the book has applied the first `warm` updates and then the rest
+/// (the limits trail it by at most eight epochs), the time from the end of warm-up until the
+/// graph is done (closing snapshot and analytics included), and the number of limit events.
+fn dataflow(w: &Arc<Workload>, workers: usize, epoch: usize, warm: usize) -> (Duration, Duration, Duration, u64) {
     let config = workload::engine_config();
     let w = w.clone();
-    let live = Arc::new(Mutex::new(Duration::ZERO));
+    let live = Arc::new(Mutex::new((Duration::ZERO, Duration::ZERO)));
     let live2 = live.clone();
     let elapsed = Arc::new(Mutex::new(Duration::ZERO));
     let events = Arc::new(Mutex::new(0u64));
@@ -143,7 +152,10 @@ fn dataflow(w: &Arc<Workload>, workers: usize, epoch: usize) -> (Duration, Durat
             e.book.live.probe_with(&probe);
         });
         // Prepared before the clock starts: the source is memory.
-        let mine: Vec<_> = w.updates.iter().skip(index).step_by(peers).map(|e| envelope(e.clone(), 0)).collect();
+        let share = |updates: &[riskflow_dataflows::event::Event]| -> Vec<_> {
+            updates.iter().skip(index).step_by(peers).map(|e| envelope(e.clone(), 0)).collect()
+        };
+        let (warm_up, hot) = (share(&w.updates[..warm]), share(&w.updates[warm..]));
         if index == 0 {
             for e in &w.reference {
                 input.send(envelope(e.clone(), 0));
@@ -153,26 +165,37 @@ fn dataflow(w: &Arc<Workload>, workers: usize, epoch: usize) -> (Duration, Durat
         while probe.less_than(input.time()) {
             worker.step();
         }
-        let started = Instant::now();
-        let mut time: Ts = 1;
-        let mut mine = mine.into_iter().peekable();
-        while mine.peek().is_some() {
-            for env in mine.by_ref().take(epoch) {
-                input.send(env);
+        let mut feed = |records: Vec<_>, mut time: Ts, end: Option<Ts>| {
+            let started = Instant::now();
+            let mut records = records.into_iter().peekable();
+            while records.peek().is_some() {
+                for env in records.by_ref().take(epoch) {
+                    input.send(env);
+                }
+                time += 1;
+                input.advance_to(time);
+                worker.step();
+                // Keep a bounded number of epochs in flight.
+                while probe.less_than(&time.saturating_sub(8)) {
+                    worker.step();
+                }
             }
-            time += 1;
-            input.advance_to(time);
-            worker.step();
-            // Keep a bounded number of epochs in flight.
-            while probe.less_than(&time.saturating_sub(8)) {
+            // With `end`, every worker's input reaches it only once all of its share is fed.
+            let end = end.unwrap_or(time);
+            input.advance_to(end);
+            while probe.less_than(&end) {
                 worker.step();
             }
-        }
-        while probe.less_than(&time) {
-            worker.step();
-        }
+            started.elapsed()
+        };
+        // Above any worker's epoch count for its share of the warm-up (timely time stays far
+        // below the bench's one-second bars, as before).
+        let warm_end = (warm / epoch + 10) as Ts;
+        let cold = feed(warm_up, 1, Some(warm_end));
+        let started = Instant::now();
+        let sustained = feed(hot, warm_end, None);
         if index == 0 {
-            *live2.lock().unwrap() = started.elapsed();
+            *live2.lock().unwrap() = (cold, sustained);
         }
         drop(input);
         while worker.step() {}
@@ -183,27 +206,36 @@ fn dataflow(w: &Arc<Workload>, workers: usize, epoch: usize) -> (Duration, Durat
     })
     .expect("workers start");
     drop(guards);
-    let (l, d) = (*live.lock().unwrap(), *elapsed.lock().unwrap());
+    let ((cold, sustained), d) = (*live.lock().unwrap(), *elapsed.lock().unwrap());
     let n = *events.lock().unwrap();
-    (l, d, n)
+    (cold, sustained, d, n)
 }
 
 fn main() {
-    let (accounts, instruments, updates, epoch) = (arg(0, 10_000), arg(1, 5_000), arg(2, 2_000_000), arg(3, 1_000));
-    let w = Arc::new(workload(accounts, instruments, 20, updates, 7));
+    let (accounts, instruments, updates, epoch, warm) =
+        (arg(0, 10_000), arg(1, 5_000), arg(2, 2_000_000), arg(3, 1_000), arg(4, 1_000_000));
+    let w = Arc::new(workload(accounts, instruments, 20, warm + updates, 7));
     println!(
-        "throughput: {accounts} accounts × {instruments} instruments, 20 positions per account, {updates} updates (1 tick per 10 deltas), {epoch} records per epoch"
+        "throughput: {accounts} accounts × {instruments} instruments, 20 positions per account, 1 tick per 10 deltas, {epoch} records per epoch; cold: the first {warm} updates, sustained: the {updates} after them"
     );
-    let rate = |d: Duration| updates as f64 / d.as_secs_f64() / 1e6;
-    let (d, positions, events) = baseline(&w);
-    println!("  baseline (1 thread, HashMaps)   {:>8.3} s  {:>6.2} M updates/s  ({positions} positions, {events} limit events)", d.as_secs_f64(), rate(d));
-    for workers in [1, 2] {
-        let (live, d, events) = dataflow(&w, workers, epoch);
+    let rate = |n: usize, d: Duration| n as f64 / d.as_secs_f64() / 1e6;
+    let line = |name: &str, cold: Duration, sustained: Duration, note: String| {
         println!(
-            "  dataflow, {workers} worker(s)            {:>8.3} s  {:>6.2} M updates/s  ({events} limit events; closing snapshot and analytics {:.3} s more)",
-            live.as_secs_f64(),
-            rate(live),
-            (d - live).as_secs_f64()
+            "  {name:<30} cold {:>6.2} M/s ({:>6.3} s)   sustained {:>6.2} M updates/s ({:>6.3} s)  {note}",
+            rate(warm, cold),
+            cold.as_secs_f64(),
+            rate(updates, sustained),
+            sustained.as_secs_f64()
+        )
+    };
+    let (cold, sustained, positions, events) = baseline(&w, warm);
+    line("baseline (1 thread, HashMaps)", cold, sustained, format!("({positions} positions, {events} limit events)"));
+    for workers in [1, 2] {
+        let (cold, sustained, d, events) = dataflow(&w, workers, epoch, warm);
+        let note = format!(
+            "({events} limit events; closing snapshot and analytics {:.3} s more)",
+            (d - sustained).as_secs_f64()
         );
+        line(&format!("dataflow, {workers} worker(s)"), cold, sustained, note);
     }
 }
