@@ -2,10 +2,11 @@
 # Runs every benchmark in one go and writes docs/performance.md: each figure beside the
 # target (DESIGN.md §9) and the plain single-threaded baseline measured in the same run,
 # with the machine and the commands. Sizes can be scaled down for a quick look:
-#   UPDATES=2000000 DAY_DELTAS=1000000 scripts/bench.sh
+#   UPDATES=2000000 WARMUP=1000000 DAY_DELTAS=1000000 scripts/bench.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 UPDATES="${UPDATES:-2000000}"
+WARMUP="${WARMUP:-1000000}"
 DAY_DELTAS="${DAY_DELTAS:-1000000}"
 work="${TMPDIR:-/tmp}/riskflow-bench"
 mkdir -p "$work"
@@ -15,7 +16,7 @@ bench() { cargo bench --quiet --bench "$@" 2>/dev/null; }
 rss() { /usr/bin/time -f '%M' "$@" 2>&1 >/dev/null | tail -1; }
 
 echo "throughput..." >&2
-throughput=$(bench throughput -- 10000 5000 "$UPDATES" 1000)
+throughput=$(bench throughput -- 10000 5000 "$UPDATES" 1000 "$WARMUP")
 echo "latency..." >&2
 lat_10k_1=$(bench latency -- 10000 3 1)
 lat_100k_1=$(bench latency -- 100000 3 1)
@@ -69,13 +70,14 @@ cat <<MD
 
 Measured by \`scripts/bench.sh\` on $(date -u +%Y-%m-%d): $machine. Release build.
 Every figure below is from that one run; the targets are DESIGN.md §9's. Regenerate with
-\`scripts/bench.sh\` (sizes: \`UPDATES=$UPDATES DAY_DELTAS=$DAY_DELTAS\`).
+\`scripts/bench.sh\` (sizes: \`UPDATES=$UPDATES WARMUP=$WARMUP DAY_DELTAS=$DAY_DELTAS\`).
 
 ## Throughput through exposures and limits (in-memory source)
 
-\`cargo bench --bench throughput -- 10000 5000 $UPDATES 1000\` — target ≥ 5M updates/s.
-The baseline is a plain single-threaded loop (HashMaps) doing the same exposure and limit
-updates, in \`benches/throughput.rs\`.
+\`cargo bench --bench throughput -- 10000 5000 $UPDATES 1000 $WARMUP\` — target ≥ 5M updates/s
+sustained. The baseline is a plain single-threaded loop (HashMaps) doing the same exposure and
+limit updates, in \`benches/throughput.rs\`. *Cold* is the first $WARMUP updates, while the
+positions and limit tallies are created; *sustained* is the $UPDATES after them.
 
 \`\`\`
 $throughput
