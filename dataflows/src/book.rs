@@ -15,8 +15,6 @@
 //! over the positions it revalued: the latency path, which never waits for the frontier.
 //! It is also stashed and applied to the *settled* state once the frontier passes its time,
 //! so that a snapshot at `as_of` holds exactly the records with event time ≤ `as_of`.
-//! Settling goes in slices of [`SETTLE_SLICE`] changes per activation, new records first, so
-//! that an epoch of many records never holds up the live path behind it.
 //! A delta whose id was seen before is a duplicate and is counted, not applied. A record
 //! naming an instrument or account not yet known is held until that reference arrives; what
 //! is still held when input ends becomes a dead letter.
@@ -77,10 +75,6 @@ pub struct BookStreams<'scope> {
     pub limits: StreamVec<'scope, Ts, Limit>,
 }
 
-/// The most stashed changes one activation applies to the settled state before it lets the
-/// live path run again (about 20–50 µs of work here).
-pub const SETTLE_SLICE: usize = 128;
-
 /// Builds the book: routes deltas by account and everything else to every worker, and
 /// maintains positions and exposures. `stats` is updated as records are applied.
 pub fn book<'scope>(
@@ -104,7 +98,6 @@ pub fn book<'scope>(
     let worker = shared.scope().index();
 
     let mut builder = OperatorBuilder::new("Book".to_owned(), shared.scope());
-    let activator = shared.scope().activator_for(builder.operator_info().address);
     let by_account = Exchange::new(|env: &Envelope| match &env.event {
         Event::Delta(d) => crate::route_hash(&d.account),
         _ => 0,
@@ -166,18 +159,12 @@ pub fn book<'scope>(
             let (Some(cap), Some(bcap)) = (snap_cap.as_mut(), bars_cap.as_mut()) else { return };
             // Take every boundary (snapshot or bar end) the frontier has passed, in order; at
             // the end only those up to the last event time.
-            // Settling is sliced while input remains: when a slice leaves work, the book asks to
-            // run again and takes new records first.
-            let budget = if least.is_some() { SETTLE_SLICE } else { usize::MAX };
             while let Some(boundary) = state.next_boundary.into_iter().chain(state.next_bar).min() {
                 let passed = least.is_none_or(|t| t > boundary);
                 if !passed || (least.is_none() && boundary > state.end()) {
                     break;
                 }
-                if !state.settle_until(boundary, budget) {
-                    activator.activate();
-                    return;
-                }
+                state.settle_until(boundary);
                 let snapshot = state.next_boundary == Some(boundary);
                 let bar = state.next_bar == Some(boundary);
                 bars_handle.session(&bcap.delayed(&boundary)).give_iterator(state.bar_parts(bar, snapshot).into_iter());
@@ -195,13 +182,11 @@ pub fn book<'scope>(
                 bcap.downgrade(&(boundary + 1));
             }
             if let Some(least) = least {
-                if !state.settle_until(least.saturating_sub(1), budget) {
-                    activator.activate();
-                }
+                state.settle_until(least.saturating_sub(1));
                 return;
             }
             // Input is exhausted: settle everything, take the closing snapshot, dead-letter the held.
-            state.settle_until(Ts::MAX, budget);
+            state.settle_until(Ts::MAX);
             let end = state.end();
             if state.next_boundary.is_some() && state.last_snapshot.is_none_or(|last| end > last) {
                 let mut parts = Vec::new();
@@ -797,17 +782,14 @@ impl State {
         self.stash.push_back((time, change));
     }
 
-    /// Applies up to `budget` stashed changes with time ≤ `upto` to the settled state, in time
-    /// order (stable: changes of one time in arrival order). True when none is left.
-    fn settle_until(&mut self, upto: Ts, budget: usize) -> bool {
+    /// Applies every stashed change with time ≤ `upto` to the settled state, in time order
+    /// (stable: changes of one time in arrival order).
+    fn settle_until(&mut self, upto: Ts) {
         if !self.stash_sorted {
             self.stash.make_contiguous().sort_by_key(|(t, _)| *t);
             self.stash_sorted = true;
         }
-        for _ in 0..budget {
-            if self.stash.front().is_none_or(|(t, _)| *t > upto) {
-                return true;
-            }
+        while self.stash.front().is_some_and(|(t, _)| *t <= upto) {
             let (_, change) = self.stash.pop_front().expect("checked above");
             match change {
                 Settle::Qty { pos, qty } => {
@@ -822,7 +804,6 @@ impl State {
                 }
             }
         }
-        self.stash.front().is_none_or(|(t, _)| *t > upto)
     }
 
     /// Base-currency units per unit of `ccy`, in the live or the settled state.
