@@ -20,7 +20,6 @@
 //! is still held when input ends becomes a dead letter.
 
 use std::collections::hash_map::{DefaultHasher, Entry};
-use std::collections::VecDeque;
 use std::hash::{Hash, Hasher};
 
 use rustc_hash::{FxHashMap, FxHashMap as HashMap, FxHashSet as HashSet};
@@ -407,9 +406,7 @@ struct State {
     /// Records waiting for a reference (by its id), each with its time and the reason it
     /// would fail.
     held: HashMap<String, Vec<(Ts, Envelope, String)>>,
-    /// Changes waiting for the frontier, in time order unless `stash_sorted` is false.
-    stash: VecDeque<(Ts, Settle)>,
-    stash_sorted: bool,
+    stash: Vec<(Ts, Settle)>,
     changes: Changes,
     next_boundary: Option<Ts>,
     next_bar: Option<Ts>,
@@ -443,8 +440,7 @@ impl State {
             names: Vec::new(),
             name_ids: FxHashMap::default(),
             held: HashMap::default(),
-            stash: VecDeque::new(),
-            stash_sorted: true,
+            stash: Vec::new(),
             changes: Changes::default(),
             next_boundary: None,
             next_bar: None,
@@ -640,7 +636,7 @@ impl State {
             return self.hold(&missing, time, env, reason);
         };
         self.stats.ticks_applied += 1;
-        self.stash(time, Settle::Price { instr: idx, ts, price, iv });
+        self.stash.push((time, Settle::Price { instr: idx, ts, price, iv }));
         if !self.instrs[idx].live.apply(ts, price, iv) {
             return;
         }
@@ -705,7 +701,7 @@ impl State {
         };
         self.stats.deltas_applied += 1;
         self.positions[p].qty = new_qty;
-        self.stash(time, Settle::Qty { pos: p, qty });
+        self.stash.push((time, Settle::Qty { pos: p, qty }));
         self.revalue(p, qty.0, ts, env.ingest_ns);
         self.changes.flush(live);
     }
@@ -775,22 +771,16 @@ impl State {
         }
     }
 
-    fn stash(&mut self, time: Ts, change: Settle) {
-        if self.stash.back().is_some_and(|(t, _)| *t > time) {
-            self.stash_sorted = false;
-        }
-        self.stash.push_back((time, change));
-    }
-
-    /// Applies every stashed change with time ≤ `upto` to the settled state, in time order
-    /// (stable: changes of one time in arrival order).
+    /// Applies every stashed change with time ≤ `upto` to the settled state, in time order.
     fn settle_until(&mut self, upto: Ts) {
-        if !self.stash_sorted {
-            self.stash.make_contiguous().sort_by_key(|(t, _)| *t);
-            self.stash_sorted = true;
+        if self.stash.is_empty() {
+            return;
         }
-        while self.stash.front().is_some_and(|(t, _)| *t <= upto) {
-            let (_, change) = self.stash.pop_front().expect("checked above");
+        if !self.stash.is_sorted_by_key(|(t, _)| *t) {
+            self.stash.sort_by_key(|(t, _)| *t);
+        }
+        let n = self.stash.partition_point(|(t, _)| *t <= upto);
+        for (_, change) in self.stash.drain(..n) {
             match change {
                 Settle::Qty { pos, qty } => {
                     let p = &mut self.positions[pos];
