@@ -30,18 +30,18 @@ fn main() {
     let mut rng = Rng(5);
     let names: Vec<String> = (0..n).map(|i| format!("F{i:04}")).collect();
     let mut book = Positions::default();
-    book.rates.insert(Ccy::USD, 1.0);
+    book.set_rate(Ccy::USD, 1.0);
     let mut prices: Vec<f64> = (0..n).map(|_| 50.0 + rng.below(200) as f64).collect();
     for name in &names {
-        book.instruments.insert(name.clone(), Instrument::equity(name.clone(), "USD"));
+        book.define_instrument(Instrument::equity(name.clone(), "USD"));
     }
     for a in 0..20 {
         let id = format!("A{a:02}");
-        book.accounts.insert(id.clone(), Account { id: id.clone(), desk: format!("D{}", a % 10), firm: None });
+        book.define_account(Account { id: id.clone(), desk: format!("D{}", a % 10), firm: None });
         for k in 0..25 {
             let f = (a * 25 + k * 7) % n;
             let qty = rng.below(2000) as i64 - 1000;
-            book.qty.insert((id.clone(), names[f].clone()), Fixed::from_int(qty.max(1)));
+            book.add_qty(&id, &names[f], Fixed::from_int(qty.max(1)));
         }
     }
     let mut model = FactorModel::new(config.lambda, config.window, config.history);
@@ -52,9 +52,9 @@ fn main() {
     for bar in 0..bars {
         for (i, p) in prices.iter_mut().enumerate() {
             *p *= 1.0 + (rng.below(2001) as f64 - 1000.0) * 1e-6;
-            book.prices.insert(names[i].clone(), (Fixed::from_f64((*p * 100.0).round() / 100.0).unwrap(), None));
+            book.set_price(&names[i], Fixed::from_f64((*p * 100.0).round() / 100.0).unwrap(), None);
         }
-        let closes: Vec<(String, f64)> = names.iter().map(|f| (f.clone(), book.prices[f].0.to_f64())).collect();
+        let closes = book.closes(Ccy::USD);
         let t = (bar as u64 + 1) * 1_000_000_000;
         let started = Instant::now();
         let returns = model.close_bar(t, closes);

@@ -123,7 +123,8 @@ struct State {
     positions: Positions,
     model: FactorModel,
     regimes: Regimes,
-    watched: HashSet<(Scope, String)>,
+    /// Scope ids with a `var`, `es` or `stress` limit, by scope.
+    watched: [HashSet<String>; 3],
     /// Whether any instrument ticked since the last bar closed.
     ticked: bool,
 }
@@ -132,32 +133,18 @@ impl State {
     fn apply(&mut self, part: BarPart) {
         let p = &mut self.positions;
         match part {
-            BarPart::Instrument(def) => {
-                p.instruments.insert(def.id.clone(), def);
-            }
-            BarPart::Account(def) => {
-                p.accounts.insert(def.id.clone(), def);
-            }
+            BarPart::Instrument(def) => p.define_instrument(def),
+            BarPart::Account(def) => p.define_account(def),
             BarPart::Watch(scope, id) => {
-                self.watched.insert((scope, id));
+                self.watched[scope as usize].insert(id);
             }
             BarPart::Price { instrument, price, iv } => {
                 // The book's settled price keeps the last implied vol any tick carried.
                 self.ticked = true;
-                p.prices.insert(instrument, (price, iv));
+                p.set_price(&instrument, price, iv);
             }
-            BarPart::Rate(ccy, rate) => {
-                p.rates.insert(ccy, rate);
-            }
-            BarPart::Qty { account, instrument, qty } => {
-                let key = (account, instrument);
-                let q = p.qty.get(&key).copied().unwrap_or(Fixed::ZERO).0 + qty.0;
-                if q == 0 {
-                    p.qty.remove(&key);
-                } else {
-                    p.qty.insert(key, Fixed(q));
-                }
-            }
+            BarPart::Rate(ccy, rate) => p.set_rate(ccy, rate),
+            BarPart::Qty { account, instrument, qty } => p.add_qty(&account, &instrument, qty),
             BarPart::Boundary { .. } => {}
         }
     }
@@ -166,7 +153,7 @@ impl State {
         if !self.config.benchmarks.is_empty() {
             return self.config.benchmarks.iter().any(|b| b == factor);
         }
-        let def = self.positions.instruments.get(factor);
+        let def = self.positions.instrument(factor);
         def.is_some_and(|d| d.asset_class == AssetClass::Equity && d.sector.as_deref() == Some("index"))
     }
 
@@ -176,15 +163,7 @@ impl State {
         if !std::mem::take(&mut self.ticked) {
             return;
         }
-        let p = &self.positions;
-        let mut closes: Vec<(String, f64)> = p
-            .instruments
-            .values()
-            .filter(|d| d.asset_class == AssetClass::Equity)
-            .filter_map(|d| Some((d.id.clone(), p.prices.get(&d.id)?.0.to_f64())))
-            .collect();
-        closes.extend(p.rates.iter().filter(|(c, _)| **c != self.base).map(|(c, r)| (format!("FX:{c}"), *r)));
-        closes.sort_by(|a, b| a.0.cmp(&b.0));
+        let closes = self.positions.closes(self.base);
         let returns = self.model.close_bar(t, closes);
         for i in 0..self.model.factors.len() {
             if self.is_benchmark(&self.model.factors[i].name) {
@@ -202,14 +181,14 @@ impl State {
         }
         let watched = &self.watched;
         let all = |_: Scope, _: &str| true;
-        let some = |s: Scope, id: &str| watched.contains(&(s, id.to_owned()));
+        let some = |s: Scope, id: &str| watched[s as usize].contains(id);
         let wanted: &dyn Fn(Scope, &str) -> bool = if snapshot { &all } else { &some };
-        if !snapshot && watched.is_empty() {
+        if !snapshot && watched.iter().all(HashSet::is_empty) {
             return;
         }
         let rows = self.positions.risk(t, self.base, self.rate, &self.config, &self.model, wanted);
         let ingest_ns = now_ns();
-        for row in rows.iter().filter(|r| self.watched.contains(&(r.scope, r.scope_id.clone()))) {
+        for row in rows.iter().filter(|r| watched[r.scope as usize].contains(&r.scope_id)) {
             let (var, es) = match self.config.limit_method {
                 LimitMethod::Parametric => (row.var_parametric, row.es_parametric),
                 LimitMethod::Historical => (row.var_historical, row.es_historical),
@@ -290,7 +269,7 @@ pub fn analytics<'scope>(
             positions: Positions::default(),
             model,
             regimes,
-            watched: HashSet::default(),
+            watched: Default::default(),
             ticked: false,
         };
         let mut pending: BTreeMap<Ts, (timely::dataflow::operators::Capability<Ts>, Vec<BarPart>)> = BTreeMap::new();

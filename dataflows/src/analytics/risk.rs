@@ -2,28 +2,61 @@
 //! a snapshot (docs/analytics.md). Factor exposures follow the `factor_exposures` table: exact
 //! nanos per (scope, factor, currency), each converted once.
 
+use std::cell::OnceCell;
 use std::collections::BTreeMap;
 
 use rustc_hash::FxHashMap as HashMap;
 use serde::{Deserialize, Serialize};
 
-use crate::analytics::config::{AnalyticsConfig, Scenario};
+use crate::analytics::config::AnalyticsConfig;
 use crate::analytics::factors::FactorModel;
 use crate::exposure::{position_exposure, Ccy, Exposure, OptionMarket, NANOS};
 use crate::formulas::{black_scholes, historical_var_es, parametric_es, parametric_var, year_fraction};
 use crate::model::{Account, AssetClass, Fixed, Instrument, Scope, Ts};
 
 /// The settled book as the analytics see it at a boundary.
+///
+/// Every bar end walks all of it, so it is integer-keyed: instruments, accounts and factors
+/// are numbered once, when first named. Accounts are walked in id order and each keeps its
+/// positions in instrument-id order, so floating-point sums run in the order the ids give,
+/// whatever order the parts arrived in.
 #[derive(Clone, Debug, Default)]
 pub struct Positions {
-    pub instruments: HashMap<String, Instrument>,
-    pub accounts: HashMap<String, Account>,
-    /// Last settled price and implied vol per instrument.
-    pub prices: HashMap<String, (Fixed, Option<f64>)>,
+    instr_ids: HashMap<String, u32>,
+    instruments: Vec<Instr>,
+    acct_ids: HashMap<String, u32>,
+    accounts: Vec<Acct>,
+    /// Account numbers in id order.
+    acct_order: Vec<u32>,
+    factor_ids: HashMap<String, u32>,
+    factor_names: Vec<String>,
+    /// Each factor's place in name order; reset when a factor is added.
+    factor_rank: OnceCell<Vec<u32>>,
+    /// The factor `FX:<ccy>` of each currency with a rate.
+    fx_factors: BTreeMap<Ccy, u32>,
     /// Base-currency units per unit of each currency with a rate.
-    pub rates: BTreeMap<Ccy, f64>,
-    /// Non-zero quantities by (account, instrument).
-    pub qty: BTreeMap<(String, String), Fixed>,
+    rates: BTreeMap<Ccy, f64>,
+}
+
+/// An instrument as named by a definition, a price or a position.
+#[derive(Clone, Debug)]
+struct Instr {
+    id: String,
+    def: Option<Instrument>,
+    /// Last settled price and implied vol.
+    price: Option<(Fixed, Option<f64>)>,
+    /// The underlying's number, for an instrument that names one.
+    underlying: Option<u32>,
+    /// The factor its delta leg maps to, unless it is an fx pair (by leg currency).
+    factor: Option<u32>,
+}
+
+#[derive(Clone, Debug)]
+struct Acct {
+    id: String,
+    def: Option<Account>,
+    /// Non-zero quantities by instrument number, in instrument-id order.
+    qty: Vec<(u32, Fixed)>,
 }
 
 /// A scope's risk figures at one time.
@@ -42,62 +75,163 @@ pub struct RiskRow {
     pub stress: Vec<f64>,
 }
 
-/// A factor as positions name it: an underlying's id, or a currency against the base.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-enum FactorKey<'a> {
-    Name(&'a str),
-    Fx(Ccy),
-}
-
-impl FactorKey<'_> {
-    fn name(&self) -> String {
-        match self {
-            FactorKey::Name(n) => (*n).to_owned(),
-            FactorKey::Fx(c) => format!("FX:{c}"),
-        }
-    }
-}
-
 /// What one scope accumulates from its positions.
 #[derive(Default)]
-struct Acc<'a> {
+struct Acc {
     /// Nanos per (factor, currency) of every delta and quote leg.
-    factors: HashMap<(FactorKey<'a>, Ccy), i128>,
+    factors: HashMap<(u32, Ccy), i128>,
     /// The same, options left out (they are revalued in full under stress).
-    linear: HashMap<(FactorKey<'a>, Ccy), i128>,
+    linear: HashMap<(u32, Ccy), i128>,
     /// Option revaluation P&L per scenario, base currency.
     options: Vec<f64>,
 }
 
-/// The factor a position's delta leg maps to (none for a leg in the base currency).
-fn delta_factor<'a>(def: &'a Instrument, e: &Exposure, base: Ccy) -> Option<FactorKey<'a>> {
-    match def.asset_class {
-        AssetClass::Fx if e.delta.ccy == base => None,
-        AssetClass::Fx => Some(FactorKey::Fx(e.delta.ccy)),
-        _ => Some(FactorKey::Name(def.underlying_id())),
-    }
+/// What a call of [`Positions::risk`] looks up once per factor.
+struct PerFactor {
+    /// Index in the factor model.
+    model: Vec<Option<usize>>,
+    /// (price, vol) shock per scenario, then factor.
+    shocks: Vec<Vec<(f64, f64)>>,
 }
 
 impl Positions {
-    fn market(&self, def: &Instrument) -> Option<OptionMarket> {
-        let (_, iv) = self.prices.get(&def.id)?;
-        let (spot, _) = self.prices.get(def.underlying.as_deref()?)?;
-        Some(OptionMarket { spot: *spot, vol: (*iv)? })
+    fn intern_instrument(&mut self, id: &str) -> u32 {
+        if let Some(&n) = self.instr_ids.get(id) {
+            return n;
+        }
+        let n = self.instruments.len() as u32;
+        let slot = Instr { id: id.to_owned(), def: None, price: None, underlying: None, factor: None };
+        self.instruments.push(slot);
+        self.instr_ids.insert(id.to_owned(), n);
+        n
+    }
+
+    fn intern_factor(&mut self, name: &str) -> u32 {
+        if let Some(&n) = self.factor_ids.get(name) {
+            return n;
+        }
+        let n = self.factor_names.len() as u32;
+        self.factor_names.push(name.to_owned());
+        self.factor_ids.insert(name.to_owned(), n);
+        self.factor_rank.take();
+        n
+    }
+
+    pub fn define_instrument(&mut self, def: Instrument) {
+        let n = self.intern_instrument(&def.id);
+        let underlying = def.underlying.as_deref().map(|u| self.intern_instrument(u));
+        let factor = (def.asset_class != AssetClass::Fx).then(|| self.intern_factor(def.underlying_id()));
+        let slot = &mut self.instruments[n as usize];
+        (slot.underlying, slot.factor, slot.def) = (underlying, factor, Some(def));
+    }
+
+    pub fn define_account(&mut self, def: Account) {
+        let n = self.intern_account(&def.id);
+        self.accounts[n as usize].def = Some(def);
+    }
+
+    fn intern_account(&mut self, id: &str) -> u32 {
+        if let Some(&n) = self.acct_ids.get(id) {
+            return n;
+        }
+        let n = self.accounts.len() as u32;
+        self.accounts.push(Acct { id: id.to_owned(), def: None, qty: Vec::new() });
+        self.acct_ids.insert(id.to_owned(), n);
+        let accounts = &self.accounts;
+        let at = self.acct_order.partition_point(|&a| accounts[a as usize].id.as_str() < id);
+        self.acct_order.insert(at, n);
+        n
+    }
+
+    /// The last settled price (and implied vol) of an instrument.
+    pub fn set_price(&mut self, instrument: &str, price: Fixed, iv: Option<f64>) {
+        let n = self.intern_instrument(instrument);
+        self.instruments[n as usize].price = Some((price, iv));
+    }
+
+    pub fn set_rate(&mut self, ccy: Ccy, rate: f64) {
+        if !self.fx_factors.contains_key(&ccy) {
+            let n = self.intern_factor(&format!("FX:{ccy}"));
+            self.fx_factors.insert(ccy, n);
+        }
+        self.rates.insert(ccy, rate);
+    }
+
+    /// Adds a settled quantity change to a position.
+    pub fn add_qty(&mut self, account: &str, instrument: &str, qty: Fixed) {
+        let (a, i) = (self.intern_account(account), self.intern_instrument(instrument));
+        let instruments = &self.instruments;
+        let held = &mut self.accounts[a as usize].qty;
+        match held.binary_search_by(|(j, _)| instruments[*j as usize].id.as_str().cmp(instrument)) {
+            Ok(at) => {
+                let q = held[at].1 .0 + qty.0;
+                if q == 0 {
+                    held.remove(at);
+                } else {
+                    held[at].1 = Fixed(q);
+                }
+            }
+            Err(at) if qty.0 != 0 => held.insert(at, (i, qty)),
+            Err(_) => {}
+        }
+    }
+
+    pub fn instrument(&self, id: &str) -> Option<&Instrument> {
+        self.instruments[*self.instr_ids.get(id)? as usize].def.as_ref()
+    }
+
+    /// The closes a bar takes: every equity with a price, and every currency but the base
+    /// with a rate (as `FX:<ccy>`), in name order.
+    pub fn closes(&self, base: Ccy) -> Vec<(String, f64)> {
+        let equity = |i: &Instr| i.def.as_ref().is_some_and(|d| d.asset_class == AssetClass::Equity);
+        let mut closes: Vec<(String, f64)> = (self.instruments.iter())
+            .filter(|i| equity(i))
+            .filter_map(|i| Some((i.id.clone(), i.price?.0.to_f64())))
+            .collect();
+        closes.extend(self.rates.iter().filter(|(c, _)| **c != base).map(|(c, r)| (format!("FX:{c}"), *r)));
+        closes.sort_by(|a, b| a.0.cmp(&b.0));
+        closes
+    }
+
+    fn rank(&self) -> &[u32] {
+        self.factor_rank.get_or_init(|| {
+            let mut order: Vec<u32> = (0..self.factor_names.len() as u32).collect();
+            order.sort_unstable_by(|a, b| self.factor_names[*a as usize].cmp(&self.factor_names[*b as usize]));
+            let mut rank = vec![0; order.len()];
+            for (r, f) in order.into_iter().enumerate() {
+                rank[f as usize] = r as u32;
+            }
+            rank
+        })
+    }
+
+    fn market(&self, instr: &Instr) -> Option<OptionMarket> {
+        let (_, iv) = instr.price?;
+        let (spot, _) = self.instruments[instr.underlying? as usize].price?;
+        Some(OptionMarket { spot, vol: iv? })
     }
 
     /// A position's exposure at `now`, if it has a price (and option market) and its delta
     /// leg's currency a rate: the positions the exposure tables count.
-    fn exposure(&self, def: &Instrument, qty: Fixed, now: Ts, r: f64) -> Option<Exposure> {
-        let (price, _) = self.prices.get(&def.id)?;
-        let market = if def.asset_class == AssetClass::Option { Some(self.market(def)?) } else { None };
-        let e = position_exposure(def, qty, *price, market, now, r).ok()?;
+    fn exposure(&self, instr: &Instr, def: &Instrument, qty: Fixed, now: Ts, r: f64) -> Option<Exposure> {
+        let (price, _) = instr.price?;
+        let market = if def.asset_class == AssetClass::Option { Some(self.market(instr)?) } else { None };
+        let e = position_exposure(def, qty, price, market, now, r).ok()?;
         self.rates.contains_key(&e.delta.ccy).then_some(e)
     }
 
     /// Full-revaluation P&L of an option position under a (price, vol) shock of its
     /// underlying, in the base currency.
-    fn option_pnl(&self, def: &Instrument, qty: Fixed, now: Ts, r: f64, shock: (f64, f64)) -> Option<f64> {
-        let market = self.market(def)?;
+    fn option_pnl(
+        &self,
+        instr: &Instr,
+        def: &Instrument,
+        qty: Fixed,
+        now: Ts,
+        r: f64,
+        shock: (f64, f64),
+    ) -> Option<f64> {
+        let market = self.market(instr)?;
         let (kind, strike, expiry) = (def.option_type?, def.strike?.to_f64(), def.expiry?);
         let rate = *self.rates.get(&Ccy::parse(&def.currency)?)?;
         let (s, t, sigma) = (market.spot.to_f64(), year_fraction(expiry, now), market.vol);
@@ -106,8 +240,22 @@ impl Positions {
         Some(qty.to_f64() * def.multiplier.to_f64() * (after - before) * rate)
     }
 
-    /// Risk rows at `now` for the scopes `wanted` accepts, sorted by scope, and their factor
-    /// exposures. Positions come in account order, so each account's scopes are looked up once.
+    /// The legs of a position's exposure as (factor, currency, nanos): the delta leg (none in
+    /// the base currency for an fx pair) and an fx pair's quote leg unless in the base currency.
+    /// A leg in a currency without a rate has no factor; it would convert to nothing.
+    fn legs(&self, instr: &Instr, def: &Instrument, e: &Exposure, base: Ccy) -> [Option<(u32, Ccy, i128)>; 2] {
+        let delta = match def.asset_class {
+            AssetClass::Fx if e.delta.ccy == base => None,
+            AssetClass::Fx => self.fx_factors.get(&e.delta.ccy).copied(),
+            _ => instr.factor,
+        };
+        let quote =
+            e.quote.filter(|q| q.ccy != base).and_then(|q| Some((*self.fx_factors.get(&q.ccy)?, q.ccy, q.nanos)));
+        [delta.map(|f| (f, e.delta.ccy, e.delta.nanos)), quote]
+    }
+
+    /// Risk rows at `now` for the scopes `wanted` accepts, sorted by scope. A scope has a row
+    /// once one of its positions has an exposure.
     pub fn risk(
         &self,
         now: Ts,
@@ -117,84 +265,108 @@ impl Positions {
         model: &FactorModel,
         wanted: &dyn Fn(Scope, &str) -> bool,
     ) -> Vec<RiskRow> {
-        let mut scopes: HashMap<(Scope, &str), Acc> = HashMap::default();
+        let per_factor = PerFactor {
+            model: self.factor_names.iter().map(|f| model.index_of(f)).collect(),
+            shocks: config
+                .scenarios
+                .iter()
+                .map(|s| self.factor_names.iter().map(|f| s.shock_of(f)).collect())
+                .collect(),
+        };
+        let mut index: HashMap<(Scope, &str), usize> = HashMap::default();
+        let mut scopes: Vec<((Scope, &str), Acc)> = Vec::new();
         let mut owners: Vec<(Scope, &str)> = Vec::with_capacity(3);
-        let mut current: Option<&str> = None;
-        for ((account, instrument), &qty) in &self.qty {
-            if current != Some(account.as_str()) {
-                current = Some(account.as_str());
-                owners.clear();
-                if let Some(acct) = self.accounts.get(account) {
-                    let all =
-                        [(Scope::Account, account.as_str()), (Scope::Desk, &acct.desk), (Scope::Firm, acct.firm())];
-                    owners.extend(all.into_iter().filter(|(s, id)| wanted(*s, id)));
-                }
-            }
+        let mut accs: Vec<usize> = Vec::with_capacity(3);
+        let mut shocked: Vec<f64> = Vec::with_capacity(config.scenarios.len());
+        for &a in &self.acct_order {
+            let acct = &self.accounts[a as usize];
+            let Some(def) = &acct.def else { continue };
+            owners.clear();
+            accs.clear();
+            let all = [(Scope::Account, def.id.as_str()), (Scope::Desk, &def.desk), (Scope::Firm, def.firm())];
+            owners.extend(all.into_iter().filter(|(s, id)| wanted(*s, id)));
             if owners.is_empty() {
                 continue;
             }
-            let Some(def) = self.instruments.get(instrument) else { continue };
-            let Some(e) = self.exposure(def, qty, now, r) else { continue };
-            let option = def.asset_class == AssetClass::Option;
-            let shocks: Vec<f64> = if option {
-                let factor = def.underlying_id();
-                let pnl = |s: &Scenario| self.option_pnl(def, qty, now, r, s.shock_of(factor)).unwrap_or(0.0);
-                config.scenarios.iter().map(pnl).collect()
-            } else {
-                Vec::new()
-            };
-            let mut legs = Vec::with_capacity(2);
-            legs.extend(delta_factor(def, &e, base).map(|f| (f, e.delta.ccy, e.delta.nanos)));
-            legs.extend(e.quote.filter(|q| q.ccy != base).map(|q| (FactorKey::Fx(q.ccy), q.ccy, q.nanos)));
-            for owner in &owners {
-                let acc = scopes.entry(*owner).or_default();
-                for &(factor, ccy, nanos) in &legs {
-                    *acc.factors.entry((factor, ccy)).or_default() += nanos;
-                    if !option {
-                        *acc.linear.entry((factor, ccy)).or_default() += nanos;
+            for &(i, qty) in &acct.qty {
+                let instr = &self.instruments[i as usize];
+                let Some(idef) = &instr.def else { continue };
+                let Some(e) = self.exposure(instr, idef, qty, now, r) else { continue };
+                if accs.is_empty() {
+                    for owner in &owners {
+                        let n = *index.entry(*owner).or_insert_with(|| {
+                            scopes.push((*owner, Acc::default()));
+                            scopes.len() - 1
+                        });
+                        accs.push(n);
                     }
                 }
+                let option = idef.asset_class == AssetClass::Option;
+                shocked.clear();
                 if option {
-                    acc.options.resize(shocks.len(), 0.0);
-                    acc.options.iter_mut().zip(&shocks).for_each(|(a, s)| *a += s);
+                    let factor = instr.factor.expect("an option's delta leg maps to its underlying") as usize;
+                    let pnl = |s: &Vec<(f64, f64)>| self.option_pnl(instr, idef, qty, now, r, s[factor]).unwrap_or(0.0);
+                    shocked.extend(per_factor.shocks.iter().map(pnl));
+                }
+                let legs = self.legs(instr, idef, &e, base);
+                for &n in &accs {
+                    let acc = &mut scopes[n].1;
+                    for &(factor, ccy, nanos) in legs.iter().flatten() {
+                        *acc.factors.entry((factor, ccy)).or_default() += nanos;
+                        if !option {
+                            *acc.linear.entry((factor, ccy)).or_default() += nanos;
+                        }
+                    }
+                    if option {
+                        acc.options.resize(shocked.len(), 0.0);
+                        acc.options.iter_mut().zip(&shocked).for_each(|(a, s)| *a += s);
+                    }
                 }
             }
         }
-        let mut scopes: Vec<_> = scopes.into_iter().collect();
         scopes.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        scopes
-            .into_iter()
-            .map(|((scope, scope_id), acc)| self.scope_row(scope, scope_id.to_owned(), acc, config, model))
+        (scopes.into_iter())
+            .map(|((scope, scope_id), acc)| self.scope_row(scope, scope_id.to_owned(), acc, config, model, &per_factor))
             .collect()
     }
 
     /// Converts one currency's exact sum per factor to the base currency and adds them up,
     /// in factor-name order (currencies in order within a factor).
-    fn to_base(&self, sums: &HashMap<(FactorKey, Ccy), i128>) -> BTreeMap<String, f64> {
-        let mut sorted: Vec<_> = sums.iter().map(|((f, c), n)| (f.name(), *c, *n)).collect();
-        sorted.sort_unstable_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
-        let mut out: BTreeMap<String, f64> = BTreeMap::new();
-        for (factor, ccy, nanos) in sorted {
-            if let Some(rate) = self.rates.get(&ccy) {
-                *out.entry(factor).or_default() += nanos as f64 / NANOS * rate;
+    fn to_base(&self, sums: &HashMap<(u32, Ccy), i128>) -> Vec<(u32, f64)> {
+        let rank = self.rank();
+        let mut sorted: Vec<_> = sums.iter().map(|(&(f, c), &n)| (rank[f as usize], c, f, n)).collect();
+        sorted.sort_unstable_by_key(|&(rank, ccy, _, _)| (rank, ccy));
+        let mut out: Vec<(u32, f64)> = Vec::with_capacity(sorted.len());
+        for (_, ccy, factor, nanos) in sorted {
+            let Some(rate) = self.rates.get(&ccy) else { continue };
+            let value = nanos as f64 / NANOS * rate;
+            match out.last_mut() {
+                Some((f, sum)) if *f == factor => *sum += value,
+                _ => out.push((factor, 0.0 + value)),
             }
         }
         out
     }
 
-    fn scope_row(&self, scope: Scope, scope_id: String, acc: Acc, c: &AnalyticsConfig, model: &FactorModel) -> RiskRow {
+    fn scope_row(
+        &self,
+        scope: Scope,
+        scope_id: String,
+        acc: Acc,
+        c: &AnalyticsConfig,
+        model: &FactorModel,
+        per_factor: &PerFactor,
+    ) -> RiskRow {
         let exposures = self.to_base(&acc.factors);
-        let e: Vec<(usize, f64)> = exposures.iter().filter_map(|(f, v)| Some((model.index_of(f)?, *v))).collect();
+        let e: Vec<(usize, f64)> =
+            exposures.iter().filter_map(|&(f, v)| Some((per_factor.model[f as usize]?, v))).collect();
         let has_variance = e.iter().any(|&(i, _)| model.cov(i, i).is_some());
         let sigma = has_variance.then(|| model.portfolio_variance(&e).max(0.0).sqrt());
         let historical = |alpha| historical_var_es(&model.historical_pnl(&e), alpha);
         let linear = self.to_base(&acc.linear);
-        let stress: Vec<f64> = c
-            .scenarios
-            .iter()
-            .enumerate()
-            .map(|(k, s)| {
-                let lin: f64 = linear.iter().map(|(f, v)| v * s.shock_of(f).0).sum();
+        let stress: Vec<f64> = (per_factor.shocks.iter().enumerate())
+            .map(|(k, shocks)| {
+                let lin: f64 = linear.iter().map(|&(f, v)| v * shocks[f as usize].0).sum();
                 lin + acc.options.get(k).copied().unwrap_or(0.0)
             })
             .collect();
