@@ -405,12 +405,19 @@ impl State {
             Input::Change(c) => self.on_change(c, tallied, out),
             Input::Rate { ccy, rate, ts, ingest_ns } => {
                 self.rates.insert(ccy, rate);
-                for s in self.scopes.values_mut() {
+                // Only a scope that holds exposure in `ccy` has a value that moved. Evaluating
+                // the others could change no state; it would only raise their limits' last
+                // event time, which a later change in event-time order raises anyway.
+                let mut keys = Vec::new();
+                for (key, s) in self.scopes.iter_mut() {
+                    if s.limits.is_empty() || !s.sums.iter().any(|(c, ..)| *c == ccy) {
+                        continue;
+                    }
                     if let Some(conc) = s.concentration.as_mut() {
                         conc.stale = true;
                     }
+                    keys.push(*key);
                 }
-                let keys: Vec<_> = self.scopes.iter().filter(|(_, s)| !s.limits.is_empty()).map(|(k, _)| *k).collect();
                 for key in keys {
                     self.evaluate_scope(key, None, ts, ingest_ns, out);
                 }
