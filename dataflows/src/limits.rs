@@ -298,11 +298,13 @@ struct ScopeState {
 }
 
 /// The largest single-underlying |net| of a scope, maintained incrementally: each change
-/// recomputes that underlying's base-currency value from its exact sums; the maximum is
-/// rescanned only when it shrinks or a rate moves.
+/// recomputes that underlying's base-currency value from its exact sums. The maximum is
+/// rescanned only when a rate moves, or when it shrinks below what another underlying may
+/// hold (`others`, at least every other underlying's value).
 #[derive(Default)]
 struct Concentration {
     max: Option<(u64, f64)>,
+    others: f64,
     stale: bool,
     /// The underlyings the scope has held, for a rescan.
     underlyings: Vec<u64>,
@@ -315,10 +317,22 @@ impl Concentration {
             return;
         };
         match self.max {
-            Some((u, m)) if u == underlying && v < m => self.stale = true,
-            Some((_, m)) if v <= m => {}
-            _ => self.max = Some((underlying, v)),
+            Some((u, m)) if u == underlying => match v >= m || v >= self.others {
+                true => self.max = Some((u, v)),
+                false => self.stale = true,
+            },
+            Some((_, m)) if v <= m => self.others = self.others.max(v),
+            Some((_, m)) => {
+                self.others = self.others.max(m);
+                self.max = Some((underlying, v));
+            }
+            None => self.max = Some((underlying, v)),
         }
+    }
+
+    /// Starts over from no values (values are absolute, so none is below zero).
+    fn clear(&mut self) {
+        (self.max, self.others, self.stale) = (None, 0.0, false);
     }
 }
 
@@ -465,7 +479,7 @@ impl State {
         let s = self.scopes.entry(key).or_default();
         if is_concentration && s.concentration.is_none() {
             let underlyings = self.nets.keys().filter(|(sc, k, _)| (*sc, *k) == key).map(|(.., u)| *u).collect();
-            s.concentration = Some(Concentration { stale: true, max: None, underlyings });
+            s.concentration = Some(Concentration { stale: true, underlyings, ..Concentration::default() });
         }
         s.id = Some(scope_id);
         s.limits.push(slot);
@@ -540,8 +554,7 @@ impl State {
     ) -> bool {
         let Some(scope) = self.scopes.get_mut(&key) else { return false };
         if let Some(conc) = scope.concentration.as_mut().filter(|c| c.stale) {
-            conc.max = None;
-            conc.stale = false;
+            conc.clear();
             for i in 0..conc.underlyings.len() {
                 let u = conc.underlyings[i];
                 let by_ccy = self.nets.get(&(key.0, key.1, u)).map_or(&[][..], |n| &n[..]);
@@ -657,5 +670,29 @@ mod tests {
         assert_eq!(Metric::parse("position_qty:AAPL"), Some(Metric::PositionQty(crate::route_hash("AAPL"))));
         assert_eq!(Metric::parse("position_qty:"), None);
         assert_eq!(Metric::parse("vol"), None);
+    }
+
+    #[test]
+    fn concentration_max_equals_the_largest_value_after_every_update() {
+        // Seeded values of 12 underlyings, shrinking and growing, the largest included.
+        let mut values = [0.0f64; 12];
+        let mut conc = Concentration::default();
+        let mut x = 3u64;
+        for step in 0..20_000 {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            let u = (x >> 33) % 12;
+            let v = ((x >> 40) % 1000) as f64 * if step % 7 == 0 { 10.0 } else { 1.0 };
+            if !conc.underlyings.contains(&u) {
+                conc.underlyings.push(u);
+            }
+            values[u as usize] = v;
+            conc.update(u, Some(v));
+            if conc.stale {
+                conc.clear();
+                conc.underlyings.clone().into_iter().for_each(|u| conc.update(u, Some(values[u as usize])));
+            }
+            let largest = values.iter().copied().fold(0.0, f64::max);
+            assert_eq!(conc.max.map(|(_, m)| m), Some(largest), "step {step}");
+        }
     }
 }
