@@ -220,24 +220,26 @@ impl Positions {
         self.rates.contains_key(&e.delta.ccy).then_some(e)
     }
 
-    /// Full-revaluation P&L of an option position under a (price, vol) shock of its
-    /// underlying, in the base currency.
-    fn option_pnl(
+    /// Full revaluation of an option under each scenario's (price, vol) shock of its
+    /// underlying: the change in its price per scenario, and its currency's rate; none without
+    /// a market, terms or rate. The same for every position in it.
+    fn option_moves(
         &self,
         instr: &Instr,
         def: &Instrument,
-        qty: Fixed,
         now: Ts,
         r: f64,
-        shock: (f64, f64),
-    ) -> Option<f64> {
+        shocks: &[(f64, f64)],
+    ) -> Option<(Vec<f64>, f64)> {
         let market = self.market(instr)?;
         let (kind, strike, expiry) = (def.option_type?, def.strike?.to_f64(), def.expiry?);
         let rate = *self.rates.get(&Ccy::parse(&def.currency)?)?;
         let (s, t, sigma) = (market.spot.to_f64(), year_fraction(expiry, now), market.vol);
         let before = black_scholes(kind, s, strike, t, r, sigma).price;
-        let after = black_scholes(kind, s * (1.0 + shock.0), strike, t, r, (sigma + shock.1).max(1e-4)).price;
-        Some(qty.to_f64() * def.multiplier.to_f64() * (after - before) * rate)
+        let moved = |shock: &(f64, f64)| {
+            black_scholes(kind, s * (1.0 + shock.0), strike, t, r, (sigma + shock.1).max(1e-4)).price - before
+        };
+        Some((shocks.iter().map(moved).collect(), rate))
     }
 
     /// The legs of a position's exposure as (factor, currency, nanos): the delta leg (none in
@@ -278,6 +280,8 @@ impl Positions {
         let mut owners: Vec<(Scope, &str)> = Vec::with_capacity(3);
         let mut accs: Vec<usize> = Vec::with_capacity(3);
         let mut shocked: Vec<f64> = Vec::with_capacity(config.scenarios.len());
+        // Each option's price moves, once per call.
+        let mut options: HashMap<u32, Option<(Vec<f64>, f64)>> = HashMap::default();
         for &a in &self.acct_order {
             let acct = &self.accounts[a as usize];
             let Some(def) = &acct.def else { continue };
@@ -304,9 +308,17 @@ impl Positions {
                 let option = idef.asset_class == AssetClass::Option;
                 shocked.clear();
                 if option {
-                    let factor = instr.factor.expect("an option's delta leg maps to its underlying") as usize;
-                    let pnl = |s: &Vec<(f64, f64)>| self.option_pnl(instr, idef, qty, now, r, s[factor]).unwrap_or(0.0);
-                    shocked.extend(per_factor.shocks.iter().map(pnl));
+                    let moves = options.entry(i).or_insert_with(|| {
+                        let factor = instr.factor.expect("an option's delta leg maps to its underlying") as usize;
+                        let shocks: Vec<_> = per_factor.shocks.iter().map(|s| s[factor]).collect();
+                        self.option_moves(instr, idef, now, r, &shocks)
+                    });
+                    match moves {
+                        Some((dv, rate)) => {
+                            shocked.extend(dv.iter().map(|d| qty.to_f64() * idef.multiplier.to_f64() * d * *rate))
+                        }
+                        None => shocked.resize(per_factor.shocks.len(), 0.0),
+                    }
                 }
                 let legs = self.legs(instr, idef, &e, base);
                 for &n in &accs {
