@@ -1,6 +1,7 @@
 //! Limits end to end through the book: a scripted scenario whose exact event sequence is
 //! asserted, a price oscillating around a limit, a limit changed mid-stream, a desk breached
-//! by two accounts together, and utilisations against a batch computation.
+//! by two accounts together, a concentration that an fx rate move changes, and utilisations
+//! against a batch computation.
 
 mod common;
 
@@ -169,6 +170,30 @@ fn scripted_scenario_yields_exactly_these_events() {
         out.states,
         vec![("L1".into(), LimitState::Ok, 943.5 / 2000.0), ("L2".into(), LimitState::Ok, 943.5 / 1300.0)]
     );
+}
+
+#[test]
+fn a_rate_move_rescans_concentration() {
+    use Scope::*;
+    let events = vec![
+        (1, Event::Limit(limit("C", Account, "A1", "concentration", 0.5))),
+        (1, Event::Limit(limit("G", Account, "A3", "gross", 1000.0))),
+        (1, tick(1, "AAPL", 100.0)),
+        (1, tick(1, "SAP", 50.0)),
+        (1, tick(1, "EURUSD", 1.1)),
+        (10, delta("a", 10, "A1", "AAPL", 100.0)), // AAPL 10,000: concentration 1.0, BREACH
+        (20, delta("b", 20, "A1", "SAP", 100.0)),  // SAP 5,500 of 15,500: 0.645, still BREACH
+        (25, delta("c", 25, "A3", "AAPL", 9.0)),   // A3 900 USD only: WARN
+        (30, tick(30, "EURUSD", 0.2)),             // SAP 1,000 of 11,000: 0.909, still BREACH
+        // SAP 15,000 of 25,000: 0.6 from SAP, now the largest; A3 holds no EUR: no evaluation.
+        (40, tick(40, "EURUSD", 3.0)),
+        (50, tick(50, "EURUSD", 9.0)), // SAP 45,000 of 55,000: 0.818, BREACH still
+        (60, tick(60, "AAPL", 110.0)), // A3 990: WARN still; A1 SAP 45,000 of 56,000
+    ];
+    let out = run(events, 1);
+    assert_eq!(sequence(&out.events), vec!["10 C Ok->Breach", "10 A1 Active->Reducing", "25 G Ok->Warn"]);
+    let states: Vec<_> = out.states.iter().map(|(id, s, u)| (id.as_str(), *s, (u * 1e6).round() / 1e6)).collect();
+    assert_eq!(states, vec![("C", LimitState::Breach, 1.607143), ("G", LimitState::Warn, 0.99)]);
 }
 
 #[test]
