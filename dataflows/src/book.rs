@@ -82,6 +82,7 @@ pub fn book<'scope>(
     stats: std::rc::Rc<std::cell::RefCell<BookStats>>,
 ) -> BookStreams<'scope> {
     // Split, not cloned: a stream with two consumers copies every record for one of them.
+    // Only limit definitions (few) go to both the book and the limits operator.
     let mut parts = events.partition(3, |env: Envelope| match env.event {
         Event::Delta(_) => (0, env),
         Event::Limit(_) => (2, env),

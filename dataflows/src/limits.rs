@@ -317,10 +317,9 @@ impl Concentration {
             return;
         };
         match self.max {
-            Some((u, m)) if u == underlying => match v >= m || v >= self.others {
-                true => self.max = Some((u, v)),
-                false => self.stale = true,
-            },
+            // Still the largest unless it fell below what another may hold.
+            Some((u, m)) if u == underlying && v < m && v < self.others => self.stale = true,
+            Some((u, _)) if u == underlying => self.max = Some((u, v)),
             Some((_, m)) if v <= m => self.others = self.others.max(v),
             Some((_, m)) => {
                 self.others = self.others.max(m);

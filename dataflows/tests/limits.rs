@@ -185,7 +185,7 @@ fn a_rate_move_rescans_concentration() {
         (20, delta("b", 20, "A1", "SAP", 100.0)),  // SAP 5,500 of 15,500: 0.645, still BREACH
         (25, delta("c", 25, "A3", "AAPL", 9.0)),   // A3 900 USD only: WARN
         (30, tick(30, "EURUSD", 0.2)),             // SAP 1,000 of 11,000: 0.909, still BREACH
-        // SAP 15,000 of 25,000: 0.6 from SAP, now the largest; A3 holds no EUR: no evaluation.
+        // SAP 15,000 of 25,000: 0.6 from SAP, now the largest (A3 holds no EUR: no event).
         (40, tick(40, "EURUSD", 3.0)),
         (50, tick(50, "EURUSD", 9.0)), // SAP 45,000 of 55,000: 0.818, BREACH still
         (60, tick(60, "AAPL", 110.0)), // A3 990: WARN still; A1 SAP 45,000 of 56,000

@@ -8,9 +8,11 @@
 //! ```
 //!
 //! After each record, every scope the record changed (a position's delta exposure or quantity;
-//! and on an fx rate move every scope with a limit) re-evaluates its limits: utilisation u = |value| / limit; BREACH at u ≥ 1, or while
-//! in BREACH at u ≥ 1 − hysteresis; WARN at u ≥ warn_at; else OK. A position's live exposure is
-//! recomputed when a record touches it (its delta, a tick of its instrument or of an option's
+//! and on an fx rate move every scope with a limit) re-evaluates its limits: utilisation
+//! u = |value| / limit; BREACH at u ≥ 1, or while in BREACH at u ≥ 1 − hysteresis; WARN at
+//! u ≥ warn_at; else OK. (The engine re-evaluates only the scopes holding the moved currency;
+//! the others' states cannot change, so the events are the same.) A position's live exposure
+//! is recomputed when a record touches it (its delta, a tick of its instrument or of an option's
 //! underlying), at that record's time. `var`, `es` and `stress` limits take their figures at
 //! every bar end and snapshot time t, after every record with ts ≤ t. A state change is a
 //! breach event stamped with the largest event time the limit has been evaluated at; a change
