@@ -20,6 +20,7 @@
 //! is still held when input ends becomes a dead letter.
 
 use std::collections::hash_map::{DefaultHasher, Entry};
+use std::collections::VecDeque;
 use std::hash::{Hash, Hasher};
 
 use rustc_hash::{FxHashMap, FxHashMap as HashMap, FxHashSet as HashSet};
@@ -98,6 +99,7 @@ pub fn book<'scope>(
     let worker = shared.scope().index();
 
     let mut builder = OperatorBuilder::new("Book".to_owned(), shared.scope());
+    let activator = shared.scope().activator_for(builder.operator_info().address);
     let by_account = Exchange::new(|env: &Envelope| match &env.event {
         Event::Delta(d) => crate::route_hash(&d.account),
         _ => 0,
@@ -141,6 +143,7 @@ pub fn book<'scope>(
                     caps.push(cap);
                 });
             }
+            let arrived = pending.len();
             // Stable: records of equal order keep their arrival order.
             pending.sort_by_key(|(order, _, _)| *order);
             let mut records = pending.drain(..).peekable();
@@ -157,6 +160,10 @@ pub fn book<'scope>(
 
             let least = frontiers.iter().flat_map(|f| f.frontier().iter().copied().collect::<Vec<_>>()).min();
             let (Some(cap), Some(bcap)) = (snap_cap.as_mut(), bars_cap.as_mut()) else { return };
+            // Settling is sliced, so that a record arriving behind it waits for one slice at
+            // most: an activation settles as many changes as records arrived, plus a slice,
+            // and activates itself again while changes the frontier has passed remain.
+            let mut budget = if least.is_some() { SETTLE_PER_RECORD * arrived + SETTLE_SLICE } else { usize::MAX };
             // Take every boundary (snapshot or bar end) the frontier has passed, in order; at
             // the end only those up to the last event time.
             while let Some(boundary) = state.next_boundary.into_iter().chain(state.next_bar).min() {
@@ -164,7 +171,9 @@ pub fn book<'scope>(
                 if !passed || (least.is_none() && boundary > state.end()) {
                     break;
                 }
-                state.settle_until(boundary);
+                if !state.settle_until(boundary, &mut budget) {
+                    return activator.activate();
+                }
                 let snapshot = state.next_boundary == Some(boundary);
                 let bar = state.next_bar == Some(boundary);
                 bars_handle.session(&bcap.delayed(&boundary)).give_iterator(state.bar_parts(bar, snapshot).into_iter());
@@ -182,11 +191,13 @@ pub fn book<'scope>(
                 bcap.downgrade(&(boundary + 1));
             }
             if let Some(least) = least {
-                state.settle_until(least.saturating_sub(1));
+                if !state.settle_until(least.saturating_sub(1), &mut budget) {
+                    activator.activate();
+                }
                 return;
             }
             // Input is exhausted: settle everything, take the closing snapshot, dead-letter the held.
-            state.settle_until(Ts::MAX);
+            state.settle_until(Ts::MAX, &mut budget);
             let end = state.end();
             if state.next_boundary.is_some() && state.last_snapshot.is_none_or(|last| end > last) {
                 let mut parts = Vec::new();
@@ -210,6 +221,12 @@ pub fn book<'scope>(
 
     BookStreams { live, snapshots, dead, bars, limits }
 }
+
+/// Stashed changes an activation settles: a slice, and a few per record that arrived (a
+/// record costs several times what settling one change does), so that settling keeps up with
+/// any input rate and a backlog drains within a few batches.
+const SETTLE_SLICE: usize = 128;
+const SETTLE_PER_RECORD: usize = 8;
 
 /// (time, reference/record/end, ts, is a delta): the order records of one activation are
 /// applied in.
@@ -384,6 +401,37 @@ enum Settle {
     Price { instr: usize, ts: Ts, price: Fixed, iv: Option<f64> },
 }
 
+/// Changes waiting for the frontier, oldest message time first.
+#[derive(Default)]
+struct Stash {
+    changes: VecDeque<(Ts, Settle)>,
+    /// A change was pushed behind a later one: sort before taking.
+    unsorted: bool,
+}
+
+impl Stash {
+    fn push(&mut self, time: Ts, change: Settle) {
+        self.unsorted |= self.changes.back().is_some_and(|(t, _)| *t > time);
+        self.changes.push_back((time, change));
+    }
+
+    /// Removes up to `budget` of the changes with time ≤ `upto`, oldest first (stable), and
+    /// lowers `budget` by their number. True if none with time ≤ `upto` is left.
+    fn take(&mut self, upto: Ts, budget: &mut usize, mut apply: impl FnMut(Settle)) -> bool {
+        if self.unsorted {
+            self.changes.make_contiguous().sort_by_key(|(t, _)| *t);
+            self.unsorted = false;
+        }
+        let due = self.changes.partition_point(|(t, _)| *t <= upto);
+        let n = due.min(*budget);
+        *budget -= n;
+        for (_, change) in self.changes.drain(..n) {
+            apply(change);
+        }
+        n == due
+    }
+}
+
 struct State {
     config: BookConfig,
     worker: usize,
@@ -407,7 +455,7 @@ struct State {
     /// Records waiting for a reference (by its id), each with its time and the reason it
     /// would fail.
     held: HashMap<String, Vec<(Ts, Envelope, String)>>,
-    stash: Vec<(Ts, Settle)>,
+    stash: Stash,
     changes: Changes,
     next_boundary: Option<Ts>,
     next_bar: Option<Ts>,
@@ -441,7 +489,7 @@ impl State {
             names: Vec::new(),
             name_ids: FxHashMap::default(),
             held: HashMap::default(),
-            stash: Vec::new(),
+            stash: Stash::default(),
             changes: Changes::default(),
             next_boundary: None,
             next_bar: None,
@@ -637,7 +685,7 @@ impl State {
             return self.hold(&missing, time, env, reason);
         };
         self.stats.ticks_applied += 1;
-        self.stash.push((time, Settle::Price { instr: idx, ts, price, iv }));
+        self.stash.push(time, Settle::Price { instr: idx, ts, price, iv });
         if !self.instrs[idx].live.apply(ts, price, iv) {
             return;
         }
@@ -702,7 +750,7 @@ impl State {
         };
         self.stats.deltas_applied += 1;
         self.positions[p].qty = new_qty;
-        self.stash.push((time, Settle::Qty { pos: p, qty }));
+        self.stash.push(time, Settle::Qty { pos: p, qty });
         self.revalue(p, qty.0, ts, env.ingest_ns);
         self.changes.flush(live);
     }
@@ -772,29 +820,23 @@ impl State {
         }
     }
 
-    /// Applies every stashed change with time ≤ `upto` to the settled state, in time order.
-    fn settle_until(&mut self, upto: Ts) {
-        if self.stash.is_empty() {
-            return;
-        }
-        if !self.stash.is_sorted_by_key(|(t, _)| *t) {
-            self.stash.sort_by_key(|(t, _)| *t);
-        }
-        let n = self.stash.partition_point(|(t, _)| *t <= upto);
-        for (_, change) in self.stash.drain(..n) {
-            match change {
-                Settle::Qty { pos, qty } => {
-                    let p = &mut self.positions[pos];
-                    p.settled_qty = Fixed(p.settled_qty.0 + qty.0);
-                    *self.changed_qty.entry(pos).or_default() += qty.0;
-                }
-                Settle::Price { instr, ts, price, iv } => {
-                    if self.instrs[instr].settled.apply(ts, price, iv) && self.worker == 0 {
-                        self.changed_price.insert(instr);
-                    }
+    /// Applies stashed changes with time ≤ `upto` to the settled state, in time order, at most
+    /// `budget` of them (lowered by their number). True if all of them are applied.
+    fn settle_until(&mut self, upto: Ts, budget: &mut usize) -> bool {
+        let (positions, instrs, worker) = (&mut self.positions, &mut self.instrs, self.worker);
+        let (changed_qty, changed_price) = (&mut self.changed_qty, &mut self.changed_price);
+        self.stash.take(upto, budget, |change| match change {
+            Settle::Qty { pos, qty } => {
+                let p = &mut positions[pos];
+                p.settled_qty = Fixed(p.settled_qty.0 + qty.0);
+                *changed_qty.entry(pos).or_default() += qty.0;
+            }
+            Settle::Price { instr, ts, price, iv } => {
+                if instrs[instr].settled.apply(ts, price, iv) && worker == 0 {
+                    changed_price.insert(instr);
                 }
             }
-        }
+        })
     }
 
     /// Base-currency units per unit of `ccy`, in the live or the settled state.
