@@ -23,8 +23,6 @@ use smallvec::SmallVec;
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::generic::OutputBuilder;
-use timely::dataflow::operators::vec::Map;
-use timely::dataflow::operators::Concat;
 use timely::dataflow::StreamVec;
 
 use crate::event::{LiveUpdate, ScopeChange};
@@ -168,7 +166,7 @@ pub struct MetricUpdate {
 }
 
 /// What reaches the limits operator.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Debug)]
 enum Input {
     Change(ScopeChange),
     Rate { ccy: Ccy, rate: f64, ts: Ts, ingest_ns: u64 },
@@ -186,16 +184,6 @@ impl Input {
             Input::Define(_) => None,
         }
     }
-
-    /// The worker that owns the scope; none for a rate move, which stays on its worker.
-    fn route(&self) -> Option<u64> {
-        Some(match self {
-            Input::Change(c) => c.key,
-            Input::Define(l) => crate::route_hash(&l.scope_id),
-            Input::Metric(m) => crate::route_hash(&m.scope_id),
-            Input::Rate { .. } => return None,
-        })
-    }
 }
 
 /// The current state of every limit a worker owns, for summaries and tests.
@@ -212,18 +200,17 @@ pub fn limits<'scope>(
     base_ccy: Ccy,
     states: LimitStates,
 ) -> StreamVec<'scope, Ts, LimitEvent> {
+    let index = live.scope().index() as u64;
+    let mut builder = OperatorBuilder::new("Limits".to_owned(), live.scope());
     // Every worker's book sends its own rate moves to its own limits, down the same channel
     // as its position changes, so that a limit sees a rate move before the changes that follow it.
-    let inputs = live.map(|u| match u {
-        LiveUpdate::Scope(c) => Input::Change(c),
-        LiveUpdate::Rate { ccy, rate, ts, ingest_ns } => Input::Rate { ccy, rate, ts, ingest_ns },
-    });
-    let definitions = definitions.map(|l| Input::Define(Box::new(l)));
-    let inputs = inputs.concat(definitions).concat(metrics.map(|m| Input::Metric(Box::new(m))));
-
-    let index = inputs.scope().index() as u64;
-    let mut builder = OperatorBuilder::new("Limits".to_owned(), inputs.scope());
-    let mut input = builder.new_input(inputs, Exchange::new(move |i: &Input| i.route().unwrap_or(index)));
+    let route_live = move |u: &LiveUpdate| match u {
+        LiveUpdate::Scope(c) => c.key,
+        LiveUpdate::Rate { .. } => index,
+    };
+    let mut live = builder.new_input(live, Exchange::new(route_live));
+    let mut definitions = builder.new_input(definitions, Exchange::new(|l: &Limit| crate::route_hash(&l.scope_id)));
+    let mut metrics = builder.new_input(metrics, Exchange::new(|m: &MetricUpdate| crate::route_hash(&m.scope_id)));
     let (out, events) = builder.new_output();
     let mut out = OutputBuilder::from(out);
     builder.build(move |_caps| {
@@ -245,11 +232,25 @@ pub fn limits<'scope>(
             // message that caused it.
             let mut caps = Vec::new();
             let mut inputs = Vec::new();
-            input.for_each(|cap, data| {
+            live.for_each(|cap, data| {
                 let time = crate::time_of(&cap);
-                for input in data.drain(..) {
-                    inputs.push((time, input.ts().unwrap_or(time), caps.len(), input));
-                }
+                inputs.extend(data.drain(..).map(|u| {
+                    let input = match u {
+                        LiveUpdate::Scope(c) => Input::Change(c),
+                        LiveUpdate::Rate { ccy, rate, ts, ingest_ns } => Input::Rate { ccy, rate, ts, ingest_ns },
+                    };
+                    (time, input.ts().unwrap_or(time), caps.len(), input)
+                }));
+                caps.push(cap);
+            });
+            definitions.for_each(|cap, data| {
+                let time = crate::time_of(&cap);
+                inputs.extend(data.drain(..).map(|l| (time, time, caps.len(), Input::Define(Box::new(l)))));
+                caps.push(cap);
+            });
+            metrics.for_each(|cap, data| {
+                let time = crate::time_of(&cap);
+                inputs.extend(data.drain(..).map(|m| (time, m.ts, caps.len(), Input::Metric(Box::new(m)))));
                 caps.push(cap);
             });
             if !inputs.is_sorted_by_key(|(time, ts, _, _)| (*time, *ts)) {
