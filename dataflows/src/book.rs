@@ -2,12 +2,11 @@
 //! worker (DESIGN.md §9: per-update work in an operator that owns flat state).
 //!
 //! ```text
-//!   deltas ───────────── exchange(account) ──┐
-//!   instruments, accounts, ticks, end ─ broadcast ─┤
-//!                                            v
-//!                                          Book ──> live: LiveUpdate per record and scope it changed, or fx rate, on arrival
-//!                                            │  ──> snapshot parts at each boundary, from the settled state
-//!                                            └───> dead letters: records never resolved
+//!   events ─> Route: a delta to its account's worker, ─ exchange ─> Book ──> live: LiveUpdate per record and scope it changed, or fx rate, on arrival
+//!             anything else to every worker                          │  ──> limits: each definition once (worker 0)
+//!                                                                    │  ──> snapshot parts at each boundary, from the settled state
+//!                                                                    │  ──> bars: the analytics' view of the settled book
+//!                                                                    └───> dead letters: records never resolved
 //! ```
 //!
 //! Each record is applied twice. On arrival it updates the *live* state and emits the exact
@@ -27,10 +26,9 @@ use rustc_hash::{FxHashMap, FxHashMap as HashMap, FxHashSet as HashSet};
 
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
+use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::generic::OutputBuilder;
-use timely::dataflow::operators::vec::{Broadcast, Map, Partition};
 use timely::dataflow::operators::Capability;
-use timely::dataflow::operators::Concat;
 use timely::dataflow::StreamVec;
 
 use crate::analytics::BarPart;
@@ -82,41 +80,48 @@ pub fn book<'scope>(
     config: BookConfig,
     stats: std::rc::Rc<std::cell::RefCell<BookStats>>,
 ) -> BookStreams<'scope> {
-    // Split, not cloned: a stream with two consumers copies every record for one of them.
-    // Only limit definitions (few) go to both the book and the limits operator.
-    let mut parts = events.partition(3, |env: Envelope| match env.event {
-        Event::Delta(_) => (0, env),
-        Event::Limit(_) => (2, env),
-        _ => (1, env),
+    // One operator in front routes each record: a delta to its account's worker, anything else
+    // to every worker (a copy for each but the last). Limit definitions come out of worker 0's
+    // book, each once, for the limits operator: a stream with two consumers would copy every
+    // record for one of them.
+    let peers = events.scope().peers() as u64;
+    let worker = events.scope().index();
+    let routed = events.unary(Pipeline, "Route", move |_, _| {
+        move |input, output| {
+            input.for_each(|cap, data| {
+                let mut session = output.session(&cap);
+                for env in data.drain(..) {
+                    match &env.event {
+                        Event::Delta(d) => session.give((crate::route_hash(&d.account), env)),
+                        _ => {
+                            for w in 1..peers {
+                                session.give((w, env.clone()));
+                            }
+                            session.give((0, env));
+                        }
+                    }
+                }
+            });
+        }
     });
-    let limit_defs = parts.pop().expect("three parts");
-    let shared = parts.pop().expect("three parts").concat(limit_defs.clone()).broadcast();
-    let deltas = parts.pop().expect("three parts");
-    let limits = limit_defs.flat_map(|env| match env.event {
-        Event::Limit(limit) => Some(limit),
-        _ => None,
-    });
-    let worker = shared.scope().index();
 
-    let mut builder = OperatorBuilder::new("Book".to_owned(), shared.scope());
-    let activator = shared.scope().activator_for(builder.operator_info().address);
-    let by_account = Exchange::new(|env: &Envelope| match &env.event {
-        Event::Delta(d) => crate::route_hash(&d.account),
-        _ => 0,
-    });
-    let mut delta_input = builder.new_input(deltas, by_account);
-    let mut shared_input = builder.new_input(shared, Pipeline);
+    let mut builder = OperatorBuilder::new("Book".to_owned(), routed.scope());
+    let activator = routed.scope().activator_for(builder.operator_info().address);
+    let mut input = builder.new_input(routed, Exchange::new(|(w, _): &(u64, Envelope)| *w));
     let (live_out, live) = builder.new_output();
+    let (limits_out, limits) = builder.new_output();
     let (snap_out, snapshots) = builder.new_output();
     let (dead_out, dead) = builder.new_output();
     let (bars_out, bars) = builder.new_output();
+    let mut limits_out = OutputBuilder::from(limits_out);
     let mut live_out = OutputBuilder::from(live_out);
     let mut bars_out = OutputBuilder::from(bars_out);
     let mut snap_out = OutputBuilder::from(snap_out);
     let mut dead_out = OutputBuilder::from(dead_out);
 
     builder.build(move |mut caps| {
-        // Held until the end: the snapshot, dead-letter and bar outputs emit after the input is done.
+        // Held until the end (the last three outputs): the snapshot, dead-letter and bar outputs
+        // emit after the input is done.
         let mut bars_cap: Option<Capability<Ts>> = caps.pop();
         let mut dead_cap: Option<Capability<Ts>> = caps.pop();
         let mut snap_cap: Option<Capability<Ts>> = caps.pop();
@@ -131,23 +136,25 @@ pub fn book<'scope>(
             let mut snap_handle = snap_out.activate();
             let mut dead_handle = dead_out.activate();
             let mut bars_handle = bars_out.activate();
-            // Both inputs' messages, applied in event-time order: per time, reference data
+            let mut limits_handle = limits_out.activate();
+            // The messages' records, applied in event-time order: per time, reference data
             // first, then ticks and deltas by `ts` (a tick before a delta of the same `ts`), so
             // that a delta is valued at the prices of its own time, not at later ticks that
             // arrived in the same batch.
             let mut caps = Vec::new();
-            for input in [&mut shared_input as &mut dyn ForEach, &mut delta_input] {
-                input.each(&mut |cap, data| {
-                    let time = crate::time_of(&cap);
-                    pending.extend(data.drain(..).map(|env| (apply_order(time, &env), caps.len(), env)));
-                    caps.push(cap);
-                });
-            }
+            input.for_each(|cap, data| {
+                let time = crate::time_of(&cap);
+                pending.extend(data.drain(..).map(|(_, env)| (apply_order(time, &env), caps.len(), env)));
+                caps.push(cap);
+            });
             let arrived = pending.len();
             // Stable: records of equal order keep their arrival order.
             pending.sort_by_key(|(order, _, _)| *order);
             let mut records = pending.drain(..).peekable();
             while let Some(((time, ..), c, env)) = records.next() {
+                if let (Event::Limit(limit), 0) = (&env.event, worker) {
+                    limits_handle.session(&caps[c]).give(limit.clone());
+                }
                 state.on_event(time, env, &mut live_buf, &mut dead_buf);
                 if records.peek().is_none_or(|next| next.0 .0 != time) {
                     let cap = &caps[c];
@@ -238,19 +245,6 @@ fn apply_order(time: Ts, env: &Envelope) -> ApplyOrder {
         Event::Delta(d) => (time, 1, d.ts, true),
         Event::End { .. } => (time, 2, 0, false),
         _ => (time, 0, 0, false),
-    }
-}
-
-/// One input of the book, whatever its parallelisation contract.
-trait ForEach {
-    fn each(&mut self, logic: &mut dyn FnMut(timely::dataflow::operators::InputCapability<Ts>, &mut Vec<Envelope>));
-}
-
-impl<P: timely::communication::Pull<timely::dataflow::channels::Message<Ts, Vec<Envelope>>>> ForEach
-    for timely::dataflow::operators::generic::InputHandleCore<Ts, Vec<Envelope>, P>
-{
-    fn each(&mut self, logic: &mut dyn FnMut(timely::dataflow::operators::InputCapability<Ts>, &mut Vec<Envelope>)) {
-        self.for_each(|cap, data| logic(cap, data));
     }
 }
 
