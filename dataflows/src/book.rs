@@ -168,7 +168,7 @@ pub fn book<'scope>(
             let least = frontiers.iter().flat_map(|f| f.frontier().iter().copied().collect::<Vec<_>>()).min();
             let (Some(cap), Some(bcap)) = (snap_cap.as_mut(), bars_cap.as_mut()) else { return };
             // Settling is sliced, so that a record arriving behind it waits for one slice at
-            // most: an activation settles as many changes as records arrived, plus a slice,
+            // most: an activation settles a slice plus two changes per record that arrived,
             // and activates itself again while changes the frontier has passed remain.
             let mut budget = if least.is_some() { SETTLE_PER_RECORD * arrived + SETTLE_SLICE } else { usize::MAX };
             // Take every boundary (snapshot or bar end) the frontier has passed, in order; at
@@ -229,11 +229,12 @@ pub fn book<'scope>(
     BookStreams { live, snapshots, dead, bars, limits }
 }
 
-/// Stashed changes an activation settles: a slice, and a few per record that arrived (a
-/// record costs several times what settling one change does), so that settling keeps up with
-/// any input rate and a backlog drains within a few batches.
+/// Stashed changes an activation settles: a slice, and two per record that arrived. A record
+/// stashes at most one change, so settling keeps up with any input rate and works a backlog
+/// off at least as fast as records arrive; a larger factor lets one long activation make the
+/// next one longer still (more records arrive meanwhile), which the latency tail showed.
 const SETTLE_SLICE: usize = 128;
-const SETTLE_PER_RECORD: usize = 8;
+const SETTLE_PER_RECORD: usize = 2;
 
 /// (time, reference/record/end, ts, is a delta): the order records of one activation are
 /// applied in.
