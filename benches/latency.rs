@@ -7,8 +7,12 @@
 //! record the moment it is due, and only the input time (the capability) advances, once per
 //! epoch of wall time. A record never waits for its epoch to close.
 //!
-//! `cargo bench --bench latency -- [rate per second] [seconds] [workers] [epoch µs]`
-//! (defaults 100000 5 1 100000: the engine's default `engine.epoch`, 100 ms).
+//! Before the clock starts, `warm-up` updates are fed as fast as the graph takes them, so that
+//! the book holds its positions and the limits their tallies as through a trading day (the
+//! throughput bench's *sustained*); with 0 the book starts empty and grows while measured.
+//!
+//! `cargo bench --bench latency -- [rate per second] [seconds] [workers] [epoch µs] [warm-up]`
+//! (defaults 100000 5 1 100000 1000000: the engine's default `engine.epoch`, 100 ms).
 
 mod workload;
 
@@ -30,9 +34,10 @@ fn histogram() -> Histogram<u64> {
 }
 
 fn main() {
-    let (rate, seconds, workers, epoch_us) = (arg(0, 100_000), arg(1, 5), arg(2, 1), arg(3, 100_000));
+    let (rate, seconds, workers, epoch_us, warm) =
+        (arg(0, 100_000), arg(1, 5), arg(2, 1), arg(3, 100_000), arg(4, 1_000_000));
     let n = rate * seconds;
-    let w = Arc::new(workload(10_000, 5_000, 20, n, 11));
+    let w = Arc::new(workload(10_000, 5_000, 20, warm + n, 11));
     let config = workload::engine_config();
     let totals = Arc::new(Mutex::new((histogram(), histogram())));
     let t2 = totals.clone();
@@ -41,10 +46,14 @@ fn main() {
         let live = Rc::new(RefCell::new(histogram()));
         let breach = Rc::new(RefCell::new(histogram()));
         let (l2, b2) = (live.clone(), breach.clone());
+        // How far the live output has got: the warm-up waits on it.
+        let reached = Rc::new(std::cell::Cell::new(0 as Ts));
+        let r2 = reached.clone();
         let (mut input, mut cap) = worker.dataflow::<Ts, _, _>(|scope| {
             let (input, events) = scope.new_unordered_input();
             let e = engine(events, &config);
-            e.book.live.sink(Pipeline, "LiveLatency", move |(input, _)| {
+            e.book.live.sink(Pipeline, "LiveLatency", move |(input, frontier)| {
+                r2.set(frontier.frontier().first().copied().unwrap_or(Ts::MAX));
                 input.for_each(|_, data| {
                     let now = now_ns();
                     for u in data.drain(..) {
@@ -66,17 +75,32 @@ fn main() {
             let mut reference: Vec<_> = w.reference.iter().map(|e| envelope(e.clone(), now_ns())).collect();
             input.activate().session(&cap).give_container(&mut reference);
         }
-        let mine: Vec<_> = w.updates.iter().skip(index).step_by(peers).cloned().collect();
+        let share = |updates: &[riskflow_dataflows::event::Event]| -> Vec<_> {
+            updates.iter().skip(index).step_by(peers).cloned().collect()
+        };
+        let (warm_up, mine) = (share(&w.updates[..warm]), share(&w.updates[warm..]));
         cap.downgrade(&1);
+        // The warm-up: epochs of 1,000 records, each let through before the next.
+        let mut time: Ts = 1;
+        for chunk in warm_up.chunks(1000) {
+            let mut batch: Vec<_> = chunk.iter().map(|e| envelope(e.clone(), now_ns())).collect();
+            input.activate().session(&cap).give_container(&mut batch);
+            time += 1;
+            cap.downgrade(&time);
+            while reached.get() < time {
+                worker.step();
+            }
+        }
         for _ in 0..1000 {
             worker.step();
         }
         live.borrow_mut().reset();
+        breach.borrow_mut().reset();
         let per_worker = rate as f64 / peers as f64;
         let epoch_ns = epoch_us as u64 * 1_000;
         let start = now_ns();
         let mut sent = 0;
-        let mut time: Ts = 1;
+        let base = time;
         while sent < mine.len() {
             let now = now_ns();
             // Record j is scheduled at start + j / rate: due once that time has come.
@@ -88,7 +112,7 @@ fn main() {
                 input.activate().session(&cap).give_container(&mut batch);
                 sent = due;
             }
-            let epoch = 1 + (now - start) / epoch_ns;
+            let epoch = base + (now - start) / epoch_ns;
             if epoch > time {
                 time = epoch;
                 cap.downgrade(&time);
@@ -103,7 +127,7 @@ fn main() {
     })
     .expect("workers start");
     let t = totals.lock().unwrap();
-    println!("latency: open loop, {rate} updates/s offered for {seconds} s, {workers} worker(s), {epoch_us} µs epochs, 10000 accounts × 5000 instruments");
+    println!("latency: open loop, {rate} updates/s offered for {seconds} s, {workers} worker(s), {epoch_us} µs epochs, 10000 accounts × 5000 instruments, after {warm} updates of warm-up");
     for (name, h) in [("ingest → live exposure update", &t.0), ("ingest → limit event (breach detection)", &t.1)] {
         let us = |v: f64| v / 1e3;
         println!(
