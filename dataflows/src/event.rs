@@ -90,6 +90,14 @@ impl LiveUpdate {
             LiveUpdate::Rate { ingest_ns, .. } => *ingest_ns,
         }
     }
+
+    /// Event time of the record that caused it.
+    pub fn ts(&self) -> Ts {
+        match self {
+            LiveUpdate::Scope(c) => c.ts,
+            LiveUpdate::Rate { ts, .. } => *ts,
+        }
+    }
 }
 
 /// The change one input record made to the positions of one scope (account, desk or firm)

@@ -165,25 +165,12 @@ pub struct MetricUpdate {
     pub ingest_ns: u64,
 }
 
-/// What reaches the limits operator.
+/// What reaches the limits operator, from its three inputs.
 #[derive(Debug)]
 enum Input {
-    Change(ScopeChange),
-    Rate { ccy: Ccy, rate: f64, ts: Ts, ingest_ns: u64 },
+    Live(LiveUpdate),
     Define(Box<Limit>),
     Metric(Box<MetricUpdate>),
-}
-
-impl Input {
-    /// Event time, for the inputs that carry one.
-    fn ts(&self) -> Option<Ts> {
-        match self {
-            Input::Change(c) => Some(c.ts),
-            Input::Rate { ts, .. } => Some(*ts),
-            Input::Metric(m) => Some(m.ts),
-            Input::Define(_) => None,
-        }
-    }
 }
 
 /// The current state of every limit a worker owns, for summaries and tests.
@@ -234,13 +221,7 @@ pub fn limits<'scope>(
             let mut inputs = Vec::new();
             live.for_each(|cap, data| {
                 let time = crate::time_of(&cap);
-                inputs.extend(data.drain(..).map(|u| {
-                    let input = match u {
-                        LiveUpdate::Scope(c) => Input::Change(c),
-                        LiveUpdate::Rate { ccy, rate, ts, ingest_ns } => Input::Rate { ccy, rate, ts, ingest_ns },
-                    };
-                    (time, input.ts().unwrap_or(time), caps.len(), input)
-                }));
+                inputs.extend(data.drain(..).map(|u| (time, u.ts(), caps.len(), Input::Live(u))));
                 caps.push(cap);
             });
             definitions.for_each(|cap, data| {
@@ -369,7 +350,7 @@ impl State {
         }
         for (.., input) in inputs {
             match input {
-                Input::Change(c) if !self.is_in_order((c.scope, c.key)) => {
+                Input::Live(LiveUpdate::Scope(c)) if !self.is_in_order((c.scope, c.key)) => {
                     add_tallies(&mut self.nets, &mut self.qty, c);
                 }
                 _ => {}
@@ -416,8 +397,8 @@ impl State {
     /// batch's tallies already.
     fn on_input(&mut self, input: Input, time: Ts, tallied: bool, out: &mut Vec<LimitEvent>) {
         match input {
-            Input::Change(c) => self.on_change(c, tallied, out),
-            Input::Rate { ccy, rate, ts, ingest_ns } => {
+            Input::Live(LiveUpdate::Scope(c)) => self.on_change(c, tallied, out),
+            Input::Live(LiveUpdate::Rate { ccy, rate, ts, ingest_ns }) => {
                 self.rates.insert(ccy, rate);
                 // Only a scope that holds exposure in `ccy` has a value that moved. Evaluating
                 // the others could change no state; it would only raise their limits' last
