@@ -894,30 +894,40 @@ impl State {
             };
             let delta = Sums::of_exposure(&e);
             let d = e.delta.ccy;
-            let acct = &self.accts[pos.account as usize];
             let underlying = instr.underlying_name;
-            for owner in [Owner::Account(pos.account as usize), Owner::Desk(acct.desk), Owner::Firm(acct.firm)] {
-                let mut add =
-                    |bucket: Bucket, ccy: Ccy, sums: &Sums| aggs.entry((owner, bucket, ccy)).or_default().add(sums);
-                add(Bucket::Total, d, &delta);
-                add(Bucket::Class(def.asset_class), d, &delta);
-                add(Bucket::Underlying(underlying), d, &delta);
-                add(Bucket::Currency(d), d, &delta);
-                match def.asset_class {
-                    AssetClass::Fx if d == self.config.base_ccy => {}
-                    AssetClass::Fx => add(Bucket::FxFactor(d), d, &delta),
-                    _ => add(Bucket::Factor(underlying), d, &delta),
-                }
-                if let Some(q) = e.quote {
-                    let leg = Sums::of_leg(q.nanos, 0, 0);
-                    add(Bucket::Currency(q.ccy), q.ccy, &leg);
-                    if q.ccy != self.config.base_ccy {
-                        add(Bucket::FxFactor(q.ccy), q.ccy, &leg);
-                    }
+            let owner = Owner::Account(pos.account as usize);
+            let mut add =
+                |bucket: Bucket, ccy: Ccy, sums: &Sums| aggs.entry((owner, bucket, ccy)).or_default().add(sums);
+            add(Bucket::Total, d, &delta);
+            add(Bucket::Class(def.asset_class), d, &delta);
+            add(Bucket::Underlying(underlying), d, &delta);
+            add(Bucket::Currency(d), d, &delta);
+            match def.asset_class {
+                AssetClass::Fx if d == self.config.base_ccy => {}
+                AssetClass::Fx => add(Bucket::FxFactor(d), d, &delta),
+                _ => add(Bucket::Factor(underlying), d, &delta),
+            }
+            if let Some(q) = e.quote {
+                let leg = Sums::of_leg(q.nanos, 0, 0);
+                add(Bucket::Currency(q.ccy), q.ccy, &leg);
+                if q.ccy != self.config.base_ccy {
+                    add(Bucket::FxFactor(q.ccy), q.ccy, &leg);
                 }
             }
             parts.push(SnapshotPart::Position(row));
         }
+        // A desk's and the firm's sums are their accounts' (exact integers, so the order of
+        // addition cannot show): rolled up from the account sums, three times fewer updates
+        // than adding every position to all three.
+        let mut rolled: FxHashMap<(Owner, Bucket, Ccy), Sums> = FxHashMap::default();
+        for (&(owner, bucket, ccy), sums) in &aggs {
+            let Owner::Account(a) = owner else { continue };
+            let acct = &self.accts[a];
+            for owner in [Owner::Desk(acct.desk), Owner::Firm(acct.firm)] {
+                rolled.entry((owner, bucket, ccy)).or_default().add(sums);
+            }
+        }
+        aggs.extend(rolled);
         parts.extend(aggs.into_iter().map(|((owner, bucket, ccy), sums)| {
             let (scope, scope_id) = match owner {
                 Owner::Account(a) => (Scope::Account, self.accts[a].def.id.clone()),
