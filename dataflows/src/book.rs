@@ -119,13 +119,14 @@ pub fn book<'scope>(
     let mut snap_out = OutputBuilder::from(snap_out);
     let mut dead_out = OutputBuilder::from(dead_out);
 
-    builder.build(move |mut caps| {
-        // Held until the end (the last three outputs): the snapshot, dead-letter and bar outputs
-        // emit after the input is done.
-        let mut bars_cap: Option<Capability<Ts>> = caps.pop();
-        let mut dead_cap: Option<Capability<Ts>> = caps.pop();
-        let mut snap_cap: Option<Capability<Ts>> = caps.pop();
-        drop(caps);
+    builder.build(move |caps| {
+        // One capability per output, in the order they were made. Held until the end: the
+        // snapshot, dead-letter and bar outputs emit after the input is done; live updates and
+        // limit definitions go out under their message's capability.
+        let Ok::<[Capability<Ts>; 5], _>([_live, _limits, snap, dead, bars]) = caps.try_into() else {
+            unreachable!("the book has five outputs")
+        };
+        let (mut snap_cap, mut dead_cap, mut bars_cap) = (Some(snap), Some(dead), Some(bars));
         let mut state = State::new(config, worker);
         let mut live_buf = Vec::new();
         let mut dead_buf = Vec::new();
