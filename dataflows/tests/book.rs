@@ -15,7 +15,8 @@ use riskflow_dataflows::formulas::rate_from_pair;
 use riskflow_dataflows::model::*;
 use riskflow_dataflows::snapshot::{assemble_snapshots, Dim, ExposureRow, FactorRow, Snapshot};
 use timely::dataflow::operators::Inspect;
-use timely::dataflow::InputHandleVec;
+use timely::dataflow::operators::Probe;
+use timely::dataflow::{InputHandleVec, ProbeHandle};
 
 const INTERVAL: Ts = 1_000;
 
@@ -456,4 +457,61 @@ fn a_reference_at_an_earlier_time_does_not_pull_a_held_record_into_an_earlier_sn
     assert!(at(1000).positions.is_empty(), "the delta at 1500 is not in the snapshot at 1000");
     assert_eq!(at(2000).positions.len(), 1);
     assert_eq!(at(2000).positions[0].qty, f(7.0));
+}
+
+/// A snapshot and a bar leave the book once the frontier has passed their boundary and the
+/// records up to it are settled, while input still flows: neither the messages nor the
+/// outputs' frontiers (which the analytics, limits and snapshot writer wait on) are held back
+/// until the input ends.
+#[test]
+fn snapshots_and_bars_are_released_while_the_input_is_still_open() {
+    let events = random_events(5, 600);
+    let last = events.iter().filter_map(Event::ts).max().unwrap();
+    let config = BookConfig { snapshot_interval: INTERVAL, bar_interval: INTERVAL, base_ccy: Ccy::USD, rate: 0.01 };
+    let seen_before_end = timely::execute(timely::Config::process(1), move |worker| {
+        let mut input = InputHandleVec::<Ts, Envelope>::new();
+        let snaps = Rc::new(RefCell::new(Vec::new()));
+        let s2 = snaps.clone();
+        let stats = Rc::new(RefCell::new(BookStats::default()));
+        let (snap_probe, bars_probe) = (ProbeHandle::new(), ProbeHandle::new());
+        worker.dataflow::<Ts, _, _>(|scope| {
+            let streams = book(input.to_stream(scope), config.clone(), stats);
+            streams.bars.probe_with(&bars_probe);
+            assemble_snapshots(streams.snapshots)
+                .inspect(move |s| s2.borrow_mut().push(s.as_of))
+                .probe_with(&snap_probe);
+        });
+        let env = |event| Envelope { event, origin: Origin::Engine, ingest_ns: 0 };
+        for e in reference() {
+            input.send(env(e));
+        }
+        for e in &events {
+            let time = e.ts().unwrap().div_ceil(INTERVAL) * INTERVAL;
+            if time > *input.time() {
+                input.advance_to(time);
+            }
+            input.send(env(e.clone()));
+            worker.step();
+        }
+        // The input stays open, at a time past the first boundary.
+        input.advance_to(*input.time() + 1);
+        for _ in 0..10_000 {
+            worker.step();
+        }
+        let seen = snaps.borrow().clone();
+        let past_first = |p: &ProbeHandle<Ts>| !p.less_equal(&INTERVAL);
+        let released = (past_first(&snap_probe), past_first(&bars_probe));
+        drop(input);
+        while worker.step() {}
+        (seen, released)
+    })
+    .unwrap()
+    .join()
+    .remove(0)
+    .unwrap();
+    let (seen_before_end, (snapshots_released, bars_released)) = seen_before_end;
+    assert!(snapshots_released, "the snapshot output's frontier is held at the first boundary");
+    assert!(bars_released, "the bar output's frontier is held at the first boundary");
+    assert!(last > 2 * INTERVAL, "the input spans several boundaries");
+    assert!(seen_before_end.contains(&INTERVAL), "first snapshot still held back: {seen_before_end:?}");
 }
