@@ -9,12 +9,13 @@
 //!
 //! Each worker owns the scopes routed to it: it keeps their exact exposure sums per currency,
 //! net per underlying and quantity per instrument, and re-evaluates the scope's limits after
-//! every input record that changed it (and every limit on a rate move). Utilisation u = |metric| / limit; the state
-//! is BREACH at u ≥ 1, WARN at u ≥ warn_at, else OK, except that leaving BREACH needs
-//! u < 1 − hysteresis. An event is emitted only when the state changes. A BREACH of a hard
-//! limit moves the scope's trading state to REDUCING (or HALTED); when no hard limit of the
-//! scope is in BREACH any more, it returns to ACTIVE. Event times never go backwards for a
-//! limit: an event carries the largest event time that limit has seen.
+//! every input record that changed it (and, on an fx rate move, those of every scope holding
+//! that currency). Utilisation u = |metric| / limit; the state is BREACH at u ≥ 1, WARN at
+//! u ≥ warn_at, else OK, except that leaving BREACH needs u < 1 − hysteresis. An event is
+//! emitted only when the state changes. A BREACH of a hard limit moves the scope's trading
+//! state to REDUCING (or HALTED); when no hard limit of the scope is in BREACH any more, it
+//! returns to ACTIVE. Event times never go backwards for a limit: an event carries the largest
+//! event time that limit has seen.
 
 use rustc_hash::FxHashMap as HashMap;
 

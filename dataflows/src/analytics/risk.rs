@@ -354,6 +354,7 @@ impl Positions {
             let value = nanos as f64 / NANOS * rate;
             match out.last_mut() {
                 Some((f, sum)) if *f == factor => *sum += value,
+                // From 0.0, as a map's default entry was: -0.0 becomes 0.0, the same bits as before.
                 _ => out.push((factor, 0.0 + value)),
             }
         }
