@@ -464,8 +464,14 @@ struct State {
     end_ts: Option<Ts>,
     /// The largest event time of a tick or delta seen here.
     max_seen: Ts,
+    /// The partial aggregates of the last snapshot, emptied but kept at their size: the next
+    /// snapshot fills them again without growing them step by step.
+    aggs: Aggs,
+    rolled: Aggs,
     stats: BookStats,
 }
+
+type Aggs = FxHashMap<(Owner, Bucket, Ccy), Sums>;
 
 impl State {
     fn new(config: BookConfig, worker: usize) -> State {
@@ -495,6 +501,8 @@ impl State {
             definitions: Vec::new(),
             end_ts: None,
             max_seen: 0,
+            aggs: Aggs::default(),
+            rolled: Aggs::default(),
             stats: BookStats::default(),
         }
     }
@@ -852,8 +860,8 @@ impl State {
     }
 
     /// This worker's part of the snapshot at `as_of`, from the settled state.
-    fn snapshot(&self, as_of: Ts, parts: &mut Vec<SnapshotPart>) {
-        let mut aggs: FxHashMap<(Owner, Bucket, Ccy), Sums> = FxHashMap::default();
+    fn snapshot(&mut self, as_of: Ts, parts: &mut Vec<SnapshotPart>) {
+        let (mut aggs, mut rolled) = (std::mem::take(&mut self.aggs), std::mem::take(&mut self.rolled));
         let mut rates: HashMap<Ccy, f64> = HashMap::default();
         for ccy in self.rate_sources.keys().copied().chain([self.config.base_ccy]) {
             if let Some(r) = self.rate(ccy, true) {
@@ -920,7 +928,6 @@ impl State {
         // A desk's and the firm's sums are their accounts' (exact integers, so the order of
         // addition cannot show): rolled up from the account sums, three times fewer updates
         // than adding every position to all three.
-        let mut rolled: FxHashMap<(Owner, Bucket, Ccy), Sums> = FxHashMap::default();
         for (&(owner, bucket, ccy), sums) in &aggs {
             let Owner::Account(a) = owner else { continue };
             let acct = &self.accts[a];
@@ -928,8 +935,8 @@ impl State {
                 rolled.entry((owner, bucket, ccy)).or_default().add(sums);
             }
         }
-        aggs.extend(rolled);
-        parts.extend(aggs.into_iter().map(|((owner, bucket, ccy), sums)| {
+        aggs.extend(rolled.drain());
+        parts.extend(aggs.drain().map(|((owner, bucket, ccy), sums)| {
             let (scope, scope_id) = match owner {
                 Owner::Account(a) => (Scope::Account, self.accts[a].def.id.clone()),
                 Owner::Desk(n) => (Scope::Desk, self.names[n].clone()),
@@ -949,5 +956,6 @@ impl State {
             parts.extend(rates.into_iter().map(|(ccy, r)| SnapshotPart::Rate(ccy, r)));
         }
         parts.push(SnapshotPart::Marker { unpriced });
+        (self.aggs, self.rolled) = (aggs, rolled);
     }
 }

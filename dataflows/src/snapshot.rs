@@ -10,8 +10,6 @@
 
 use std::collections::BTreeMap;
 
-use rustc_hash::FxHashMap as HashMap;
-
 use serde::{Deserialize, Serialize};
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::Operator;
@@ -150,7 +148,8 @@ struct Pending {
     breaches: Vec<BreachEvent>,
     actions: Vec<ActionEvent>,
     positions: Vec<PositionRow>,
-    aggregates: HashMap<AggKey, Sums>,
+    /// Every worker's partial aggregates, merged by key in [`Pending::finish`].
+    aggregates: Vec<(AggKey, Sums)>,
     rates: BTreeMap<Ccy, f64>,
     unpriced: u64,
     analytics: AnalyticsTables,
@@ -160,7 +159,7 @@ impl Pending {
     fn add(&mut self, part: SnapshotPart) {
         match part {
             SnapshotPart::Position(row) => self.positions.push(row),
-            SnapshotPart::Aggregate(key, sums) => self.aggregates.entry(key).or_default().add(&sums),
+            SnapshotPart::Aggregate(key, sums) => self.aggregates.push((key, sums)),
             SnapshotPart::Rate(ccy, rate) => {
                 self.rates.insert(ccy, rate);
             }
@@ -185,36 +184,57 @@ impl Pending {
 
     fn finish(mut self, as_of: Ts) -> Snapshot {
         self.positions.sort_by(|a, b| (&a.account, &a.instrument).cmp(&(&b.account, &b.instrument)));
-        // Sum per bucket across currencies, converting each currency's exact sum once.
-        let mut buckets: BTreeMap<(Scope, String, Dim, String), BaseSums> = BTreeMap::new();
+        // Sorted by key, so that the parts of one key from several workers lie together and
+        // the base-currency sums add up in the same order on every run.
+        self.aggregates.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let mut aggregates = self.aggregates.into_iter().peekable();
+        // One entry per (scope, scope id, dim, bucket), in key order: its currencies' exact
+        // sums, each converted once and added in currency order.
+        let mut buckets: Vec<((Scope, String, Dim, String), BaseSums)> = Vec::new();
         let mut unconverted = 0;
-        // Sorted, so that the base-currency sums add up in the same order on every run.
-        let mut aggregates: Vec<(AggKey, Sums)> = self.aggregates.into_iter().collect();
-        aggregates.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        for (key, sums) in aggregates {
+        while let Some((key, mut sums)) = aggregates.next() {
+            while let Some((_, more)) = aggregates.next_if(|(next, _)| *next == key) {
+                sums.add(&more);
+            }
             let Some(rate) = self.rates.get(&key.ccy) else {
                 unconverted += sums.positions.max(0) as u64;
                 continue;
             };
-            buckets.entry((key.scope, key.scope_id, key.dim, key.bucket)).or_default().add(&sums.to_base(*rate));
-        }
-        let mut max_underlying: HashMap<(Scope, String), f64> = HashMap::default();
-        for ((scope, id, dim, _), sums) in &buckets {
-            if *dim == Dim::Underlying {
-                let m = max_underlying.entry((*scope, id.clone())).or_default();
-                *m = m.max(sums.net.abs());
+            let AggKey { scope, scope_id, dim, bucket, .. } = key;
+            match buckets.last_mut() {
+                Some((k, base)) if (k.0, &k.1, k.2, &k.3) == (scope, &scope_id, dim, &bucket) => {
+                    base.add(&sums.to_base(*rate))
+                }
+                _ => {
+                    let mut base = BaseSums::default();
+                    base.add(&sums.to_base(*rate));
+                    buckets.push(((scope, scope_id, dim, bucket), base));
+                }
             }
         }
         let mut exposures = Vec::new();
         let mut factors = Vec::new();
-        for ((scope, scope_id, dim, bucket), sums) in buckets {
-            if dim == Dim::Factor {
-                factors.push(FactorRow { scope, scope_id, factor: bucket, exposure: sums.net });
-                continue;
+        // A scope's buckets lie together: its largest single-underlying |net| is known before
+        // its rows are written.
+        let mut rest = &mut buckets[..];
+        while let Some(((scope, scope_id, ..), _)) = rest.first() {
+            let n = rest.iter().take_while(|((s, id, ..), _)| (s, id) == (scope, scope_id)).count();
+            let (group, tail) = std::mem::take(&mut rest).split_at_mut(n);
+            rest = tail;
+            let max_underlying = group
+                .iter()
+                .filter(|((.., dim, _), _)| *dim == Dim::Underlying)
+                .fold(0.0, |m: f64, (_, sums)| m.max(sums.net.abs()));
+            for ((scope, scope_id, dim, bucket), sums) in group.iter_mut() {
+                let (scope, scope_id, dim, bucket, sums) =
+                    (*scope, std::mem::take(scope_id), *dim, std::mem::take(bucket), *sums);
+                if dim == Dim::Factor {
+                    factors.push(FactorRow { scope, scope_id, factor: bucket, exposure: sums.net });
+                    continue;
+                }
+                let concentration = (dim == Dim::Total && sums.gross > 0.0).then(|| max_underlying / sums.gross);
+                exposures.push(ExposureRow { scope, scope_id, dim, bucket, sums, concentration });
             }
-            let concentration = (dim == Dim::Total && sums.gross > 0.0)
-                .then(|| max_underlying.get(&(scope, scope_id.clone())).copied().unwrap_or(0.0) / sums.gross);
-            exposures.push(ExposureRow { scope, scope_id, dim, bucket, sums, concentration });
         }
         Snapshot {
             as_of,
