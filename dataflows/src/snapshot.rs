@@ -279,12 +279,21 @@ pub fn collect_snapshots<'scope>(parts: StreamVec<'scope, Ts, SnapshotPart>) -> 
         let mut pending: BTreeMap<Ts, (timely::dataflow::operators::Capability<Ts>, Pending)> = BTreeMap::new();
         // Events of times without a snapshot wait for the next snapshot.
         let mut carry = Pending::default();
+        // Rows of the last snapshot: the next one's tables are reserved at that size at once,
+        // rather than grown by doubling (each step a copy into freshly faulted memory).
+        let mut last_size = (0, 0);
         move |(input, frontier), output| {
             input.for_each(|cap, data| {
                 let time = crate::time_of(&cap);
                 let entry = pending
                     .entry(time)
                     .or_insert_with(|| (cap.delayed(&time, output.output_index()), Pending::default()));
+                if entry.1.positions.capacity() == 0
+                    && data.iter().any(|p| matches!(p, SnapshotPart::Position(_) | SnapshotPart::Aggregate(..)))
+                {
+                    entry.1.positions.reserve(last_size.0);
+                    entry.1.aggregates.reserve(last_size.1);
+                }
                 for part in data.drain(..) {
                     entry.1.add(part);
                 }
@@ -295,6 +304,7 @@ pub fn collect_snapshots<'scope>(parts: StreamVec<'scope, Ts, SnapshotPart>) -> 
                 }
                 let (as_of, (cap, mut parts)) = entry.remove_entry();
                 if parts.snapshot {
+                    last_size = (parts.positions.len(), parts.aggregates.len());
                     parts.absorb(std::mem::take(&mut carry));
                     output.session(&cap).give(Collected { as_of, parts });
                 } else {
