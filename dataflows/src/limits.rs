@@ -289,11 +289,45 @@ struct Concentration {
     max: Option<(u64, f64)>,
     others: f64,
     stale: bool,
-    /// The underlyings the scope has held, for a rescan.
-    underlyings: Vec<u64>,
+    /// The scope's net per underlying and currency (its tallies, mirrored here in one dense
+    /// array), so that a rescan reads one array instead of probing the large tally table once
+    /// per underlying: a desk or the firm holds thousands, and every rate move rescans.
+    nets: Vec<(u64, ByCcy)>,
+    /// Where each underlying lies in `nets`.
+    index: HashMap<u64, usize>,
 }
 
 impl Concentration {
+    /// A concentration over the scope's current nets, to be scanned before it is read.
+    fn new(nets: Vec<(u64, ByCcy)>) -> Concentration {
+        let index = nets.iter().enumerate().map(|(i, (u, _))| (*u, i)).collect();
+        Concentration { stale: true, nets, index, ..Concentration::default() }
+    }
+
+    /// Mirrors an underlying's new amounts and takes its new value into the maximum.
+    fn set(&mut self, underlying: u64, by_ccy: &ByCcy, rates: &HashMap<Ccy, f64>, base: Ccy) {
+        match self.index.get(&underlying) {
+            Some(&i) => self.nets[i].1.clone_from(by_ccy),
+            None => {
+                self.index.insert(underlying, self.nets.len());
+                self.nets.push((underlying, by_ccy.clone()));
+            }
+        }
+        self.update(underlying, underlying_value(by_ccy, rates, base));
+    }
+
+    /// Recomputes the maximum from every underlying, if it may be out of date.
+    fn rescan(&mut self, rates: &HashMap<Ccy, f64>, base: Ccy) {
+        if !self.stale {
+            return;
+        }
+        self.clear();
+        for i in 0..self.nets.len() {
+            let value = underlying_value(&self.nets[i].1, rates, base);
+            self.update(self.nets[i].0, value);
+        }
+    }
+
     fn update(&mut self, underlying: u64, value: Option<f64>) {
         let Some(v) = value else {
             self.stale = true;
@@ -379,13 +413,9 @@ impl State {
             None => s.sums.push((c.ccy, c.net, c.gross)),
         }
         if add_tallies_here {
-            let (by_ccy, first) = add_tallies(&mut self.nets, &mut self.qty, &c);
+            let by_ccy = add_tallies(&mut self.nets, &mut self.qty, &c);
             if let Some(conc) = s.concentration.as_mut() {
-                if first {
-                    conc.underlyings.push(c.underlying);
-                }
-                let value = underlying_value(by_ccy, &self.rates, self.base_ccy);
-                conc.update(c.underlying, value);
+                conc.set(c.underlying, by_ccy, &self.rates, self.base_ccy);
             }
         }
         s.last_ts = s.last_ts.max(c.ts);
@@ -460,8 +490,8 @@ impl State {
         }
         let s = self.scopes.entry(key).or_default();
         if is_concentration && s.concentration.is_none() {
-            let underlyings = self.nets.keys().filter(|(sc, k, _)| (*sc, *k) == key).map(|(.., u)| *u).collect();
-            s.concentration = Some(Concentration { stale: true, underlyings, ..Concentration::default() });
+            let nets = self.nets.iter().filter(|((sc, k, _), _)| (*sc, *k) == key);
+            s.concentration = Some(Concentration::new(nets.map(|((.., u), n)| (*u, n.clone())).collect()));
         }
         s.id = Some(scope_id);
         s.limits.push(slot);
@@ -535,13 +565,8 @@ impl State {
         out: &mut Vec<LimitEvent>,
     ) -> bool {
         let Some(scope) = self.scopes.get_mut(&key) else { return false };
-        if let Some(conc) = scope.concentration.as_mut().filter(|c| c.stale) {
-            conc.clear();
-            for i in 0..conc.underlyings.len() {
-                let u = conc.underlyings[i];
-                let by_ccy = self.nets.get(&(key.0, key.1, u)).map_or(&[][..], |n| &n[..]);
-                conc.update(u, underlying_value(by_ccy, &self.rates, self.base_ccy));
-            }
+        if let Some(conc) = scope.concentration.as_mut() {
+            conc.rescan(&self.rates, self.base_ccy);
         }
         let scope = &self.scopes[&key];
         let limit = self.slot(slot);
@@ -602,23 +627,21 @@ impl State {
 }
 
 /// Adds a change to its scope's net per underlying and quantity per instrument. Returns the
-/// underlying's amounts and whether they are new.
+/// underlying's amounts.
 fn add_tallies<'a>(
     nets: &'a mut GrowingMap<(Scope, u64, u64), ByCcy>,
     qty: &mut GrowingMap<(Scope, u64, u64), i64>,
     c: &ScopeChange,
-) -> (&'a ByCcy, bool) {
+) -> &'a ByCcy {
     if c.qty != 0 {
         *qty.entry((c.scope, c.key, c.instrument)).or_default() += c.qty;
     }
-    let net = nets.entry((c.scope, c.key, c.underlying));
-    let first = matches!(net, griddle::hash_map::Entry::Vacant(_));
-    let by_ccy = net.or_default();
+    let by_ccy = nets.entry((c.scope, c.key, c.underlying)).or_default();
     match by_ccy.iter_mut().find(|(ccy, _)| *ccy == c.ccy) {
         Some((_, n)) => *n += c.net,
         None => by_ccy.push((c.ccy, c.net)),
     }
-    (by_ccy, first)
+    by_ccy
 }
 
 /// |Σ_ccy rate · net| of one underlying, in the base currency; `None` while a rate is missing.
@@ -659,19 +682,20 @@ mod tests {
         // Seeded values of 12 underlyings, shrinking and growing, the largest included.
         let mut values = [0.0f64; 12];
         let mut conc = Concentration::default();
+        let mut underlyings = Vec::new();
         let mut x = 3u64;
         for step in 0..20_000 {
             x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
             let u = (x >> 33) % 12;
             let v = ((x >> 40) % 1000) as f64 * if step % 7 == 0 { 10.0 } else { 1.0 };
-            if !conc.underlyings.contains(&u) {
-                conc.underlyings.push(u);
+            if !underlyings.contains(&u) {
+                underlyings.push(u);
             }
             values[u as usize] = v;
             conc.update(u, Some(v));
             if conc.stale {
                 conc.clear();
-                conc.underlyings.clone().into_iter().for_each(|u| conc.update(u, Some(values[u as usize])));
+                underlyings.iter().for_each(|&u| conc.update(u, Some(values[u as usize])));
             }
             let largest = values.iter().copied().fold(0.0, f64::max);
             assert_eq!(conc.max.map(|(_, m)| m), Some(largest), "step {step}");
