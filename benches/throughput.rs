@@ -1,6 +1,8 @@
 //! Question: how many position updates per second go through exposures and limits?
-//! The plain single-threaded baseline and the dataflow (book + limits, in-memory source)
-//! with 1 and 2 workers, on the same seeded workload, in one run.
+//! Two plain single-threaded baselines (HashMaps keyed by the records' strings, and the
+//! leanest loop: integer ids and flat arrays) and the dataflow (book + limits, in-memory
+//! source) with 1 and 2 workers, on the same seeded workload, in one run. Both baselines count
+//! the same limit events, which checks that they do the same work.
 //!
 //! Two figures each: *cold*, the first `warm-up` updates, during which most positions and
 //! limit tallies are created (tables grow, memory is first touched); and *sustained*, the
@@ -17,9 +19,10 @@ use std::time::{Duration, Instant};
 
 use riskflow_dataflows::engine::engine;
 use riskflow_dataflows::event::Event;
-use riskflow_dataflows::exposure::{position_exposure, Sums};
+use riskflow_dataflows::exposure::{mul_fixed_nanos, position_exposure, Sums};
 use riskflow_dataflows::limits::LimitState;
 use riskflow_dataflows::model::{Fixed, Instrument, Ts};
+use rustc_hash::{FxHashMap, FxHashSet};
 use timely::dataflow::operators::Probe;
 use timely::dataflow::{InputHandleVec, ProbeHandle};
 use workload::{arg, envelope, workload, Workload};
@@ -127,6 +130,95 @@ fn baseline(w: &Workload, warm: usize) -> (Duration, Duration, usize, u64) {
     (hot_started - started, hot_started.elapsed(), positions.len(), events)
 }
 
+/// The same updates as [`baseline`] in the leanest plain loop: ids interned to integers,
+/// FxHash, positions, prices and scope sums in flat arrays, only the gross figure the limits
+/// read. What one core does with this workload at best, whatever the engine's design.
+fn flat_baseline(w: &Workload, warm: usize) -> (Duration, Duration, u64) {
+    let started = Instant::now();
+    let mut instr: FxHashMap<&str, u32> = FxHashMap::default();
+    let mut acct: FxHashMap<&str, (u32, u32)> = FxHashMap::default();
+    let mut desks: FxHashMap<&str, u32> = FxHashMap::default();
+    for e in &w.reference {
+        match e {
+            Event::Instrument(i) => {
+                let n = instr.len() as u32;
+                instr.insert(&i.id, n);
+            }
+            Event::Account(a) => {
+                let n = desks.len() as u32;
+                let desk = *desks.entry(&a.desk).or_insert(n);
+                let n = acct.len() as u32;
+                acct.insert(&a.id, (n, desk));
+            }
+            _ => {}
+        }
+    }
+    // (gross in nanos, limit, state) per account, then per desk.
+    let mut scopes: Vec<(i128, f64, LimitState)> = vec![(0, f64::INFINITY, LimitState::Ok); acct.len() + desks.len()];
+    for e in &w.reference {
+        if let Event::Limit(l) = e {
+            let s = match l.scope {
+                riskflow_dataflows::model::Scope::Account => acct[l.scope_id.as_str()].0,
+                _ => acct.len() as u32 + desks[l.scope_id.as_str()],
+            };
+            scopes[s as usize].1 = l.limit;
+        }
+    }
+    let first_desk = acct.len() as u32;
+    let mut price: Vec<Fixed> = vec![Fixed::ZERO; instr.len()];
+    let mut in_instr: Vec<Vec<u32>> = vec![Vec::new(); instr.len()];
+    // (account, desk, instrument, qty, exposure in nanos)
+    let mut positions: Vec<(u32, u32, u32, Fixed, i128)> = Vec::new();
+    let mut pos_of: FxHashMap<(u32, u32), u32> = FxHashMap::default();
+    let mut seen: FxHashSet<&str> = FxHashSet::default();
+    let mut events = 0u64;
+    let mut revalue = |p: usize, positions: &mut Vec<(u32, u32, u32, Fixed, i128)>, price: &[Fixed]| {
+        let (a, desk, i, q, old) = positions[p];
+        let new = mul_fixed_nanos(q, price[i as usize]);
+        positions[p].4 = new;
+        for s in [a, first_desk + desk] {
+            let scope = &mut scopes[s as usize];
+            scope.0 += new.abs() - old.abs();
+            let next = LimitState::next(scope.2, scope.0 as f64 / 1e9 / scope.1, 0.8, 0.05);
+            if next != scope.2 {
+                scope.2 = next;
+                events += 1;
+            }
+        }
+    };
+    let mut hot_started = started;
+    for (n, e) in w.updates.iter().enumerate() {
+        if n == warm {
+            hot_started = Instant::now();
+        }
+        match e {
+            Event::Tick(t) => {
+                let i = instr[t.instrument.as_str()] as usize;
+                price[i] = t.price;
+                for &p in &in_instr[i] {
+                    revalue(p as usize, &mut positions, &price);
+                }
+            }
+            Event::Delta(d) => {
+                if !seen.insert(&d.id) {
+                    continue;
+                }
+                let (a, desk) = acct[d.account.as_str()];
+                let i = instr[d.instrument.as_str()];
+                let p = *pos_of.entry((a, i)).or_insert_with(|| {
+                    positions.push((a, desk, i, Fixed::ZERO, 0));
+                    in_instr[i as usize].push(positions.len() as u32 - 1);
+                    positions.len() as u32 - 1
+                }) as usize;
+                positions[p].3 = Fixed(positions[p].3 .0 + d.qty.0);
+                revalue(p, &mut positions, &price);
+            }
+            _ => {}
+        }
+    }
+    (hot_started - started, hot_started.elapsed(), events)
+}
+
 /// The dataflow: each worker feeds every `workers`-th update, `epoch` records per epoch.
 /// Returns the times until the book has applied the first `warm` updates and then the rest
 /// (the limits trail it by at most eight epochs), the time from the end of warm-up until the
@@ -230,6 +322,8 @@ fn main() {
     };
     let (cold, sustained, positions, events) = baseline(&w, warm);
     line("baseline (1 thread, HashMaps)", cold, sustained, format!("({positions} positions, {events} limit events)"));
+    let (cold, sustained, events) = flat_baseline(&w, warm);
+    line("baseline, flat arrays", cold, sustained, format!("({events} limit events)"));
     for workers in [1, 2] {
         let (cold, sustained, d, events) = dataflow(&w, workers, epoch, warm);
         let note = format!(
