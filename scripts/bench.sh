@@ -76,9 +76,11 @@ Every figure below is from that one run; the targets are DESIGN.md §9's. Regene
 ## Throughput through exposures and limits (in-memory source)
 
 \`cargo bench --bench throughput -- 10000 5000 $UPDATES 1000 $WARMUP\` — target ≥ 5M updates/s
-sustained. The baseline is a plain single-threaded loop (HashMaps) doing the same exposure and
-limit updates, in \`benches/throughput.rs\`. *Cold* is the first $WARMUP updates, while the
-positions and limit tallies are created; *sustained* is the $UPDATES after them.
+sustained. The baselines do the same exposure and limit updates in one thread, in
+\`benches/throughput.rs\`: a plain loop with HashMaps keyed by the records' strings, and the
+leanest plain loop (ids interned to integers, flat arrays); both count the same limit events.
+*Cold* is the first $WARMUP updates, while the positions and limit tallies are created;
+*sustained* is the $UPDATES after them.
 
 \`\`\`
 $throughput
