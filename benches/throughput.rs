@@ -97,37 +97,28 @@ fn baseline(w: &Workload, warm: usize) -> (Duration, Duration, usize, u64) {
     fn a_desk(packed: usize) -> (usize, usize) {
         (packed >> 8, packed & 0xff)
     }
-    let mut hot_started = started;
-    for (n, e) in w.updates.iter().enumerate() {
-        if n == warm {
-            hot_started = Instant::now();
-        }
-        match e {
-            Event::Tick(t) => {
-                let i = instr[t.instrument.as_str()];
-                price[i] = Some(t.price);
-                for &p in &in_instr[i] {
-                    revalue(p, &mut positions, &price, &mut sums);
-                }
-            }
-            Event::Delta(d) => {
-                if !seen.insert(&d.id) {
-                    continue;
-                }
-                let (a, desk) = acct[d.account.as_str()];
-                let i = instr[d.instrument.as_str()];
-                let p = *pos_of.entry((a, i)).or_insert_with(|| {
-                    positions.push(((a << 8) | desk, i, Fixed::ZERO, Sums::default()));
-                    in_instr[i].push(positions.len() - 1);
-                    positions.len() - 1
-                });
-                positions[p].2 = Fixed(positions[p].2 .0 + d.qty.0);
+    let (cold, sustained) = timed(w, warm, started, |e| match e {
+        Event::Tick(t) => {
+            let i = instr[t.instrument.as_str()];
+            price[i] = Some(t.price);
+            for &p in &in_instr[i] {
                 revalue(p, &mut positions, &price, &mut sums);
             }
-            _ => {}
         }
-    }
-    (hot_started - started, hot_started.elapsed(), positions.len(), events)
+        Event::Delta(d) if seen.insert(&d.id) => {
+            let (a, desk) = acct[d.account.as_str()];
+            let i = instr[d.instrument.as_str()];
+            let p = *pos_of.entry((a, i)).or_insert_with(|| {
+                positions.push(((a << 8) | desk, i, Fixed::ZERO, Sums::default()));
+                in_instr[i].push(positions.len() - 1);
+                positions.len() - 1
+            });
+            positions[p].2 = Fixed(positions[p].2 .0 + d.qty.0);
+            revalue(p, &mut positions, &price, &mut sums);
+        }
+        _ => {}
+    });
+    (cold, sustained, positions.len(), events)
 }
 
 /// The same updates as [`baseline`] in the leanest plain loop: ids interned to integers,
@@ -186,37 +177,41 @@ fn flat_baseline(w: &Workload, warm: usize) -> (Duration, Duration, u64) {
             }
         }
     };
+    let (cold, sustained) = timed(w, warm, started, |e| match e {
+        Event::Tick(t) => {
+            let i = instr[t.instrument.as_str()] as usize;
+            price[i] = t.price;
+            for &p in &in_instr[i] {
+                revalue(p as usize, &mut positions, &price);
+            }
+        }
+        Event::Delta(d) if seen.insert(&d.id) => {
+            let (a, desk) = acct[d.account.as_str()];
+            let i = instr[d.instrument.as_str()];
+            let p = *pos_of.entry((a, i)).or_insert_with(|| {
+                positions.push((a, desk, i, Fixed::ZERO, 0));
+                in_instr[i as usize].push(positions.len() as u32 - 1);
+                positions.len() as u32 - 1
+            }) as usize;
+            positions[p].3 = Fixed(positions[p].3 .0 + d.qty.0);
+            revalue(p, &mut positions, &price);
+        }
+        _ => {}
+    });
+    (cold, sustained, events)
+}
+
+/// Applies every update in order; returns the time from `started` to the `warm`-th update
+/// (reference data and warm-up) and the time of the rest.
+fn timed<'w>(w: &'w Workload, warm: usize, started: Instant, mut apply: impl FnMut(&'w Event)) -> (Duration, Duration) {
     let mut hot_started = started;
     for (n, e) in w.updates.iter().enumerate() {
         if n == warm {
             hot_started = Instant::now();
         }
-        match e {
-            Event::Tick(t) => {
-                let i = instr[t.instrument.as_str()] as usize;
-                price[i] = t.price;
-                for &p in &in_instr[i] {
-                    revalue(p as usize, &mut positions, &price);
-                }
-            }
-            Event::Delta(d) => {
-                if !seen.insert(&d.id) {
-                    continue;
-                }
-                let (a, desk) = acct[d.account.as_str()];
-                let i = instr[d.instrument.as_str()];
-                let p = *pos_of.entry((a, i)).or_insert_with(|| {
-                    positions.push((a, desk, i, Fixed::ZERO, 0));
-                    in_instr[i as usize].push(positions.len() as u32 - 1);
-                    positions.len() as u32 - 1
-                }) as usize;
-                positions[p].3 = Fixed(positions[p].3 .0 + d.qty.0);
-                revalue(p, &mut positions, &price);
-            }
-            _ => {}
-        }
+        apply(e);
     }
-    (hot_started - started, hot_started.elapsed(), events)
+    (hot_started - started, hot_started.elapsed())
 }
 
 /// The dataflow: each worker feeds every `workers`-th update, `epoch` records per epoch.
