@@ -2,6 +2,8 @@
 //! Records are released on a fixed schedule (rate R); a record's ingest time is its scheduled
 //! time, so a stalled engine is charged for every record it delays (no coordinated omission).
 //! Latency is taken where the live exposure update and the limit event leave the dataflow.
+//! Two views of the live updates: each update one sample (a tick that moves ~50 scopes gives
+//! ~50), and each input record one sample, taken at its last live update (every worker's).
 //!
 //! The source feeds the graph as `riskflow run --kafka` does: an unordered input sends each
 //! record the moment it is due, and only the input time (the capability) advances, once per
@@ -24,6 +26,7 @@ use hdrhistogram::Histogram;
 use riskflow_dataflows::clock::now_ns;
 use riskflow_dataflows::engine::engine;
 use riskflow_dataflows::model::Ts;
+use rustc_hash::FxHashMap;
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::vec::unordered_input::UnorderedInput;
@@ -39,13 +42,15 @@ fn main() {
     let n = rate * seconds;
     let w = Arc::new(workload(10_000, 5_000, 20, warm + n, 11));
     let config = workload::engine_config();
-    let totals = Arc::new(Mutex::new((histogram(), histogram())));
+    // Per output: live updates, limit events; per record: ingest time → last live update.
+    let totals = Arc::new(Mutex::new((histogram(), histogram(), FxHashMap::<u64, u64>::default())));
     let t2 = totals.clone();
     timely::execute(timely::Config::process(workers), move |worker| {
         let (index, peers) = (worker.index(), worker.peers());
         let live = Rc::new(RefCell::new(histogram()));
         let breach = Rc::new(RefCell::new(histogram()));
-        let (l2, b2) = (live.clone(), breach.clone());
+        let last_out = Rc::new(RefCell::new(FxHashMap::<u64, u64>::default()));
+        let (l2, b2, o2) = (live.clone(), breach.clone(), last_out.clone());
         // How far the live output has got: the warm-up waits on it.
         let reached = Rc::new(std::cell::Cell::new(0 as Ts));
         let r2 = reached.clone();
@@ -56,8 +61,10 @@ fn main() {
                 r2.set(frontier.frontier().first().copied().unwrap_or(Ts::MAX));
                 input.for_each(|_, data| {
                     let now = now_ns();
+                    let (mut live, mut last_out) = (l2.borrow_mut(), o2.borrow_mut());
                     for u in data.drain(..) {
-                        l2.borrow_mut().saturating_record(now.saturating_sub(u.ingest_ns()));
+                        live.saturating_record(now.saturating_sub(u.ingest_ns()));
+                        last_out.insert(u.ingest_ns(), now);
                     }
                 });
             });
@@ -96,6 +103,7 @@ fn main() {
         }
         live.borrow_mut().reset();
         breach.borrow_mut().reset();
+        last_out.borrow_mut().clear();
         let per_worker = rate as f64 / peers as f64;
         let epoch_ns = epoch_us as u64 * 1_000;
         let start = now_ns();
@@ -124,11 +132,24 @@ fn main() {
         let mut t = t2.lock().unwrap();
         t.0.add(&*live.borrow()).unwrap();
         t.1.add(&*breach.borrow()).unwrap();
+        for (ingest, out) in last_out.borrow_mut().drain() {
+            let latest = t.2.entry(ingest).or_insert(out);
+            *latest = (*latest).max(out);
+        }
     })
     .expect("workers start");
     let t = totals.lock().unwrap();
+    let mut per_record = histogram();
+    for (ingest, out) in &t.2 {
+        per_record.saturating_record(out.saturating_sub(*ingest));
+    }
     println!("latency: open loop, {rate} updates/s offered for {seconds} s, {workers} worker(s), {epoch_us} µs epochs, 10000 accounts × 5000 instruments, after {warm} updates of warm-up");
-    for (name, h) in [("ingest → live exposure update", &t.0), ("ingest → limit event (breach detection)", &t.1)] {
+    let lines = [
+        ("ingest → live exposure update", &t.0),
+        ("ingest → a record's last live update", &per_record),
+        ("ingest → limit event (breach detection)", &t.1),
+    ];
+    for (name, h) in lines {
         let us = |v: f64| v / 1e3;
         println!(
             "  {name:<42} n {:>8}  mean {:>8.2} µs  p50 {:>8.2}  p99 {:>8.2}  p99.9 {:>9.2}  max {:>10.2} µs",

@@ -92,11 +92,13 @@ $throughput
 100k/s: mean ≤ 10 µs, p99 ≤ 50 µs. Ingest time is each record's scheduled release time (no
 coordinated omission). The source feeds the graph as the Kafka driver does: each record is
 sent the moment it is due, and the input time advances once per 100 ms epoch (the default
-\`engine.epoch\`). Each live update is one sample: a delta gives three (account, desk,
-firm), a tick one per scope it moved (~50 on a book of 200k positions), so the live figures
-are mostly ticks'. Before the clock starts, 1M updates are fed as fast as the graph takes
-them, so the book is as full as through a trading day; the *cold* line starts from an empty
-book that grows while measured.
+\`engine.epoch\`). The live updates are counted two ways. *Live exposure update*: each
+update one sample; a delta gives three (account, desk, firm), a tick one per scope it moved
+(~50 on a book of 200k positions), so these figures are mostly ticks'. *A record's last live
+update*: each input record one sample, at the last of its live updates on any worker (a
+record that moved nothing, such as a tick of an instrument nobody holds, has none). Before
+the clock starts, 1M updates are fed as fast as the graph takes them, so the book is as full
+as through a trading day; the *cold* line starts from an empty book that grows while measured.
 
 \`\`\`
 $lat_10k_1
