@@ -131,8 +131,8 @@ pub fn book<'scope>(
         let mut live_buf = Vec::new();
         let mut dead_buf = Vec::new();
         // A snapshot's parts (a row per position, and the partial aggregates), kept at their
-        // size between snapshots: growing it anew each time moved and page-faulted ~100 MB
-        // per snapshot of the day replay.
+        // size between snapshots: growing it anew each time copied every part into freshly
+        // page-faulted memory (docs/performance.md).
         let mut parts = Vec::new();
         // This activation's records with their application order and message capability.
         let mut pending: Vec<(ApplyOrder, usize, Envelope)> = Vec::new();

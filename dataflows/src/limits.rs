@@ -289,9 +289,10 @@ struct Concentration {
     max: Option<(u64, f64)>,
     others: f64,
     stale: bool,
-    /// The scope's net per underlying and currency (its tallies, mirrored here in one dense
-    /// array), so that a rescan reads one array instead of probing the large tally table once
-    /// per underlying: a desk or the firm holds thousands, and every rate move rescans.
+    /// The scope's net per underlying and currency, kept here in one dense array rather than
+    /// in the tally table once the scope has a concentration limit, so that a rescan reads one
+    /// array instead of probing the large table once per underlying: a desk or the firm holds
+    /// thousands, and every rate move rescans.
     nets: Vec<(u64, ByCcy)>,
     /// Where each underlying lies in `nets`.
     index: HashMap<u64, usize>,
@@ -304,16 +305,16 @@ impl Concentration {
         Concentration { stale: true, nets, index, ..Concentration::default() }
     }
 
-    /// Mirrors an underlying's new amounts and takes its new value into the maximum.
-    fn set(&mut self, underlying: u64, by_ccy: &ByCcy, rates: &HashMap<Ccy, f64>, base: Ccy) {
-        match self.index.get(&underlying) {
-            Some(&i) => self.nets[i].1.clone_from(by_ccy),
-            None => {
-                self.index.insert(underlying, self.nets.len());
-                self.nets.push((underlying, by_ccy.clone()));
-            }
-        }
-        self.update(underlying, underlying_value(by_ccy, rates, base));
+    /// Adds a change to its underlying's nets and takes the new value into the maximum.
+    fn add(&mut self, c: &ScopeChange, rates: &HashMap<Ccy, f64>, base: Ccy) {
+        let nets = &mut self.nets;
+        let i = *self.index.entry(c.underlying).or_insert_with(|| {
+            nets.push((c.underlying, ByCcy::new()));
+            nets.len() - 1
+        });
+        add_net(&mut self.nets[i].1, c);
+        let value = underlying_value(&self.nets[i].1, rates, base);
+        self.update(c.underlying, value);
     }
 
     /// Recomputes the maximum from every underlying, if it may be out of date.
@@ -413,9 +414,12 @@ impl State {
             None => s.sums.push((c.ccy, c.net, c.gross)),
         }
         if add_tallies_here {
-            let by_ccy = add_tallies(&mut self.nets, &mut self.qty, &c);
-            if let Some(conc) = s.concentration.as_mut() {
-                conc.set(c.underlying, by_ccy, &self.rates, self.base_ccy);
+            match s.concentration.as_mut() {
+                Some(conc) => {
+                    add_qty(&mut self.qty, &c);
+                    conc.add(&c, &self.rates, self.base_ccy);
+                }
+                None => add_tallies(&mut self.nets, &mut self.qty, &c),
             }
         }
         s.last_ts = s.last_ts.max(c.ts);
@@ -490,8 +494,10 @@ impl State {
         }
         let s = self.scopes.entry(key).or_default();
         if is_concentration && s.concentration.is_none() {
-            let nets = self.nets.iter().filter(|((sc, k, _), _)| (*sc, *k) == key);
-            s.concentration = Some(Concentration::new(nets.map(|((.., u), n)| (*u, n.clone())).collect()));
+            // The scope's nets move out of the tally table into the concentration.
+            let held: Vec<u64> = self.nets.keys().filter(|(sc, k, _)| (*sc, *k) == key).map(|(.., u)| *u).collect();
+            let nets = held.into_iter().filter_map(|u| Some((u, self.nets.remove(&(key.0, key.1, u))?)));
+            s.concentration = Some(Concentration::new(nets.collect()));
         }
         s.id = Some(scope_id);
         s.limits.push(slot);
@@ -626,22 +632,29 @@ impl State {
     }
 }
 
-/// Adds a change to its scope's net per underlying and quantity per instrument. Returns the
-/// underlying's amounts.
-fn add_tallies<'a>(
-    nets: &'a mut GrowingMap<(Scope, u64, u64), ByCcy>,
+/// Adds a change to its scope's net per underlying and quantity per instrument.
+fn add_tallies(
+    nets: &mut GrowingMap<(Scope, u64, u64), ByCcy>,
     qty: &mut GrowingMap<(Scope, u64, u64), i64>,
     c: &ScopeChange,
-) -> &'a ByCcy {
+) {
+    add_qty(qty, c);
+    add_net(nets.entry((c.scope, c.key, c.underlying)).or_default(), c);
+}
+
+/// Adds a change to its scope's quantity of its instrument.
+fn add_qty(qty: &mut GrowingMap<(Scope, u64, u64), i64>, c: &ScopeChange) {
     if c.qty != 0 {
         *qty.entry((c.scope, c.key, c.instrument)).or_default() += c.qty;
     }
-    let by_ccy = nets.entry((c.scope, c.key, c.underlying)).or_default();
+}
+
+/// Adds a change's net to its currency's amount.
+fn add_net(by_ccy: &mut ByCcy, c: &ScopeChange) {
     match by_ccy.iter_mut().find(|(ccy, _)| *ccy == c.ccy) {
         Some((_, n)) => *n += c.net,
         None => by_ccy.push((c.ccy, c.net)),
     }
-    by_ccy
 }
 
 /// |Σ_ccy rate · net| of one underlying, in the base currency; `None` while a rate is missing.
