@@ -49,7 +49,9 @@ fn main() {
         let (index, peers) = (worker.index(), worker.peers());
         let live = Rc::new(RefCell::new(histogram()));
         let breach = Rc::new(RefCell::new(histogram()));
-        let last_out = Rc::new(RefCell::new(FxHashMap::<u64, u64>::default()));
+        // Sized for every measured record up front: growing it rehashes every entry at once, a
+        // stall of the worker that the measurement itself would cause and then count.
+        let last_out = Rc::new(RefCell::new(FxHashMap::<u64, u64>::with_capacity_and_hasher(n, Default::default())));
         let (l2, b2, o2) = (live.clone(), breach.clone(), last_out.clone());
         // How far the live output has got: the warm-up waits on it.
         let reached = Rc::new(std::cell::Cell::new(0 as Ts));
