@@ -23,6 +23,7 @@ lat_100k_1=$(bench latency -- 100000 3 1)
 lat_100k_2=$(bench latency -- 100000 3 2)
 lat_100k_cold=$(bench latency -- 100000 3 1 100000 0)
 lat_1m_1=$(bench latency -- 1000000 1 1)
+stalls=$(bench stalls -- 3)
 echo "bar close..." >&2
 bar_100=$(bench bar_close -- 100 300)
 bar_500=$(bench bar_close -- 500 300)
@@ -105,6 +106,14 @@ $lat_10k_1
 $lat_100k_1
 $lat_100k_2
 $lat_1m_1
+\`\`\`
+
+The machine's own floor: a thread that only reads the clock in a loop, never blocking, is
+stopped this often (\`cargo bench --bench stalls -- 3\`, same run). A record that arrives
+during a stall waits for it, whatever the engine does:
+
+\`\`\`
+$stalls
 \`\`\`
 
 Cold start:
