@@ -32,7 +32,7 @@ use timely::dataflow::operators::Capability;
 use timely::dataflow::StreamVec;
 
 use crate::analytics::BarPart;
-use crate::event::{DeadLetter, Envelope, Event, LiveUpdate, ScopeChange};
+use crate::event::{DeadLetter, Envelope, Event, LiveUpdate, ScopeChange, Seed};
 use crate::exposure::{position_exposure, Ccy, Exposure, Leg, Nanos, OptionMarket, Sums};
 use crate::formulas::rate_from_pair;
 use crate::growing::{Chunked, GrowingMap, GrowingSet};
@@ -447,6 +447,9 @@ struct State {
     /// Options waiting for their underlying's definition, by the underlying's id.
     orphan_options: HashMap<String, Vec<usize>>,
     seen: GrowingSet<u128>,
+    /// Scopes with a limit that reads their tallies: this book sent each its [`Seed`] and
+    /// marks their changes since ([`ScopeChange::tally`]).
+    seeded: HashSet<(Scope, u64)>,
     /// Interned desk, firm and underlying names, for snapshot aggregation by integer keys.
     names: Vec<String>,
     name_ids: FxHashMap<String, usize>,
@@ -490,6 +493,7 @@ impl State {
             rate_sources: HashMap::default(),
             orphan_options: HashMap::default(),
             seen: Default::default(),
+            seeded: HashSet::default(),
             names: Vec::new(),
             name_ids: FxHashMap::default(),
             held: HashMap::default(),
@@ -535,7 +539,10 @@ impl State {
         match &env.event {
             Event::Instrument(def) => self.define_instrument(time, def.clone(), live, dead),
             Event::Account(def) => self.define_account(time, def.clone(), live, dead),
-            Event::Limit(limit) => self.watch(limit),
+            Event::Limit(limit) => {
+                self.watch(limit);
+                self.seed(time, limit, env.ingest_ns, live);
+            }
             Event::End { max_ts } => self.end_ts = Some(self.end_ts.map_or(*max_ts, |e| e.max(*max_ts))),
             Event::Tick(_) => self.on_tick(time, env, live, dead),
             Event::Delta(_) => self.on_delta(time, env, live, dead),
@@ -547,6 +554,48 @@ impl State {
         if self.worker == 0 && matches!(limit.metric.as_str(), "var" | "es" | "stress") {
             self.definitions.push(BarPart::Watch(limit.scope, limit.scope_id.clone()));
         }
+    }
+
+    /// At the first limit on a scope that reads its tallies: this book's part of them, from
+    /// its positions in the scope (live exposure per underlying and currency, quantity per
+    /// instrument), and the scope's changes marked for the tallies from now on. The limits
+    /// keep tallies for these scopes only.
+    fn seed(&mut self, time: Ts, limit: &Limit, ingest_ns: u64, live: &mut Vec<LiveUpdate>) {
+        if !crate::limits::Metric::parse(&limit.metric).is_some_and(|m| m.reads_tallies()) {
+            return;
+        }
+        let (scope, key) = (limit.scope, crate::route_hash(&limit.scope_id));
+        if !self.seeded.insert((scope, key)) {
+            return;
+        }
+        let level = Scope::ALL.iter().position(|s| *s == scope).expect("a scope is one of ALL");
+        let mut parts: FxHashMap<(u64, Ccy, u64), ScopeChange> = FxHashMap::default();
+        for p in 0..self.positions.len() {
+            let pos = &self.positions[p];
+            // A flat position has no exposure either.
+            if pos.qty == Fixed::ZERO || self.acct_keys[pos.account as usize][level] != key {
+                continue;
+            }
+            let instr = &self.instrs[pos.instr as usize];
+            let ccy = pos.live_ccy.unwrap_or(instr.ccy);
+            let part = parts.entry((instr.underlying_key, ccy, instr.key)).or_insert(ScopeChange {
+                scope,
+                key,
+                underlying: instr.underlying_key,
+                ccy,
+                net: 0,
+                gross: 0,
+                instrument: instr.key,
+                qty: 0,
+                ts: time,
+                ingest_ns,
+                tally: true,
+            });
+            part.net += pos.live_nanos;
+            part.qty += pos.qty.0;
+        }
+        let parts = parts.into_values().collect();
+        live.push(LiveUpdate::Seed(Box::new(Seed { scope, key, time, ingest_ns, parts })));
     }
 
     /// What changed in the settled book since the last boundary, and the boundary.
@@ -792,7 +841,7 @@ impl State {
         let ccy_of = |e: &Option<Leg>| e.map(|e| e.ccy);
         let base = instr.ccy;
         let (instrument, underlying) = (instr.key, instr.underlying_key);
-        let changes = &mut self.changes;
+        let (changes, seeded) = (&mut self.changes, &self.seeded);
         let mut add = |ccy: Ccy, net: Nanos, gross: Nanos, qty: i64| {
             for (scope, key) in Scope::ALL.into_iter().zip(keys) {
                 let slot = *changes.index.entry((scope, key, underlying, ccy)).or_insert_with(|| {
@@ -807,6 +856,7 @@ impl State {
                         qty: 0,
                         ts,
                         ingest_ns,
+                        tally: !seeded.is_empty() && seeded.contains(&(scope, key)),
                     });
                     changes.list.len() - 1
                 });

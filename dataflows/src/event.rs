@@ -80,6 +80,25 @@ pub enum LiveUpdate {
     Scope(ScopeChange),
     /// A currency's rate against the base currency moved (every worker's book sends its own).
     Rate { ccy: Ccy, rate: f64, ts: Ts, ingest_ns: u64 },
+    /// A book's part of a scope's tallies, sent once, when the first limit that reads them
+    /// is defined (every worker's book sends its own).
+    Seed(Box<Seed>),
+}
+
+/// One book's part of a scope's tallies (net per underlying and currency, quantity per
+/// instrument) at the definition of the first limit that reads them: its positions in the
+/// scope as changes from nothing. The book marks the scope's changes after it
+/// ([`ScopeChange::tally`]), so that the seeds and the marked changes count every change of
+/// the scope exactly once.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Seed {
+    pub scope: Scope,
+    pub key: u64,
+    /// Message time of the definition.
+    pub time: Ts,
+    pub ingest_ns: u64,
+    /// One per (underlying, currency, instrument) the book holds in the scope.
+    pub parts: Vec<ScopeChange>,
 }
 
 impl LiveUpdate {
@@ -88,14 +107,17 @@ impl LiveUpdate {
         match self {
             LiveUpdate::Scope(c) => c.ingest_ns,
             LiveUpdate::Rate { ingest_ns, .. } => *ingest_ns,
+            LiveUpdate::Seed(s) => s.ingest_ns,
         }
     }
 
-    /// Event time of the record that caused it.
+    /// Event time of the record that caused it; 0 for a seed, which holds the book's state
+    /// before any record of its message time.
     pub fn ts(&self) -> Ts {
         match self {
             LiveUpdate::Scope(c) => c.ts,
             LiveUpdate::Rate { ts, .. } => *ts,
+            LiveUpdate::Seed(_) => 0,
         }
     }
 }
@@ -121,4 +143,7 @@ pub struct ScopeChange {
     /// Event time of the record that caused the change.
     pub ts: Ts,
     pub ingest_ns: u64,
+    /// The scope has a limit that reads its tallies, and the book sent its [`Seed`] before
+    /// this change: the tallies take it.
+    pub tally: bool,
 }

@@ -8,9 +8,12 @@
 //! ```
 //!
 //! Each worker owns the scopes routed to it: it keeps their exact exposure sums per currency,
-//! net per underlying and quantity per instrument, and re-evaluates the scope's limits after
-//! every input record that changed it (and, on an fx rate move, those of every scope holding
-//! that currency). Utilisation u = |metric| / limit; the state is BREACH at u ≥ 1, WARN at
+//! and re-evaluates the scope's limits after every input record that changed it (and, on an fx
+//! rate move, those of every scope holding that currency). A scope with a limit that reads its
+//! tallies (net per underlying, quantity per instrument: concentration, position_qty) keeps
+//! those too: each book sends its part of them when the first such limit is defined (a
+//! [`Seed`]) and marks the scope's changes after it; the limit is first evaluated once every
+//! book's seed is in. No other scope pays for tallies. Utilisation u = |metric| / limit; the state is BREACH at u ≥ 1, WARN at
 //! u ≥ warn_at, else OK, except that leaving BREACH needs u < 1 − hysteresis. An event is
 //! emitted only when the state changes. A BREACH of a hard limit moves the scope's trading
 //! state to REDUCING (or HALTED); when no hard limit of the scope is in BREACH any more, it
@@ -26,7 +29,7 @@ use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::StreamVec;
 
-use crate::event::{LiveUpdate, ScopeChange};
+use crate::event::{LiveUpdate, ScopeChange, Seed};
 use crate::exposure::{Ccy, Nanos, NANOS};
 use crate::growing::GrowingMap;
 use crate::model::{Limit, Scope, TradingState, Ts};
@@ -89,8 +92,8 @@ pub enum Metric {
 
 impl Metric {
     /// Whether the metric reads a scope's tallies (net per underlying, quantity per
-    /// instrument), so that a limit on it must see them change in order.
-    fn reads_tallies(&self) -> bool {
+    /// instrument), which the books seed at the first such limit of a scope.
+    pub fn reads_tallies(&self) -> bool {
         matches!(self, Metric::Concentration | Metric::PositionQty(_))
     }
 
@@ -188,13 +191,14 @@ pub fn limits<'scope>(
     base_ccy: Ccy,
     states: LimitStates,
 ) -> StreamVec<'scope, Ts, LimitEvent> {
-    let index = live.scope().index() as u64;
+    let (index, peers) = (live.scope().index() as u64, live.scope().peers());
     let mut builder = OperatorBuilder::new("Limits".to_owned(), live.scope());
     // Every worker's book sends its own rate moves to its own limits, down the same channel
     // as its position changes, so that a limit sees a rate move before the changes that follow it.
     let route_live = move |u: &LiveUpdate| match u {
         LiveUpdate::Scope(c) => c.key,
         LiveUpdate::Rate { .. } => index,
+        LiveUpdate::Seed(s) => s.key,
     };
     let mut live = builder.new_input(live, Exchange::new(route_live));
     let mut definitions = builder.new_input(definitions, Exchange::new(|l: &Limit| crate::route_hash(&l.scope_id)));
@@ -205,11 +209,11 @@ pub fn limits<'scope>(
         let mut state = State {
             config,
             base_ccy,
+            peers,
             rates: HashMap::default(),
             limits: Vec::new(),
             limit_ids: HashMap::default(),
             scopes: HashMap::default(),
-            in_order: Default::default(),
             nets: Default::default(),
             qty: Default::default(),
         };
@@ -238,9 +242,8 @@ pub fn limits<'scope>(
             if !inputs.is_sorted_by_key(|(time, ts, _, _)| (*time, *ts)) {
                 inputs.sort_by_key(|(time, ts, _, _)| (*time, *ts));
             }
-            let tallied = state.tally(&inputs);
             for (time, _, c, input) in inputs {
-                state.on_input(input, time, tallied, &mut buf);
+                state.on_input(input, time, &mut buf);
                 if !buf.is_empty() {
                     out.session(&caps[c]).give_iterator(buf.drain(..));
                 }
@@ -278,6 +281,9 @@ struct ScopeState {
     last_ts: Ts,
     /// Kept only while the scope has a concentration limit.
     concentration: Option<Concentration>,
+    /// Books whose [`Seed`] of the tallies has arrived: a limit that reads them is evaluated
+    /// once every book's is in.
+    seeds: usize,
 }
 
 /// The largest single-underlying |net| of a scope, maintained incrementally: each change
@@ -359,52 +365,25 @@ type ByCcy = SmallVec<[(Ccy, Nanos); 2]>;
 struct State {
     config: LimitsConfig,
     base_ccy: Ccy,
+    /// Workers, each with a book that seeds tallies.
+    peers: usize,
     rates: HashMap<Ccy, f64>,
     /// Every limit ever defined, by index; `None` once removed.
     limits: Vec<Option<LimitSlot>>,
     limit_ids: HashMap<String, usize>,
     scopes: HashMap<(Scope, u64), ScopeState>,
-    /// Scopes with a concentration or position_qty limit: their tallies are read after every
-    /// change, so they are applied in order, never ahead in [`State::tally`].
-    in_order: rustc_hash::FxHashSet<(Scope, u64)>,
-    /// Σ E per (scope, underlying) and currency, for concentration limits; flat rather than
-    /// per scope, so that a change costs one probe.
+    /// Σ E per (scope, underlying) and currency, of seeded scopes without a concentration
+    /// limit (one has them in its [`Concentration`]).
     nets: GrowingMap<(Scope, u64, u64), ByCcy>,
-    /// Quantity per (scope, instrument), for position_qty limits.
+    /// Quantity per (scope, instrument) of seeded scopes, for position_qty limits.
     qty: GrowingMap<(Scope, u64, u64), i64>,
 }
 
 impl State {
-    /// Adds the batch's changes to the per-underlying nets and per-instrument quantities up
-    /// front, in one tight loop whose independent probes of these large tables overlap in the
-    /// memory system, for every scope whose tallies no limit reads (most of them). Not done
-    /// when the batch defines a limit that starts from a scope's tallies. True if done.
-    fn tally(&mut self, inputs: &[(Ts, Ts, usize, Input)]) -> bool {
-        let reads_tallies = |l: &Limit| Metric::parse(&l.metric).is_some_and(|m| m.reads_tallies());
-        if inputs.iter().any(|(.., i)| matches!(i, Input::Define(l) if reads_tallies(l))) {
-            return false;
-        }
-        for (.., input) in inputs {
-            match input {
-                Input::Live(LiveUpdate::Scope(c)) if !self.is_in_order((c.scope, c.key)) => {
-                    add_tallies(&mut self.nets, &mut self.qty, c);
-                }
-                _ => {}
-            }
-        }
-        true
-    }
-
-    /// Whether a scope's tallies are added in order (a limit reads them).
-    fn is_in_order(&self, key: (Scope, u64)) -> bool {
-        !self.in_order.is_empty() && self.in_order.contains(&key)
-    }
-
-    /// A change of one scope: its sums, its tallies (unless [`State::tally`] added them
-    /// already), and its limits re-evaluated.
-    fn on_change(&mut self, c: ScopeChange, tallied: bool, out: &mut Vec<LimitEvent>) {
+    /// A change of one scope: its sums, its tallies (if the book marked it), and its limits
+    /// re-evaluated.
+    fn on_change(&mut self, c: ScopeChange, out: &mut Vec<LimitEvent>) {
         let key = (c.scope, c.key);
-        let add_tallies_here = !tallied || self.is_in_order(key);
         let s = self.scopes.entry(key).or_default();
         match s.sums.iter_mut().find(|(ccy, ..)| *ccy == c.ccy) {
             Some((_, net, gross)) => {
@@ -413,14 +392,8 @@ impl State {
             }
             None => s.sums.push((c.ccy, c.net, c.gross)),
         }
-        if add_tallies_here {
-            match s.concentration.as_mut() {
-                Some(conc) => {
-                    add_qty(&mut self.qty, &c);
-                    conc.add(&c, &self.rates, self.base_ccy);
-                }
-                None => add_tallies(&mut self.nets, &mut self.qty, &c),
-            }
+        if c.tally {
+            add_tally(s, &mut self.nets, &mut self.qty, &c, &self.rates, self.base_ccy);
         }
         s.last_ts = s.last_ts.max(c.ts);
         if !s.limits.is_empty() {
@@ -428,11 +401,39 @@ impl State {
         }
     }
 
-    /// Applies one input at message time `time`; `tallied`: [`State::tally`] added the
-    /// batch's tallies already.
-    fn on_input(&mut self, input: Input, time: Ts, tallied: bool, out: &mut Vec<LimitEvent>) {
+    /// One book's part of a scope's tallies; once every book's is in, the scope's limits that
+    /// read them are evaluated for the first time.
+    fn on_seed(&mut self, seed: Seed, out: &mut Vec<LimitEvent>) {
+        let key = (seed.scope, seed.key);
+        let s = self.scopes.entry(key).or_default();
+        for part in &seed.parts {
+            add_tally(s, &mut self.nets, &mut self.qty, part, &self.rates, self.base_ccy);
+        }
+        s.seeds += 1;
+        if s.seeds < self.peers {
+            return;
+        }
+        let ts = seed.time.max(s.last_ts);
+        let limits = &self.limits;
+        let reading: Vec<usize> = s
+            .limits
+            .iter()
+            .copied()
+            .filter(|l| limits[*l].as_ref().is_some_and(|l| l.metric.reads_tallies()))
+            .collect();
+        for slot in reading {
+            if self.evaluate_limit(key, slot, ts, seed.ingest_ns, out) {
+                let (last_ts, id) = (self.slot(slot).last_ts, self.slot(slot).def.id.clone());
+                self.update_trading(key, last_ts, seed.ingest_ns, &id, out);
+            }
+        }
+    }
+
+    /// Applies one input at message time `time`.
+    fn on_input(&mut self, input: Input, time: Ts, out: &mut Vec<LimitEvent>) {
         match input {
-            Input::Live(LiveUpdate::Scope(c)) => self.on_change(c, tallied, out),
+            Input::Live(LiveUpdate::Scope(c)) => self.on_change(c, out),
+            Input::Live(LiveUpdate::Seed(seed)) => self.on_seed(*seed, out),
             Input::Live(LiveUpdate::Rate { ccy, rate, ts, ingest_ns }) => {
                 self.rates.insert(ccy, rate);
                 // Only a scope that holds exposure in `ccy` has a value that moved. Evaluating
@@ -472,9 +473,6 @@ impl State {
             self.limits.push(None);
         }
         let is_concentration = metric == Metric::Concentration;
-        if metric.reads_tallies() {
-            self.in_order.insert(key);
-        }
         let scope_id = def.scope_id.clone();
         if let Some(old) = self.limits[slot].take() {
             let old_key = (old.def.scope, crate::route_hash(&old.def.scope_id));
@@ -576,6 +574,9 @@ impl State {
         }
         let scope = &self.scopes[&key];
         let limit = self.slot(slot);
+        if limit.metric.reads_tallies() && scope.seeds < self.peers {
+            return false;
+        }
         let Some(value) = self.value(key, scope, &limit.metric) else { return false };
         let (warn_at, hysteresis) = (limit.def.warn_at.unwrap_or(self.config.warn_at), self.config.hysteresis);
         let utilisation = value.abs() / limit.def.limit;
@@ -632,14 +633,21 @@ impl State {
     }
 }
 
-/// Adds a change to its scope's net per underlying and quantity per instrument.
-fn add_tallies(
+/// Adds a change to its scope's tallies: quantity per instrument, and net per underlying (in
+/// the scope's concentration once it has one).
+fn add_tally(
+    s: &mut ScopeState,
     nets: &mut GrowingMap<(Scope, u64, u64), ByCcy>,
     qty: &mut GrowingMap<(Scope, u64, u64), i64>,
     c: &ScopeChange,
+    rates: &HashMap<Ccy, f64>,
+    base: Ccy,
 ) {
     add_qty(qty, c);
-    add_net(nets.entry((c.scope, c.key, c.underlying)).or_default(), c);
+    match s.concentration.as_mut() {
+        Some(conc) => conc.add(c, rates, base),
+        None => add_net(nets.entry((c.scope, c.key, c.underlying)).or_default(), c),
+    }
 }
 
 /// Adds a change to its scope's quantity of its instrument.

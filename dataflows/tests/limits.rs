@@ -230,6 +230,20 @@ fn removed_limits_stop_and_halting_limits_halt() {
 
 #[test]
 fn utilisations_equal_a_batch_computation_with_two_workers() {
+    utilisations_equal_a_batch_computation(None);
+}
+
+/// Concentration and position_qty limits defined after 300 records: each book seeds the
+/// scope's tallies from its positions then, and the limits end where the batch says.
+#[test]
+fn tally_limits_defined_mid_stream_equal_a_batch_computation_with_two_workers() {
+    utilisations_equal_a_batch_computation(Some(300));
+}
+
+/// Final utilisations of every limit against a batch computation from the final positions and
+/// last prices; `tally_limits_at`: the record after which the limits that read tallies are
+/// defined (none: all limits at the start).
+fn utilisations_equal_a_batch_computation(tally_limits_at: Option<usize>) {
     // Seeded linear book: three accounts, AAPL and SAP, prices and EURUSD moving.
     let mut state: u64 = 42;
     let mut next = || {
@@ -247,11 +261,22 @@ fn utilisations_equal_a_batch_computation_with_two_workers() {
     limits_defs.push(limit("D1", Scope::Desk, "D1", "gross", 80_000.0));
     limits_defs.push(limit("F", Scope::Firm, "FIRM", "net", 40_000.0));
     limits_defs.push(limit("Q", Scope::Desk, "D2", "position_qty:SAP", 300.0));
+    limits_defs.push(limit("CD", Scope::Desk, "D1", "concentration", 0.9));
+    limits_defs.push(limit("CF", Scope::Firm, "FIRM", "concentration", 0.9));
+    limits_defs.push(limit("QF", Scope::Firm, "FIRM", "position_qty:SAP", 500.0));
+    let reads_tallies = |l: &Limit| l.metric == "concentration" || l.metric.starts_with("position_qty:");
     for l in &limits_defs {
-        events.push((1, Event::Limit(l.clone())));
+        if tally_limits_at.is_none() || !reads_tallies(l) {
+            events.push((1, Event::Limit(l.clone())));
+        }
     }
     for n in 0..600 {
         let ts = 10 + n as Ts;
+        if tally_limits_at == Some(n) {
+            for l in limits_defs.iter().filter(|l| reads_tallies(l)) {
+                events.push((ts, Event::Limit(l.clone())));
+            }
+        }
         let r = next();
         if r < 0.3 {
             let (inst, base) = [("AAPL", 100.0), ("SAP", 50.0), ("EURUSD", 1.1)][(next() * 3.0) as usize % 3];
