@@ -439,6 +439,9 @@ struct State {
     /// Route keys of each account, its desk and its firm, by account index: apart from
     /// `accts` so that revaluations read a dense array.
     acct_keys: Vec<[u64; 3]>,
+    /// Each account's positions on this worker, by account index: seeding an account's
+    /// tallies reads only these.
+    acct_positions: Vec<Vec<usize>>,
     acct_ids: HashMap<String, usize>,
     positions: Chunked<Pos>,
     pos_ids: GrowingMap<(usize, usize), usize>,
@@ -487,6 +490,7 @@ impl State {
             instr_ids: HashMap::default(),
             accts: Vec::new(),
             acct_keys: Vec::new(),
+            acct_positions: Vec::new(),
             acct_ids: HashMap::default(),
             positions: Chunked::default(),
             pos_ids: Default::default(),
@@ -569,11 +573,15 @@ impl State {
             return;
         }
         let level = Scope::ALL.iter().position(|s| *s == scope).expect("a scope is one of ALL");
+        let accounts: Vec<usize> = match scope {
+            Scope::Account => self.acct_ids.get(&limit.scope_id).copied().into_iter().collect(),
+            Scope::Desk | Scope::Firm => (0..self.accts.len()).filter(|&a| self.acct_keys[a][level] == key).collect(),
+        };
         let mut parts: FxHashMap<(u64, Ccy, u64), ScopeChange> = FxHashMap::default();
-        for p in 0..self.positions.len() {
+        for &p in accounts.iter().flat_map(|&a| &self.acct_positions[a]) {
             let pos = &self.positions[p];
             // A flat position has no exposure either.
-            if pos.qty == Fixed::ZERO || self.acct_keys[pos.account as usize][level] != key {
+            if pos.qty == Fixed::ZERO {
                 continue;
             }
             let instr = &self.instrs[pos.instr as usize];
@@ -726,6 +734,7 @@ impl State {
             Entry::Vacant(e) => {
                 e.insert(self.accts.len());
                 self.acct_keys.push(account_keys(&def));
+                self.acct_positions.push(Vec::new());
                 self.accts.push(Acct { def, desk, firm });
             }
         }
@@ -796,6 +805,7 @@ impl State {
                 live_ccy: None,
             });
             self.instrs[i].positions.push(self.positions.len() - 1);
+            self.acct_positions[a].push(self.positions.len() - 1);
             self.positions.len() - 1
         });
         let Some(new_qty) = self.positions[p].qty.checked_add(qty) else {
