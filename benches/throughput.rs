@@ -317,8 +317,9 @@ fn main() {
     };
     let (cold, sustained, positions, events) = baseline(&w, warm);
     line("baseline (1 thread, HashMaps)", cold, sustained, format!("({positions} positions, {events} limit events)"));
-    let (cold, sustained, events) = flat_baseline(&w, warm);
-    line("baseline, flat arrays", cold, sustained, format!("({events} limit events)"));
+    let (cold, sustained, flat_events) = flat_baseline(&w, warm);
+    line("baseline, flat arrays", cold, sustained, format!("({flat_events} limit events)"));
+    assert_eq!(flat_events, events, "the two baselines must do the same work");
     for workers in [1, 2] {
         let (cold, sustained, d, events) = dataflow(&w, workers, epoch, warm);
         let note = format!(

@@ -13,8 +13,10 @@
 //! tallies (net per underlying, quantity per instrument: concentration, position_qty) keeps
 //! those too: each book sends its part of them when the first such limit is defined (a
 //! [`Seed`]) and marks the scope's changes after it; the limit is first evaluated once every
-//! book's seed is in. No other scope pays for tallies. Utilisation u = |metric| / limit; the state is BREACH at u ≥ 1, WARN at
-//! u ≥ warn_at, else OK, except that leaving BREACH needs u < 1 − hysteresis. An event is
+//! book's seed is in. No other scope pays for tallies.
+//!
+//! Utilisation u = |metric| / limit; the state is BREACH at u ≥ 1, WARN at u ≥ warn_at, else
+//! OK, except that leaving BREACH needs u < 1 − hysteresis. An event is
 //! emitted only when the state changes. A BREACH of a hard limit moves the scope's trading
 //! state to REDUCING (or HALTED); when no hard limit of the scope is in BREACH any more, it
 //! returns to ACTIVE. Event times never go backwards for a limit: an event carries the largest
