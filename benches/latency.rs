@@ -16,15 +16,18 @@
 //! `cargo bench --bench latency -- [rate per second] [seconds] [workers] [epoch µs] [warm-up]`
 //! (defaults 100000 5 1 100000 1000000: the engine's default `engine.epoch`, 100 ms).
 
+mod baseline;
 mod workload;
 
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 
+use baseline::{Baseline, Flat};
 use hdrhistogram::Histogram;
 use riskflow_dataflows::clock::now_ns;
 use riskflow_dataflows::engine::engine;
+use riskflow_dataflows::event::Event;
 use riskflow_dataflows::model::Ts;
 use rustc_hash::FxHashMap;
 use timely::dataflow::channels::pact::Pipeline;
@@ -36,6 +39,20 @@ fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("valid bounds")
 }
 
+/// A plain baseline under the same open-loop schedule, in one thread: each record applied the
+/// moment it is due, its latency from its scheduled time to the end of its apply.
+fn open_loop<'w>(updates: &'w [Event], rate: usize, mut apply: impl FnMut(&'w Event)) -> Histogram<u64> {
+    let mut h = histogram();
+    let start = now_ns();
+    for (j, e) in updates.iter().enumerate() {
+        let due = start + (j as f64 * 1e9 / rate as f64) as u64;
+        while now_ns() < due {}
+        apply(e);
+        h.saturating_record(now_ns() - due);
+    }
+    h
+}
+
 fn main() {
     let (rate, seconds, workers, epoch_us, warm) =
         (arg(0, 100_000), arg(1, 5), arg(2, 1), arg(3, 100_000), arg(4, 1_000_000));
@@ -45,6 +62,7 @@ fn main() {
     // Per output: live updates, limit events; per record: ingest time → last live update.
     let totals = Arc::new(Mutex::new((histogram(), histogram(), FxHashMap::<u64, u64>::default())));
     let t2 = totals.clone();
+    let workload = w.clone();
     timely::execute(timely::Config::process(workers), move |worker| {
         let (index, peers) = (worker.index(), worker.peers());
         let live = Rc::new(RefCell::new(histogram()));
@@ -145,6 +163,16 @@ fn main() {
         }
     })
     .expect("workers start");
+    // The yardsticks: the plain loops of baseline.rs, warmed up the same way, then offered the
+    // same records at the same rate.
+    let w = workload;
+    let (warm_up, measured) = w.updates[..warm + n].split_at(warm);
+    let mut b = Baseline::new(&w);
+    warm_up.iter().for_each(|e| b.apply(e));
+    let plain = open_loop(measured, rate, |e| b.apply(e));
+    let mut f = Flat::new(&w);
+    warm_up.iter().for_each(|e| f.apply(e));
+    let flat = open_loop(measured, rate, |e| f.apply(e));
     let t = totals.lock().unwrap();
     let mut per_record = histogram();
     for (ingest, out) in &t.2 {
@@ -155,11 +183,13 @@ fn main() {
         ("ingest → live exposure update", &t.0),
         ("ingest → a record's last live update", &per_record),
         ("ingest → limit event (breach detection)", &t.1),
+        ("baseline (1 thread, HashMaps): ingest → applied", &plain),
+        ("baseline, flat arrays: ingest → applied", &flat),
     ];
     for (name, h) in lines {
         let us = |v: f64| v / 1e3;
         println!(
-            "  {name:<42} n {:>8}  mean {:>8.2} µs  p50 {:>8.2}  p99 {:>8.2}  p99.9 {:>9.2}  max {:>10.2} µs",
+            "  {name:<48} n {:>8}  mean {:>8.2} µs  p50 {:>8.2}  p99 {:>8.2}  p99.9 {:>9.2}  max {:>10.2} µs",
             h.len(),
             us(h.mean()),
             us(h.value_at_quantile(0.5) as f64),

@@ -1,8 +1,8 @@
 //! Question: how many position updates per second go through exposures and limits?
-//! Two plain single-threaded baselines (HashMaps keyed by the records' strings, and the
-//! leanest loop: integer ids and flat arrays) and the dataflow (book + limits, in-memory
-//! source) with 1 and 2 workers, on the same seeded workload, in one run. Both baselines count
-//! the same limit events, which checks that they do the same work.
+//! The two plain single-threaded baselines of `baseline.rs` (HashMaps keyed by the records'
+//! strings, and the leanest loop: integer ids and flat arrays) and the dataflow (book +
+//! limits, in-memory source) with 1 and 2 workers, on the same seeded workload, in one run.
+//! Both baselines count the same limit events, which checks that they do the same work.
 //!
 //! Two figures each: *cold*, the first `warm-up` updates, during which most positions and
 //! limit tallies are created (tables grow, memory is first touched); and *sustained*, the
@@ -11,194 +11,35 @@
 //! `cargo bench --bench throughput -- [accounts] [instruments] [updates] [records per epoch] [warm-up]`
 //! (defaults 10000 5000 2000000 1000 1000000).
 
+mod baseline;
 mod workload;
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use baseline::{Baseline, Flat};
 use riskflow_dataflows::engine::engine;
 use riskflow_dataflows::event::Event;
-use riskflow_dataflows::exposure::{mul_fixed_nanos, position_exposure, Sums};
-use riskflow_dataflows::limits::LimitState;
-use riskflow_dataflows::model::{Fixed, Instrument, Ts};
-use rustc_hash::{FxHashMap, FxHashSet};
+use riskflow_dataflows::model::Ts;
 use timely::dataflow::operators::Probe;
 use timely::dataflow::{InputHandleVec, ProbeHandle};
 use workload::{arg, envelope, workload, Workload};
 
-/// The same exposure and limit updates as the dataflow, in one thread with HashMaps: ids
-/// interned on first sight, positions, last prices, positions per instrument, account and desk
-/// gross/net sums, and the limit state machine on every change. Returns the time of the first
-/// `warm` updates (reference data included), the time of the rest, positions, limit events.
+/// [`Baseline`]'s time for the first `warm` updates (reference data included) and for the
+/// rest, its positions and limit events.
 fn baseline(w: &Workload, warm: usize) -> (Duration, Duration, usize, u64) {
     let started = Instant::now();
-    let mut instr: HashMap<&str, usize> = HashMap::new();
-    let mut defs: Vec<&Instrument> = Vec::new();
-    let mut acct: HashMap<&str, (usize, usize)> = HashMap::new();
-    let mut desks: HashMap<&str, usize> = HashMap::new();
-    let mut limit_of: HashMap<(u8, usize), f64> = HashMap::new();
-    for e in &w.reference {
-        match e {
-            Event::Instrument(i) => {
-                instr.insert(&i.id, defs.len());
-                defs.push(i);
-            }
-            Event::Account(a) => {
-                let n = desks.len();
-                let desk = *desks.entry(&a.desk).or_insert(n);
-                let n = acct.len();
-                acct.insert(&a.id, (n, desk));
-            }
-            _ => {}
-        }
-    }
-    for e in &w.reference {
-        if let Event::Limit(l) = e {
-            let key = match l.scope {
-                riskflow_dataflows::model::Scope::Account => (0, acct[l.scope_id.as_str()].0),
-                _ => (1, desks[l.scope_id.as_str()]),
-            };
-            limit_of.insert(key, l.limit);
-        }
-    }
-    let mut price: Vec<Option<Fixed>> = vec![None; defs.len()];
-    let mut in_instr: Vec<Vec<usize>> = vec![Vec::new(); defs.len()];
-    let mut positions: Vec<(usize, usize, Fixed, Sums)> = Vec::new();
-    let mut pos_of: HashMap<(usize, usize), usize> = HashMap::new();
-    let mut seen: std::collections::HashSet<&str> = std::collections::HashSet::new();
-    let mut sums: HashMap<(u8, usize), (Sums, LimitState)> = HashMap::new();
-    let mut events = 0u64;
-    let mut update = |key: (u8, usize), change: &Sums, sums: &mut HashMap<(u8, usize), (Sums, LimitState)>| {
-        let entry = sums.entry(key).or_insert((Sums::default(), LimitState::Ok));
-        entry.0.add(change);
-        if let Some(limit) = limit_of.get(&key) {
-            let u = (entry.0.gross as f64 / 1e9).abs() / limit;
-            let next = LimitState::next(entry.1, u, 0.8, 0.05);
-            if next != entry.1 {
-                entry.1 = next;
-                events += 1;
-            }
-        }
-    };
-    let mut revalue =
-        |p: usize, positions: &mut Vec<(usize, usize, Fixed, Sums)>, price: &[Option<Fixed>], sums: &mut _| {
-            let (a, i, q, old) = positions[p];
-            let Some(px) = price[i] else { return };
-            let new =
-                position_exposure(defs[i], q, px, None, 0, 0.0).map(|e| Sums::of_exposure(&e)).unwrap_or_default();
-            let mut change = new;
-            change.sub(&old);
-            positions[p].3 = new;
-            let (acct_idx, desk) = a_desk(a);
-            update((0, acct_idx), &change, sums);
-            update((1, desk), &change, sums);
-        };
-    fn a_desk(packed: usize) -> (usize, usize) {
-        (packed >> 8, packed & 0xff)
-    }
-    let (cold, sustained) = timed(w, warm, started, |e| match e {
-        Event::Tick(t) => {
-            let i = instr[t.instrument.as_str()];
-            price[i] = Some(t.price);
-            for &p in &in_instr[i] {
-                revalue(p, &mut positions, &price, &mut sums);
-            }
-        }
-        Event::Delta(d) if seen.insert(&d.id) => {
-            let (a, desk) = acct[d.account.as_str()];
-            let i = instr[d.instrument.as_str()];
-            let p = *pos_of.entry((a, i)).or_insert_with(|| {
-                positions.push(((a << 8) | desk, i, Fixed::ZERO, Sums::default()));
-                in_instr[i].push(positions.len() - 1);
-                positions.len() - 1
-            });
-            positions[p].2 = Fixed(positions[p].2 .0 + d.qty.0);
-            revalue(p, &mut positions, &price, &mut sums);
-        }
-        _ => {}
-    });
-    (cold, sustained, positions.len(), events)
+    let mut b = Baseline::new(w);
+    let (cold, sustained) = timed(w, warm, started, |e| b.apply(e));
+    (cold, sustained, b.positions(), b.events)
 }
 
-/// The same updates as [`baseline`] in the leanest plain loop: ids interned to integers,
-/// FxHash, positions, prices and scope sums in flat arrays, only the gross figure the limits
-/// read. What one core does with this workload at best, whatever the engine's design.
+/// The same for [`Flat`].
 fn flat_baseline(w: &Workload, warm: usize) -> (Duration, Duration, u64) {
     let started = Instant::now();
-    let mut instr: FxHashMap<&str, u32> = FxHashMap::default();
-    let mut acct: FxHashMap<&str, (u32, u32)> = FxHashMap::default();
-    let mut desks: FxHashMap<&str, u32> = FxHashMap::default();
-    for e in &w.reference {
-        match e {
-            Event::Instrument(i) => {
-                let n = instr.len() as u32;
-                instr.insert(&i.id, n);
-            }
-            Event::Account(a) => {
-                let n = desks.len() as u32;
-                let desk = *desks.entry(&a.desk).or_insert(n);
-                let n = acct.len() as u32;
-                acct.insert(&a.id, (n, desk));
-            }
-            _ => {}
-        }
-    }
-    // (gross in nanos, limit, state) per account, then per desk.
-    let mut scopes: Vec<(i128, f64, LimitState)> = vec![(0, f64::INFINITY, LimitState::Ok); acct.len() + desks.len()];
-    for e in &w.reference {
-        if let Event::Limit(l) = e {
-            let s = match l.scope {
-                riskflow_dataflows::model::Scope::Account => acct[l.scope_id.as_str()].0,
-                _ => acct.len() as u32 + desks[l.scope_id.as_str()],
-            };
-            scopes[s as usize].1 = l.limit;
-        }
-    }
-    let first_desk = acct.len() as u32;
-    let mut price: Vec<Fixed> = vec![Fixed::ZERO; instr.len()];
-    let mut in_instr: Vec<Vec<u32>> = vec![Vec::new(); instr.len()];
-    // (account, desk, instrument, qty, exposure in nanos)
-    let mut positions: Vec<(u32, u32, u32, Fixed, i128)> = Vec::new();
-    let mut pos_of: FxHashMap<(u32, u32), u32> = FxHashMap::default();
-    let mut seen: FxHashSet<&str> = FxHashSet::default();
-    let mut events = 0u64;
-    let mut revalue = |p: usize, positions: &mut Vec<(u32, u32, u32, Fixed, i128)>, price: &[Fixed]| {
-        let (a, desk, i, q, old) = positions[p];
-        let new = mul_fixed_nanos(q, price[i as usize]);
-        positions[p].4 = new;
-        for s in [a, first_desk + desk] {
-            let scope = &mut scopes[s as usize];
-            scope.0 += new.abs() - old.abs();
-            let next = LimitState::next(scope.2, scope.0 as f64 / 1e9 / scope.1, 0.8, 0.05);
-            if next != scope.2 {
-                scope.2 = next;
-                events += 1;
-            }
-        }
-    };
-    let (cold, sustained) = timed(w, warm, started, |e| match e {
-        Event::Tick(t) => {
-            let i = instr[t.instrument.as_str()] as usize;
-            price[i] = t.price;
-            for &p in &in_instr[i] {
-                revalue(p as usize, &mut positions, &price);
-            }
-        }
-        Event::Delta(d) if seen.insert(&d.id) => {
-            let (a, desk) = acct[d.account.as_str()];
-            let i = instr[d.instrument.as_str()];
-            let p = *pos_of.entry((a, i)).or_insert_with(|| {
-                positions.push((a, desk, i, Fixed::ZERO, 0));
-                in_instr[i as usize].push(positions.len() as u32 - 1);
-                positions.len() as u32 - 1
-            }) as usize;
-            positions[p].3 = Fixed(positions[p].3 .0 + d.qty.0);
-            revalue(p, &mut positions, &price);
-        }
-        _ => {}
-    });
-    (cold, sustained, events)
+    let mut b = Flat::new(w);
+    let (cold, sustained) = timed(w, warm, started, |e| b.apply(e));
+    (cold, sustained, b.events)
 }
 
 /// Applies every update in order; returns the time from `started` to the `warm`-th update

@@ -33,3 +33,25 @@ pub fn route_hash(s: &str) -> u64 {
     }
     h
 }
+
+/// Starts loading `value`'s cache line; no effect on the program's meaning.
+#[inline]
+pub(crate) fn prefetch<T>(value: &T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch only hints the cache; `value` is a valid reference.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>((value as *const T).cast());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = value;
+}
+
+/// Starts loading every cache line of `value`.
+#[inline]
+pub(crate) fn prefetch_all<T>(value: &T) {
+    let start = (value as *const T).cast::<u8>();
+    for offset in (0..std::mem::size_of::<T>()).step_by(64) {
+        // SAFETY: the offset lies within `value`, which is a valid reference.
+        prefetch(unsafe { &*start.add(offset) });
+    }
+}

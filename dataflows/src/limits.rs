@@ -215,17 +215,19 @@ pub fn limits<'scope>(
             rates: HashMap::default(),
             limits: Vec::new(),
             limit_ids: HashMap::default(),
-            scopes: HashMap::default(),
+            scope_ids: HashMap::default(),
+            scopes: Vec::new(),
             nets: Default::default(),
             qty: Default::default(),
         };
         let mut buf = Vec::new();
+        // An activation's inputs and their messages' capabilities, kept at their size (a tick
+        // brings ~50 changes): emptied, never freed.
+        let (mut inputs, mut caps) = (Vec::new(), Vec::new());
         move |frontiers| {
             let mut out = out.activate();
             // Processed in event-time order, each event emitted under the capability of the
             // message that caused it.
-            let mut caps = Vec::new();
-            let mut inputs = Vec::new();
             live.for_each(|cap, data| {
                 let time = crate::time_of(&cap);
                 inputs.extend(data.drain(..).map(|u| (time, u.ts(), caps.len(), Input::Live(u))));
@@ -244,12 +246,15 @@ pub fn limits<'scope>(
             if !inputs.is_sorted_by_key(|(time, ts, _, _)| (*time, *ts)) {
                 inputs.sort_by_key(|(time, ts, _, _)| (*time, *ts));
             }
-            for (time, _, c, input) in inputs {
+            state.prefetch(&inputs);
+            for (time, _, c, input) in inputs.drain(..) {
                 state.on_input(input, time, &mut buf);
                 if !buf.is_empty() {
                     out.session(&caps[c]).give_iterator(buf.drain(..));
                 }
             }
+            // Holding a capability past the activation would hold back the frontier.
+            caps.clear();
             // Published once the input is exhausted, for the run's summary.
             if frontiers.iter().all(|f| f.is_empty()) {
                 let mut snapshot: Vec<_> =
@@ -270,19 +275,20 @@ struct LimitSlot {
     last_ts: Ts,
 }
 
-#[derive(Default)]
 struct ScopeState {
+    key: (Scope, u64),
     id: Option<String>,
     /// Σ E and Σ |E| per currency (inline: a scope rarely holds more than two).
     sums: SmallVec<[(Ccy, Nanos, Nanos); 2]>,
     figures: HashMap<Metric, f64>,
     trading: Option<TradingState>,
-    /// The limits on this scope (indices into `State::limits`).
-    limits: Vec<usize>,
+    /// The limits on this scope (indices into `State::limits`), inline for the usual few:
+    /// one cache miss fewer per change.
+    limits: SmallVec<[usize; 3]>,
     /// The largest event time applied to this scope.
     last_ts: Ts,
     /// Kept only while the scope has a concentration limit.
-    concentration: Option<Concentration>,
+    concentration: Option<Box<Concentration>>,
     /// Books whose [`Seed`] of the tallies has arrived: a limit that reads them is evaluated
     /// once every book's is in.
     seeds: usize,
@@ -373,7 +379,10 @@ struct State {
     /// Every limit ever defined, by index; `None` once removed.
     limits: Vec<Option<LimitSlot>>,
     limit_ids: HashMap<String, usize>,
-    scopes: HashMap<(Scope, u64), ScopeState>,
+    /// Where each scope lies in `scopes`: one probe per change, then the scope and its limits
+    /// are reached by index.
+    scope_ids: HashMap<(Scope, u64), usize>,
+    scopes: Vec<ScopeState>,
     /// Σ E per (scope, underlying) and currency, of seeded scopes without a concentration
     /// limit (one has them in its [`Concentration`]).
     nets: GrowingMap<(Scope, u64, u64), ByCcy>,
@@ -385,8 +394,8 @@ impl State {
     /// A change of one scope: its sums, its tallies (if the book marked it), and its limits
     /// re-evaluated.
     fn on_change(&mut self, c: ScopeChange, out: &mut Vec<LimitEvent>) {
-        let key = (c.scope, c.key);
-        let s = self.scopes.entry(key).or_default();
+        let si = self.scope((c.scope, c.key));
+        let s = &mut self.scopes[si];
         match s.sums.iter_mut().find(|(ccy, ..)| *ccy == c.ccy) {
             Some((_, net, gross)) => {
                 *net += c.net;
@@ -399,15 +408,56 @@ impl State {
         }
         s.last_ts = s.last_ts.max(c.ts);
         if !s.limits.is_empty() {
-            self.evaluate_scope(key, None, c.ts, c.ingest_ns, out);
+            self.evaluate_scope(si, None, c.ts, c.ingest_ns, out);
         }
+    }
+
+    /// Starts loading the states and limits of the scopes an activation's changes reach, all
+    /// at once. A tick's ~50 changes reach ~50 scopes that lie scattered in memory, each state
+    /// and each limit a cache miss; loaded one change at a time, those misses followed one
+    /// another and made most of a tick's time in this operator (docs/performance.md).
+    fn prefetch(&self, inputs: &[(Ts, Ts, usize, Input)]) {
+        let scopes = || {
+            inputs.iter().filter_map(|(.., input)| match input {
+                Input::Live(LiveUpdate::Scope(c)) => self.scope_ids.get(&(c.scope, c.key)).map(|&si| &self.scopes[si]),
+                _ => None,
+            })
+        };
+        for s in scopes() {
+            crate::prefetch_all(s);
+        }
+        // Each scope's limit list is inline in its state: read once the states are on their way.
+        for s in scopes() {
+            for &slot in &s.limits {
+                crate::prefetch_all(&self.limits[slot]);
+            }
+        }
+    }
+
+    /// The index of a scope's state, made empty on first sight.
+    fn scope(&mut self, key: (Scope, u64)) -> usize {
+        let scopes = &mut self.scopes;
+        *self.scope_ids.entry(key).or_insert_with(|| {
+            scopes.push(ScopeState {
+                key,
+                id: None,
+                sums: SmallVec::new(),
+                figures: HashMap::default(),
+                trading: None,
+                limits: SmallVec::new(),
+                last_ts: 0,
+                concentration: None,
+                seeds: 0,
+            });
+            scopes.len() - 1
+        })
     }
 
     /// One book's part of a scope's tallies; once every book's is in, the scope's limits that
     /// read them are evaluated for the first time.
     fn on_seed(&mut self, seed: Seed, out: &mut Vec<LimitEvent>) {
-        let key = (seed.scope, seed.key);
-        let s = self.scopes.entry(key).or_default();
+        let si = self.scope((seed.scope, seed.key));
+        let s = &mut self.scopes[si];
         for part in &seed.parts {
             add_tally(s, &mut self.nets, &mut self.qty, part, &self.rates, self.base_ccy);
         }
@@ -424,9 +474,9 @@ impl State {
             .filter(|l| limits[*l].as_ref().is_some_and(|l| l.metric.reads_tallies()))
             .collect();
         for slot in reading {
-            if self.evaluate_limit(key, slot, ts, seed.ingest_ns, out) {
+            if self.evaluate_limit(si, slot, ts, seed.ingest_ns, out) {
                 let (last_ts, id) = (self.slot(slot).last_ts, self.slot(slot).def.id.clone());
-                self.update_trading(key, last_ts, seed.ingest_ns, &id, out);
+                self.update_trading(si, last_ts, seed.ingest_ns, &id, out);
             }
         }
     }
@@ -441,25 +491,24 @@ impl State {
                 // Only a scope that holds exposure in `ccy` has a value that moved. Evaluating
                 // the others could change no state; it would only raise their limits' last
                 // event time, which a later change in event-time order raises anyway.
-                let mut keys = Vec::new();
-                for (key, s) in self.scopes.iter_mut() {
+                // In the order of the scope table (the same in every run, whatever the batching).
+                let held: Vec<usize> = self.scope_ids.values().copied().collect();
+                for si in held {
+                    let s = &mut self.scopes[si];
                     if s.limits.is_empty() || !s.sums.iter().any(|(c, ..)| *c == ccy) {
                         continue;
                     }
                     if let Some(conc) = s.concentration.as_mut() {
                         conc.stale = true;
                     }
-                    keys.push(*key);
-                }
-                for key in keys {
-                    self.evaluate_scope(key, None, ts, ingest_ns, out);
+                    self.evaluate_scope(si, None, ts, ingest_ns, out);
                 }
             }
             Input::Metric(m) => {
                 let MetricUpdate { scope, scope_id, metric, value, ts, ingest_ns } = *m;
-                let key = (scope, crate::route_hash(&scope_id));
-                self.scopes.entry(key).or_default().figures.insert(metric.clone(), value);
-                self.evaluate_scope(key, Some(metric), ts, ingest_ns, out);
+                let si = self.scope((scope, crate::route_hash(&scope_id)));
+                self.scopes[si].figures.insert(metric.clone(), value);
+                self.evaluate_scope(si, Some(metric), ts, ingest_ns, out);
             }
             Input::Define(def) => self.define(*def, time, out),
         }
@@ -477,13 +526,11 @@ impl State {
         let is_concentration = metric == Metric::Concentration;
         let scope_id = def.scope_id.clone();
         if let Some(old) = self.limits[slot].take() {
-            let old_key = (old.def.scope, crate::route_hash(&old.def.scope_id));
-            if let Some(s) = self.scopes.get_mut(&old_key) {
-                s.limits.retain(|l| *l != slot);
-            }
+            let old_si = self.scope((old.def.scope, crate::route_hash(&old.def.scope_id)));
+            self.scopes[old_si].limits.retain(|l| *l != slot);
             if def.enabled == Some(false) {
                 // A removed limit stops; the scope's trading state follows its remaining limits.
-                self.update_trading(old_key, old.last_ts.max(time), 0, &old.def.id, out);
+                self.update_trading(old_si, old.last_ts.max(time), 0, &old.def.id, out);
                 return;
             }
             self.limits[slot] = Some(LimitSlot { def, metric, ..old });
@@ -492,18 +539,19 @@ impl State {
         } else {
             self.limits[slot] = Some(LimitSlot { def, metric, state: LimitState::Ok, utilisation: 0.0, last_ts: 0 });
         }
-        let s = self.scopes.entry(key).or_default();
+        let si = self.scope(key);
+        let s = &mut self.scopes[si];
         if is_concentration && s.concentration.is_none() {
             // The scope's nets move out of the tally table into the concentration.
             let held: Vec<u64> = self.nets.keys().filter(|(sc, k, _)| (*sc, *k) == key).map(|(.., u)| *u).collect();
             let nets = held.into_iter().filter_map(|u| Some((u, self.nets.remove(&(key.0, key.1, u))?)));
-            s.concentration = Some(Concentration::new(nets.collect()));
+            s.concentration = Some(Box::new(Concentration::new(nets.collect())));
         }
         s.id = Some(scope_id);
         s.limits.push(slot);
         let time = time.max(s.last_ts);
-        self.evaluate_limit(key, slot, time, 0, out);
-        self.update_trading(key, self.slot(slot).last_ts, 0, &self.slot(slot).def.id.clone(), out);
+        self.evaluate_limit(si, slot, time, 0, out);
+        self.update_trading(si, self.slot(slot).last_ts, 0, &self.slot(slot).def.id.clone(), out);
     }
 
     /// A limit that is defined (scopes list only those).
@@ -514,31 +562,23 @@ impl State {
     /// Re-evaluates a scope's limits after an exposure change (`figure` none: every limit but
     /// var/es/stress) or a new var/es/stress figure (only that metric's limits), so that each
     /// limit's events carry the event time of what moved its own metric.
-    fn evaluate_scope(
-        &mut self,
-        key: (Scope, u64),
-        figure: Option<Metric>,
-        ts: Ts,
-        ingest_ns: u64,
-        out: &mut Vec<LimitEvent>,
-    ) {
-        let n = self.scopes.get(&key).map_or(0, |s| s.limits.len());
-        for i in 0..n {
-            let slot = self.scopes[&key].limits[i];
+    fn evaluate_scope(&mut self, si: usize, figure: Option<Metric>, ts: Ts, ingest_ns: u64, out: &mut Vec<LimitEvent>) {
+        for i in 0..self.scopes[si].limits.len() {
+            let slot = self.scopes[si].limits[i];
             let metric = &self.slot(slot).metric;
             let is_figure = matches!(metric, Metric::Var | Metric::Es | Metric::Stress);
             if figure.as_ref().map_or(is_figure, |f| f != metric) {
                 continue;
             }
-            if self.evaluate_limit(key, slot, ts, ingest_ns, out) {
+            if self.evaluate_limit(si, slot, ts, ingest_ns, out) {
                 let (last_ts, id) = (self.slot(slot).last_ts, self.slot(slot).def.id.clone());
-                self.update_trading(key, last_ts, ingest_ns, &id, out);
+                self.update_trading(si, last_ts, ingest_ns, &id, out);
             }
         }
     }
 
     /// The value of `metric` for a scope, in the base currency (quantity for position_qty).
-    fn value(&self, key: (Scope, u64), scope: &ScopeState, metric: &Metric) -> Option<f64> {
+    fn value(&self, scope: &ScopeState, metric: &Metric) -> Option<f64> {
         let rate = |ccy: &Ccy| if *ccy == self.base_ccy { Some(1.0) } else { self.rates.get(ccy).copied() };
         let base = |gross: bool| -> Option<f64> {
             scope.sums.iter().map(|(c, net, g)| rate(c).map(|r| *if gross { g } else { net } as f64 / NANOS * r)).sum()
@@ -555,31 +595,24 @@ impl State {
                 Some(conc.max.map_or(0.0, |(_, m)| m) / gross)
             }
             Metric::PositionQty(instrument) => {
-                Some(self.qty.get(&(key.0, key.1, *instrument)).copied().unwrap_or(0) as f64 / 1e8)
+                let (kind, key) = scope.key;
+                Some(self.qty.get(&(kind, key, *instrument)).copied().unwrap_or(0) as f64 / 1e8)
             }
             Metric::Var | Metric::Es | Metric::Stress => scope.figures.get(metric).copied(),
         }
     }
 
     /// Re-evaluates one limit; true if its state changed.
-    fn evaluate_limit(
-        &mut self,
-        key: (Scope, u64),
-        slot: usize,
-        ts: Ts,
-        ingest_ns: u64,
-        out: &mut Vec<LimitEvent>,
-    ) -> bool {
-        let Some(scope) = self.scopes.get_mut(&key) else { return false };
-        if let Some(conc) = scope.concentration.as_mut() {
+    fn evaluate_limit(&mut self, si: usize, slot: usize, ts: Ts, ingest_ns: u64, out: &mut Vec<LimitEvent>) -> bool {
+        if let Some(conc) = self.scopes[si].concentration.as_mut() {
             conc.rescan(&self.rates, self.base_ccy);
         }
-        let scope = &self.scopes[&key];
+        let scope = &self.scopes[si];
         let limit = self.slot(slot);
         if limit.metric.reads_tallies() && scope.seeds < self.peers {
             return false;
         }
-        let Some(value) = self.value(key, scope, &limit.metric) else { return false };
+        let Some(value) = self.value(scope, &limit.metric) else { return false };
         let (warn_at, hysteresis) = (limit.def.warn_at.unwrap_or(self.config.warn_at), self.config.hysteresis);
         let utilisation = value.abs() / limit.def.limit;
         let limit = self.limits[slot].as_mut().expect("a scope's limits are defined");
@@ -607,8 +640,8 @@ impl State {
     }
 
     /// Sets a scope's trading state from its hard limits in BREACH; emits an action on change.
-    fn update_trading(&mut self, key: (Scope, u64), ts: Ts, ingest_ns: u64, cause: &str, out: &mut Vec<LimitEvent>) {
-        let Some(scope) = self.scopes.get(&key) else { return };
+    fn update_trading(&mut self, si: usize, ts: Ts, ingest_ns: u64, cause: &str, out: &mut Vec<LimitEvent>) {
+        let scope = &self.scopes[si];
         let breached = scope
             .limits
             .iter()
@@ -617,7 +650,7 @@ impl State {
             .map(|l| l.def.action.unwrap_or(self.config.breach_action))
             .max();
         let next = breached.unwrap_or(TradingState::Active);
-        let scope = self.scopes.get_mut(&key).expect("scope exists");
+        let scope = &mut self.scopes[si];
         let prev = scope.trading.unwrap_or(TradingState::Active);
         if next == prev {
             return;
@@ -625,7 +658,7 @@ impl State {
         scope.trading = Some(next);
         out.push(LimitEvent::Action(ActionEvent {
             ts,
-            scope: key.0,
+            scope: scope.key.0,
             scope_id: scope.id.clone().unwrap_or_default(),
             state: next,
             prev_state: prev,
