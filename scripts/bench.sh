@@ -78,7 +78,7 @@ Every figure below is from that one run; the targets are DESIGN.md §9's. Regene
 
 \`cargo bench --bench throughput -- 10000 5000 $UPDATES 1000 $WARMUP\` — target ≥ 5M updates/s
 sustained. The baselines do the same exposure and limit updates in one thread, in
-\`benches/throughput.rs\`: a plain loop with HashMaps keyed by the records' strings, and the
+\`benches/baseline.rs\`: a plain loop with HashMaps keyed by the records' strings, and the
 leanest plain loop (ids interned to integers, flat arrays); both count the same limit events.
 *Cold* is the first $WARMUP updates, while the positions and limit tallies are created;
 *sustained* is the $UPDATES after them.
@@ -100,6 +100,10 @@ update*: each input record one sample, at the last of its live updates on any wo
 record that moved nothing, such as a tick of an instrument nobody holds, has none). Before
 the clock starts, 1M updates are fed as fast as the graph takes them, so the book is as full
 as through a trading day; the *cold* line starts from an empty book that grows while measured.
+The yardstick, in the same run of each line: the two plain baselines of
+\`benches/baseline.rs\`, warmed up alike, then offered the same records at the same rate in
+one thread; a record's latency is from its scheduled time to the end of its apply (their
+tables are sized up front: one that doubles pauses for ~0.1 s at a million entries).
 
 \`\`\`
 $lat_10k_1
@@ -108,9 +112,10 @@ $lat_100k_2
 $lat_1m_1
 \`\`\`
 
-The machine's own floor: a thread that only reads the clock in a loop, never blocking, is
+The machine's own stalls: a thread that only reads the clock in a loop, never blocking, is
 stopped this often (\`cargo bench --bench stalls -- 3\`, same run). A record that arrives
-during a stall waits for it, whatever the engine does:
+during a stall waits for it, whatever the engine does; the baselines' p99 above shows what
+they make of a plain loop's tail:
 
 \`\`\`
 $stalls
