@@ -491,7 +491,8 @@ impl State {
                 // Only a scope that holds exposure in `ccy` has a value that moved. Evaluating
                 // the others could change no state; it would only raise their limits' last
                 // event time, which a later change in event-time order raises anyway.
-                // In the order of the scope table (the same in every run, whatever the batching).
+                // Visited in the index's hash order, not in the order scopes were first seen,
+                // which varies with how the workers' records interleave.
                 let held: Vec<usize> = self.scope_ids.values().copied().collect();
                 for si in held {
                     let s = &mut self.scopes[si];
