@@ -64,6 +64,7 @@ fn main() {
     let t2 = totals.clone();
     let workload = w.clone();
     timely::execute(timely::Config::process(workers), move |worker| {
+        let w = &workload;
         let (index, peers) = (worker.index(), worker.peers());
         let live = Rc::new(RefCell::new(histogram()));
         let breach = Rc::new(RefCell::new(histogram()));
@@ -165,7 +166,6 @@ fn main() {
     .expect("workers start");
     // The yardsticks: the plain loops of baseline.rs, warmed up the same way, then offered the
     // same records at the same rate.
-    let w = workload;
     let (warm_up, measured) = w.updates[..warm + n].split_at(warm);
     let mut b = Baseline::new(&w);
     warm_up.iter().for_each(|e| b.apply(e));

@@ -174,6 +174,9 @@ pub struct MetricUpdate {
 /// What reaches the limits operator, from its three inputs.
 #[derive(Debug)]
 enum Input {
+    /// A scope change, with the index of its scope's state (found as the input is taken in).
+    Change(usize, ScopeChange),
+    /// A rate move or a seed.
     Live(LiveUpdate),
     Define(Box<Limit>),
     Metric(Box<MetricUpdate>),
@@ -230,7 +233,14 @@ pub fn limits<'scope>(
             // message that caused it.
             live.for_each(|cap, data| {
                 let time = crate::time_of(&cap);
-                inputs.extend(data.drain(..).map(|u| (time, u.ts(), caps.len(), Input::Live(u))));
+                inputs.extend(data.drain(..).map(|u| {
+                    let ts = u.ts();
+                    let input = match u {
+                        LiveUpdate::Scope(c) => Input::Change(state.scope((c.scope, c.key)), c),
+                        u => Input::Live(u),
+                    };
+                    (time, ts, caps.len(), input)
+                }));
                 caps.push(cap);
             });
             definitions.for_each(|cap, data| {
@@ -391,10 +401,9 @@ struct State {
 }
 
 impl State {
-    /// A change of one scope: its sums, its tallies (if the book marked it), and its limits
-    /// re-evaluated.
-    fn on_change(&mut self, c: ScopeChange, out: &mut Vec<LimitEvent>) {
-        let si = self.scope((c.scope, c.key));
+    /// A change of the scope at `si`: its sums, its tallies (if the book marked it), and its
+    /// limits re-evaluated.
+    fn on_change(&mut self, si: usize, c: ScopeChange, out: &mut Vec<LimitEvent>) {
         let s = &mut self.scopes[si];
         match s.sums.iter_mut().find(|(ccy, ..)| *ccy == c.ccy) {
             Some((_, net, gross)) => {
@@ -419,7 +428,7 @@ impl State {
     fn prefetch(&self, inputs: &[(Ts, Ts, usize, Input)]) {
         let scopes = || {
             inputs.iter().filter_map(|(.., input)| match input {
-                Input::Live(LiveUpdate::Scope(c)) => self.scope_ids.get(&(c.scope, c.key)).map(|&si| &self.scopes[si]),
+                Input::Change(si, _) => Some(&self.scopes[*si]),
                 _ => None,
             })
         };
@@ -484,7 +493,11 @@ impl State {
     /// Applies one input at message time `time`.
     fn on_input(&mut self, input: Input, time: Ts, out: &mut Vec<LimitEvent>) {
         match input {
-            Input::Live(LiveUpdate::Scope(c)) => self.on_change(c, out),
+            Input::Change(si, c) => self.on_change(si, c, out),
+            Input::Live(LiveUpdate::Scope(c)) => {
+                let si = self.scope((c.scope, c.key));
+                self.on_change(si, c, out)
+            }
             Input::Live(LiveUpdate::Seed(seed)) => self.on_seed(*seed, out),
             Input::Live(LiveUpdate::Rate { ccy, rate, ts, ingest_ns }) => {
                 self.rates.insert(ccy, rate);
@@ -493,13 +506,15 @@ impl State {
                 // event time, which a later change in event-time order raises anyway.
                 // Visited in the index's hash order, not in the order scopes were first seen,
                 // which varies with how the workers' records interleave.
-                let held: Vec<usize> = self.scope_ids.values().copied().collect();
-                for si in held {
-                    let s = &mut self.scopes[si];
-                    if s.limits.is_empty() || !s.sums.iter().any(|(c, ..)| *c == ccy) {
-                        continue;
-                    }
-                    if let Some(conc) = s.concentration.as_mut() {
+                let scopes = &self.scopes;
+                let moved: Vec<usize> = self
+                    .scope_ids
+                    .values()
+                    .copied()
+                    .filter(|&si| !scopes[si].limits.is_empty() && scopes[si].sums.iter().any(|(c, ..)| *c == ccy))
+                    .collect();
+                for si in moved {
+                    if let Some(conc) = self.scopes[si].concentration.as_mut() {
                         conc.stale = true;
                     }
                     self.evaluate_scope(si, None, ts, ingest_ns, out);

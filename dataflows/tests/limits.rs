@@ -12,7 +12,7 @@ use std::rc::Rc;
 use riskflow_dataflows::book::{book, BookConfig, BookStats};
 use riskflow_dataflows::event::{Envelope, Event, Origin};
 use riskflow_dataflows::exposure::{position_exposure, Ccy};
-use riskflow_dataflows::limits::{limits, LimitEvent, LimitState, LimitStates, LimitsConfig, MetricUpdate};
+use riskflow_dataflows::limits::{limits, LimitEvent, LimitState, LimitStates, LimitsConfig, Metric, MetricUpdate};
 use riskflow_dataflows::model::*;
 use timely::dataflow::operators::vec::{Map, ToStream};
 use timely::dataflow::operators::Inspect;
@@ -264,7 +264,7 @@ fn utilisations_equal_a_batch_computation(tally_limits_at: Option<usize>) {
     limits_defs.push(limit("CD", Scope::Desk, "D1", "concentration", 0.9));
     limits_defs.push(limit("CF", Scope::Firm, "FIRM", "concentration", 0.9));
     limits_defs.push(limit("QF", Scope::Firm, "FIRM", "position_qty:SAP", 500.0));
-    let reads_tallies = |l: &Limit| l.metric == "concentration" || l.metric.starts_with("position_qty:");
+    let reads_tallies = |l: &Limit| Metric::parse(&l.metric).is_some_and(|m| m.reads_tallies());
     for l in &limits_defs {
         if tally_limits_at.is_none() || !reads_tallies(l) {
             events.push((1, Event::Limit(l.clone())));
