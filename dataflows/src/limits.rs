@@ -277,6 +277,9 @@ pub fn limits<'scope>(
     events
 }
 
+/// How many scopes ahead a rate move starts loading a scope's state and limits.
+const AHEAD: usize = 8;
+
 struct LimitSlot {
     def: Limit,
     metric: Metric,
@@ -506,14 +509,25 @@ impl State {
                 // event time, which a later change in event-time order raises anyway.
                 // Visited in the index's hash order, not in the order scopes were first seen,
                 // which varies with how the workers' records interleave.
+                // Every scope state is read, in an order unrelated to where it lies: each is
+                // loaded a few scopes ahead (the day dataset's ~10k scopes a rate move).
                 let scopes = &self.scopes;
-                let moved: Vec<usize> = self
-                    .scope_ids
-                    .values()
-                    .copied()
-                    .filter(|&si| !scopes[si].limits.is_empty() && scopes[si].sums.iter().any(|(c, ..)| *c == ccy))
+                let all: Vec<usize> = self.scope_ids.values().copied().collect();
+                let moved: Vec<usize> = (all.iter().enumerate())
+                    .filter(|&(n, &si)| {
+                        if let Some(&ahead) = all.get(n + AHEAD) {
+                            crate::prefetch(&scopes[ahead]);
+                        }
+                        !scopes[si].limits.is_empty() && scopes[si].sums.iter().any(|(c, ..)| *c == ccy)
+                    })
+                    .map(|(_, &si)| si)
                     .collect();
-                for si in moved {
+                for (n, &si) in moved.iter().enumerate() {
+                    if let Some(&ahead) = moved.get(n + AHEAD) {
+                        for &slot in &self.scopes[ahead].limits {
+                            crate::prefetch_all(&self.limits[slot]);
+                        }
+                    }
                     if let Some(conc) = self.scopes[si].concentration.as_mut() {
                         conc.stale = true;
                     }

@@ -78,12 +78,18 @@ pub struct RiskRow {
 /// What one scope accumulates from its positions.
 #[derive(Default)]
 struct Acc {
-    /// Nanos per (factor, currency) of every delta and quote leg.
-    factors: HashMap<(u32, Ccy), i128>,
-    /// The same, options left out (they are revalued in full under stress).
+    /// Nanos per (factor, currency) of every delta and quote leg but options' (they are
+    /// revalued in full under stress).
     linear: HashMap<(u32, Ccy), i128>,
+    /// The same of options' delta legs: with `linear`, the scope's factor exposures. Kept
+    /// apart so that a leg is added once.
+    options_delta: HashMap<(u32, Ccy), i128>,
     /// Option revaluation P&L per scenario, base currency.
     options: Vec<f64>,
+    /// Once accumulated: the factor exposures in base currency, by factor index in the model.
+    e: Vec<(usize, f64)>,
+    /// And the parametric σ = √(eᵀΣe), if any of them has a variance.
+    sigma: Option<f64>,
 }
 
 /// What a call of [`Positions::risk`] looks up once per factor.
@@ -324,10 +330,8 @@ impl Positions {
                 for &n in &accs {
                     let acc = &mut scopes[n].1;
                     for &(factor, ccy, nanos) in legs.iter().flatten() {
-                        *acc.factors.entry((factor, ccy)).or_default() += nanos;
-                        if !option {
-                            *acc.linear.entry((factor, ccy)).or_default() += nanos;
-                        }
+                        let sums = if option { &mut acc.options_delta } else { &mut acc.linear };
+                        *sums.entry((factor, ccy)).or_default() += nanos;
                     }
                     if option {
                         acc.options.resize(shocked.len(), 0.0);
@@ -337,19 +341,42 @@ impl Positions {
             }
         }
         scopes.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        // Each scope's factor exposures in the model's numbering; the eᵀΣe of all at once.
+        for (_, acc) in &mut scopes {
+            let exposures = self.to_base(&[&acc.linear, &acc.options_delta]);
+            acc.e = exposures.iter().filter_map(|&(f, v)| Some((per_factor.model[f as usize]?, v))).collect();
+        }
+        let has_variance = |acc: &Acc| acc.e.iter().any(|&(i, _)| model.cov(i, i).is_some());
+        let with_variance: Vec<&[(usize, f64)]> =
+            scopes.iter().map(|(_, acc)| acc).filter(|acc| has_variance(acc)).map(|acc| &acc.e[..]).collect();
+        let mut variances = model.portfolio_variances(&with_variance).into_iter();
+        for (_, acc) in &mut scopes {
+            if has_variance(acc) {
+                acc.sigma = Some(variances.next().expect("one per scope with a variance").max(0.0).sqrt());
+            }
+        }
         (scopes.into_iter())
             .map(|((scope, scope_id), acc)| self.scope_row(scope, scope_id.to_owned(), acc, config, model, &per_factor))
             .collect()
     }
 
-    /// Converts one currency's exact sum per factor to the base currency and adds them up,
-    /// in factor-name order (currencies in order within a factor).
-    fn to_base(&self, sums: &HashMap<(u32, Ccy), i128>) -> Vec<(u32, f64)> {
+    /// Adds up the exact sums of `parts` per (factor, currency), converts each to the base
+    /// currency and adds them up per factor, in factor-name order (currencies in order within
+    /// a factor).
+    fn to_base(&self, parts: &[&HashMap<(u32, Ccy), i128>]) -> Vec<(u32, f64)> {
         let rank = self.rank();
-        let mut sorted: Vec<_> = sums.iter().map(|(&(f, c), &n)| (rank[f as usize], c, f, n)).collect();
+        let mut sorted: Vec<_> =
+            parts.iter().flat_map(|sums| sums.iter()).map(|(&(f, c), &n)| (rank[f as usize], c, f, n)).collect();
         sorted.sort_unstable_by_key(|&(rank, ccy, _, _)| (rank, ccy));
         let mut out: Vec<(u32, f64)> = Vec::with_capacity(sorted.len());
-        for (_, ccy, factor, nanos) in sorted {
+        let mut i = 0;
+        while i < sorted.len() {
+            let (r, ccy, factor, mut nanos) = sorted[i];
+            i += 1;
+            while i < sorted.len() && (sorted[i].0, sorted[i].1) == (r, ccy) {
+                nanos += sorted[i].3;
+                i += 1;
+            }
             let Some(rate) = self.rates.get(&ccy) else { continue };
             let value = nanos as f64 / NANOS * rate;
             match out.last_mut() {
@@ -370,13 +397,9 @@ impl Positions {
         model: &FactorModel,
         per_factor: &PerFactor,
     ) -> RiskRow {
-        let exposures = self.to_base(&acc.factors);
-        let e: Vec<(usize, f64)> =
-            exposures.iter().filter_map(|&(f, v)| Some((per_factor.model[f as usize]?, v))).collect();
-        let has_variance = e.iter().any(|&(i, _)| model.cov(i, i).is_some());
-        let sigma = has_variance.then(|| model.portfolio_variance(&e).max(0.0).sqrt());
-        let historical = |alpha| historical_var_es(&model.historical_pnl(&e), alpha);
-        let linear = self.to_base(&acc.linear);
+        let (e, sigma) = (&acc.e, acc.sigma);
+        let historical = |alpha| historical_var_es(&model.historical_pnl(e), alpha);
+        let linear = self.to_base(&[&acc.linear]);
         let stress: Vec<f64> = (per_factor.shocks.iter().enumerate())
             .map(|(k, shocks)| {
                 let lin: f64 = linear.iter().map(|&(f, v)| v * shocks[f as usize].0).sum();
