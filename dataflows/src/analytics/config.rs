@@ -128,8 +128,12 @@ pub struct AnalyticsConfig {
 impl AnalyticsConfig {
     /// Whether the `correlation` table holds the pair (a, b).
     pub fn writes_pair(&self, a: &str, b: &str) -> bool {
-        let listed = |f: &str| self.correlation_factors.iter().any(|c| c == f);
-        self.correlation_factors.is_empty() || (listed(a) && listed(b))
+        self.writes_factor(a) && self.writes_factor(b)
+    }
+
+    /// Whether the `correlation` table holds pairs of `f` (with every other such factor).
+    pub fn writes_factor(&self, f: &str) -> bool {
+        self.correlation_factors.is_empty() || self.correlation_factors.iter().any(|c| c == f)
     }
     /// bars per year = days per year × max(1, trading day / B); h = max(1, horizon / B).
     pub fn bars_per_year(bar_ns: u64, trading_day_ns: u64, days_per_year: f64) -> f64 {

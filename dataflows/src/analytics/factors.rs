@@ -115,10 +115,14 @@ impl FactorModel {
             f.close = Some(close);
         }
         // Factors not priced at this bar (none, with carry-forward) have no return either.
-        for (i, &(a, ra)) in returns.iter().enumerate() {
-            for &(b, rb) in &returns[..=i] {
-                let (hi, lo) = if a >= b { (a, b) } else { (b, a) };
-                let c = &mut self.cov[hi][lo];
+        // Each pair's entry takes its own update, so the pairs are visited in index order: row
+        // by row, each row forwards (Σ is larger than the caches).
+        let mut by_index = returns.clone();
+        by_index.sort_unstable_by_key(|&(i, _)| i);
+        for (i, &(a, ra)) in by_index.iter().enumerate() {
+            let row = &mut self.cov[a];
+            for &(b, rb) in &by_index[..=i] {
+                let c = &mut row[b];
                 *c = ewma(Some(*c).filter(|c| !c.is_nan()), self.lambda, ra * rb);
             }
         }
