@@ -321,14 +321,13 @@ mod tests {
 
     #[test]
     fn variances_taken_together_equal_each_taken_alone_bit_for_bit() {
-        // 40 factors, two of them late (no covariance with the rest at first), one never
-        // returned; six vectors, five of them dense enough to share a pass over Σ.
+        use rand::rngs::SmallRng;
+        use rand::{Rng, SeedableRng};
+        // 40 factors, three of them late (no covariance with the rest before bar 10), one
+        // never returned; six vectors, five of them dense enough to share a pass over Σ.
         let mut m = FactorModel::new(0.94, 10, 10);
-        let mut x = 11u64;
-        let mut next = || {
-            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            (x >> 33) as f64 / (1u64 << 31) as f64
-        };
+        let mut rng = SmallRng::seed_from_u64(11);
+        let mut next = || rng.random::<f64>();
         let names: Vec<String> = (0..40).map(|i| format!("F{i:02}")).collect();
         for t in 1..12u64 {
             let listed = [36, 36, 36, 36, 36, 36, 36, 36, 39, 39, 40][t as usize - 1];
@@ -356,7 +355,7 @@ mod tests {
         for (e, v) in vectors.iter().zip(&together) {
             assert_eq!(v.to_bits(), m.portfolio_variance(e).to_bits(), "{e:?}");
         }
-        // A negative zero result must stay one: a vector of zero exposures only.
+        // Exposures that are all -0.0, in a dense group: the same bits as alone too.
         let zeros: Vec<(usize, f64)> = (0..20).map(|i| (i, -0.0)).collect();
         let alone = m.portfolio_variance(&zeros);
         assert_eq!(m.portfolio_variances(&[&zeros[..], refs[1], refs[2]])[0].to_bits(), alone.to_bits());

@@ -346,14 +346,12 @@ impl Positions {
             let exposures = self.to_base(&[&acc.linear, &acc.options_delta]);
             acc.e = exposures.iter().filter_map(|&(f, v)| Some((per_factor.model[f as usize]?, v))).collect();
         }
-        let has_variance = |acc: &Acc| acc.e.iter().any(|&(i, _)| model.cov(i, i).is_some());
-        let with_variance: Vec<&[(usize, f64)]> =
-            scopes.iter().map(|(_, acc)| acc).filter(|acc| has_variance(acc)).map(|acc| &acc.e[..]).collect();
-        let mut variances = model.portfolio_variances(&with_variance).into_iter();
-        for (_, acc) in &mut scopes {
-            if has_variance(acc) {
-                acc.sigma = Some(variances.next().expect("one per scope with a variance").max(0.0).sqrt());
-            }
+        let with_variance: Vec<usize> =
+            (0..scopes.len()).filter(|&n| scopes[n].1.e.iter().any(|&(i, _)| model.cov(i, i).is_some())).collect();
+        let es: Vec<&[(usize, f64)]> = with_variance.iter().map(|&n| &scopes[n].1.e[..]).collect();
+        let variances = model.portfolio_variances(&es);
+        for (n, variance) in with_variance.into_iter().zip(variances) {
+            scopes[n].1.sigma = Some(variance.max(0.0).sqrt());
         }
         (scopes.into_iter())
             .map(|((scope, scope_id), acc)| self.scope_row(scope, scope_id.to_owned(), acc, config, model, &per_factor))
