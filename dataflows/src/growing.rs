@@ -15,8 +15,9 @@ pub type GrowingMap<K, V> = griddle::HashMap<K, V, FxBuildHasher>;
 /// Tables per [`GrowingSet`], each growing on its own. A [`GrowingMap`] that outgrows its table
 /// moves its entries a few per insert, but it still allocates the larger table (and fills its
 /// control bytes) in one step, and frees the old one in one step: for the book's delta ids,
-/// a million or more in a day, ~0.8 ms and 0.4-0.8 ms of one record's time (`cargo bench --bench
-/// latency`, docs/performance.md). Split 256 ways, each such step is 1/256 of that.
+/// a million or more in a day, ~0.8 ms and 0.4-0.8 ms of one record's time (timed in a
+/// temporary build of the latency bench; docs/performance.md, "Latency"). Split 256 ways, each
+/// such step is 1/256 of that.
 const SHARDS: usize = 256;
 
 /// A hash set that grows without a pause: [`SHARDS`] [`GrowingMap`]s, a key's chosen by bits

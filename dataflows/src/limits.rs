@@ -512,15 +512,14 @@ impl State {
                 // Every scope state is read, in an order unrelated to where it lies: each is
                 // loaded a few scopes ahead (the day dataset's ~10k scopes a rate move).
                 let scopes = &self.scopes;
-                let all: Vec<usize> = self.scope_ids.values().copied().collect();
-                let moved: Vec<usize> = (all.iter().enumerate())
-                    .filter(|&(n, &si)| {
-                        if let Some(&ahead) = all.get(n + AHEAD) {
-                            crate::prefetch(&scopes[ahead]);
+                let mut ahead = self.scope_ids.values().skip(AHEAD);
+                let moved: Vec<usize> = (self.scope_ids.values().copied())
+                    .filter(|&si| {
+                        if let Some(&later) = ahead.next() {
+                            crate::prefetch(&scopes[later]);
                         }
                         !scopes[si].limits.is_empty() && scopes[si].sums.iter().any(|(c, ..)| *c == ccy)
                     })
-                    .map(|(_, &si)| si)
                     .collect();
                 for (n, &si) in moved.iter().enumerate() {
                     if let Some(&ahead) = moved.get(n + AHEAD) {
