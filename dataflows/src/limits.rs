@@ -620,7 +620,8 @@ impl State {
                 if gross <= 0.0 {
                     return Some(0.0);
                 }
-                let conc = scope.concentration.as_ref()?;
+                // Stale after a rescan only if an underlying's value is missing a rate.
+                let conc = scope.concentration.as_ref().filter(|c| !c.stale)?;
                 Some(conc.max.map_or(0.0, |(_, m)| m) / gross)
             }
             Metric::PositionQty(instrument) => {
@@ -633,8 +634,19 @@ impl State {
 
     /// Re-evaluates one limit; true if its state changed.
     fn evaluate_limit(&mut self, si: usize, slot: usize, ts: Ts, ingest_ns: u64, out: &mut Vec<LimitEvent>) -> bool {
-        if let Some(conc) = self.scopes[si].concentration.as_mut() {
-            conc.rescan(&self.rates, self.base_ccy);
+        if self.slot(slot).metric == Metric::Concentration {
+            // Only a concentration limit reads the maximum, and only once every currency the
+            // scope holds has a rate (its value is unknown before): until then a rescan would
+            // find a value missing and leave the maximum stale, to be rescanned at the next
+            // change, thousands of underlyings each time for a desk or the firm. The rate's
+            // arrival marks the maximum stale and re-evaluates the scope.
+            let (rates, base) = (&self.rates, self.base_ccy);
+            let scope = &mut self.scopes[si];
+            if scope.sums.iter().all(|(c, ..)| *c == base || rates.contains_key(c)) {
+                if let Some(conc) = scope.concentration.as_mut() {
+                    conc.rescan(rates, base);
+                }
+            }
         }
         let scope = &self.scopes[si];
         let limit = self.slot(slot);

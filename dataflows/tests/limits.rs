@@ -196,6 +196,45 @@ fn a_rate_move_rescans_concentration() {
     assert_eq!(states, vec![("C", LimitState::Breach, 1.607143), ("G", LimitState::Warn, 0.99)]);
 }
 
+/// Positions in a currency without a rate yet (Kafka partitions can deliver deltas before the
+/// first fx tick): the scope's concentration is unknown, so its limits stay as they were,
+/// and the rate's arrival evaluates them on every position held by then.
+#[test]
+fn a_concentration_waits_for_its_rate() {
+    use Scope::*;
+    let events = vec![
+        (1, Event::Limit(limit("C", Account, "A1", "concentration", 0.9))),
+        (1, Event::Limit(limit("CF", Firm, "FIRM", "concentration", 0.9))),
+        (1, tick(1, "AAPL", 100.0)),
+        (1, tick(1, "SAP", 50.0)),
+        (10, delta("a", 10, "A1", "AAPL", 100.0)), // AAPL 10,000 of 10,000: 1.11, BREACH
+        (20, delta("b", 20, "A1", "SAP", 300.0)),  // SAP 15,000 EUR, no rate: unknown
+        (25, delta("c", 25, "A2", "SAP", 100.0)),  // the firm: SAP 20,000 EUR, unknown
+        (30, tick(30, "AAPL", 120.0)),             // unknown still
+        // A1: SAP 16,500 of 28,500: 0.643, OK. The firm: SAP 22,000 of 34,000: 0.719, OK.
+        (40, tick(40, "EURUSD", 1.1)),
+    ];
+    let out = run(events, 1);
+    assert_eq!(
+        sequence(&out.events),
+        vec![
+            "10 C Ok->Breach",
+            "10 A1 Active->Reducing",
+            "10 CF Ok->Breach",
+            "10 FIRM Active->Reducing",
+            "40 C Breach->Ok",
+            "40 A1 Reducing->Active",
+            "40 CF Breach->Ok",
+            "40 FIRM Reducing->Active",
+        ]
+    );
+    let states: Vec<_> = out.states.iter().map(|(id, s, u)| (id.as_str(), *s, *u)).collect();
+    assert_eq!(
+        states,
+        vec![("C", LimitState::Ok, 16_500.0 / 28_500.0 / 0.9), ("CF", LimitState::Ok, 22_000.0 / 34_000.0 / 0.9)]
+    );
+}
+
 #[test]
 fn removed_limits_stop_and_halting_limits_halt() {
     use Scope::*;
