@@ -105,12 +105,12 @@ impl Table {
 pub fn snapshot_tables(s: &Snapshot) -> Vec<Table> {
     let p = &s.positions;
     let positions = Table::new("positions", s.as_of, p.len())
-        .str("account", p.iter().map(|r| r.account.as_str()))
-        .str("desk", p.iter().map(|r| r.desk.as_str()))
-        .str("firm", p.iter().map(|r| r.firm.as_str()))
-        .str("instrument", p.iter().map(|r| r.instrument.as_str()))
+        .str("account", p.iter().map(|r| &*r.account))
+        .str("desk", p.iter().map(|r| &*r.desk))
+        .str("firm", p.iter().map(|r| &*r.firm))
+        .str("instrument", p.iter().map(|r| &*r.instrument))
         .str("asset_class", p.iter().map(|r| r.asset_class.as_str()))
-        .str("underlying", p.iter().map(|r| r.underlying.as_str()))
+        .str("underlying", p.iter().map(|r| &*r.underlying))
         .str("currency", p.iter().map(|r| r.currency.as_str()))
         .decimal("qty", p.iter().map(|r| Some(r.qty.0 as i128)))
         .decimal("price", p.iter().map(|r| r.price.map(|x| x.0 as i128)))

@@ -9,6 +9,7 @@
 //! converted to the base currency, so the figures do not depend on the number of workers.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use timely::dataflow::channels::pact::Exchange;
@@ -20,15 +21,16 @@ use crate::exposure::{BaseSums, Ccy, Sums};
 use crate::limits::{ActionEvent, BreachEvent};
 use crate::model::{AssetClass, Fixed, Scope, Ts};
 
-/// One position at `as_of`.
+/// One position at `as_of`. Its names are the book's own, shared: a snapshot's rows copy no
+/// strings.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PositionRow {
-    pub account: String,
-    pub desk: String,
-    pub firm: String,
-    pub instrument: String,
+    pub account: Arc<str>,
+    pub desk: Arc<str>,
+    pub firm: Arc<str>,
+    pub instrument: Arc<str>,
     pub asset_class: AssetClass,
-    pub underlying: String,
+    pub underlying: Arc<str>,
     pub currency: Ccy,
     pub qty: Fixed,
     /// The instrument's last price at or before `as_of`; `None` if it has none yet.

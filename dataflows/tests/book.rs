@@ -401,10 +401,7 @@ fn records_for_late_reference_data_are_held_then_applied() {
     let at = |as_of| out.snapshots.iter().find(|s| s.as_of == as_of).unwrap();
     assert!(at(1000).positions.is_empty(), "nothing known yet at 1000");
     let row = &at(2000).positions[0];
-    assert_eq!(
-        (row.account.as_str(), row.instrument.as_str(), row.qty, row.price),
-        ("A1", "NEW", f(10.0), Some(f(12.5)))
-    );
+    assert_eq!((&*row.account, &*row.instrument, row.qty, row.price), ("A1", "NEW", f(10.0), Some(f(12.5))));
     assert_eq!(row.exposure, Some(125.0));
     assert_eq!(out.dead.len(), 1);
     assert_eq!(out.dead[0].reason, "unknown account NOBODY");
