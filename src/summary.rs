@@ -180,7 +180,7 @@ impl Summary {
                 .iter()
                 .filter(|r| r.scope == scope && r.dim == dim)
                 .map(|r| Figure {
-                    name: if dim == Dim::Total { r.scope_id.clone() } else { r.bucket.clone() },
+                    name: if dim == Dim::Total { r.scope_id.to_string() } else { r.bucket.to_string() },
                     net: r.sums.net,
                     gross: r.sums.gross,
                 })

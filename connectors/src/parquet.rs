@@ -123,9 +123,9 @@ pub fn snapshot_tables(s: &Snapshot) -> Vec<Table> {
     let e = &s.exposures;
     let exposures = Table::new("exposures", s.as_of, e.len())
         .str("scope", e.iter().map(|r| r.scope.as_str()))
-        .str("scope_id", e.iter().map(|r| r.scope_id.as_str()))
+        .str("scope_id", e.iter().map(|r| &*r.scope_id))
         .str("dimension", e.iter().map(|r| r.dim.as_str()))
-        .str("bucket", e.iter().map(|r| r.bucket.as_str()))
+        .str("bucket", e.iter().map(|r| &*r.bucket))
         .f64("net", e.iter().map(|r| Some(r.sums.net)))
         .f64("gross", e.iter().map(|r| Some(r.sums.gross)))
         .f64("long", e.iter().map(|r| Some(r.sums.long)))
@@ -137,8 +137,8 @@ pub fn snapshot_tables(s: &Snapshot) -> Vec<Table> {
     let f = &s.factors;
     let factors = Table::new("factor_exposures", s.as_of, f.len())
         .str("scope", f.iter().map(|r| r.scope.as_str()))
-        .str("scope_id", f.iter().map(|r| r.scope_id.as_str()))
-        .str("factor", f.iter().map(|r| r.factor.as_str()))
+        .str("scope_id", f.iter().map(|r| &*r.scope_id))
+        .str("factor", f.iter().map(|r| &*r.factor))
         .f64("exposure", f.iter().map(|r| Some(r.exposure)));
     let b = &s.breaches;
     let breaches = Table::new("breaches", s.as_of, b.len())

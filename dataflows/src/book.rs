@@ -1009,19 +1009,33 @@ impl State {
             }
         }
         aggs.extend(rolled.drain());
+        // The labels that are not interned names (asset class, currency, fx factor, none for
+        // totals), made once a snapshot.
+        let mut labels: HashMap<Bucket, Arc<str>> = HashMap::default();
+        let names = &self.names;
         parts.extend(aggs.drain().map(|((owner, bucket, ccy), sums)| {
             let (scope, scope_id) = match owner {
-                Owner::Account(a) => (Scope::Account, self.accts[a].def.id.clone()),
-                Owner::Desk(n) => (Scope::Desk, self.names[n].to_string()),
-                Owner::Firm(n) => (Scope::Firm, self.names[n].to_string()),
+                Owner::Account(a) => (Scope::Account, names[self.accts[a].name].clone()),
+                Owner::Desk(n) => (Scope::Desk, names[n].clone()),
+                Owner::Firm(n) => (Scope::Firm, names[n].clone()),
             };
-            let (dim, bucket) = match bucket {
-                Bucket::Total => (Dim::Total, String::new()),
-                Bucket::Class(c) => (Dim::AssetClass, c.as_str().to_owned()),
-                Bucket::Underlying(n) => (Dim::Underlying, self.names[n].to_string()),
-                Bucket::Currency(c) => (Dim::Currency, c.to_string()),
-                Bucket::Factor(n) => (Dim::Factor, self.names[n].to_string()),
-                Bucket::FxFactor(c) => (Dim::Factor, format!("FX:{c}")),
+            let dim = match bucket {
+                Bucket::Total => Dim::Total,
+                Bucket::Class(_) => Dim::AssetClass,
+                Bucket::Underlying(_) => Dim::Underlying,
+                Bucket::Currency(_) => Dim::Currency,
+                Bucket::Factor(_) | Bucket::FxFactor(_) => Dim::Factor,
+            };
+            let bucket = match bucket {
+                Bucket::Underlying(n) | Bucket::Factor(n) => names[n].clone(),
+                other => (labels.entry(other))
+                    .or_insert_with(|| match other {
+                        Bucket::Class(c) => c.as_str().into(),
+                        Bucket::Currency(c) => c.to_string().into(),
+                        Bucket::FxFactor(c) => format!("FX:{c}").into(),
+                        _ => "".into(),
+                    })
+                    .clone(),
             };
             SnapshotPart::Aggregate(AggKey { scope, scope_id, dim, bucket, ccy }, sums)
         }));

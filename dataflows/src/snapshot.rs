@@ -73,10 +73,10 @@ impl Dim {
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct AggKey {
     pub scope: Scope,
-    pub scope_id: String,
+    pub scope_id: Arc<str>,
     pub dim: Dim,
     /// The bucket within `dim` (asset class, underlying, currency, factor); empty for totals.
-    pub bucket: String,
+    pub bucket: Arc<str>,
     pub ccy: Ccy,
 }
 
@@ -98,13 +98,16 @@ pub enum SnapshotPart {
     Analytics(Box<AnalyticsTables>),
 }
 
+/// One bucket of one scope, in every currency: (scope, scope id, dim, bucket).
+type BucketKey = (Scope, Arc<str>, Dim, Arc<str>);
+
 /// One row of the `exposures` table.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ExposureRow {
     pub scope: Scope,
-    pub scope_id: String,
+    pub scope_id: Arc<str>,
     pub dim: Dim,
-    pub bucket: String,
+    pub bucket: Arc<str>,
     pub sums: BaseSums,
     /// Max single-underlying |net| / gross, on `Total` rows.
     pub concentration: Option<f64>,
@@ -114,8 +117,8 @@ pub struct ExposureRow {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct FactorRow {
     pub scope: Scope,
-    pub scope_id: String,
-    pub factor: String,
+    pub scope_id: Arc<str>,
+    pub factor: Arc<str>,
     pub exposure: f64,
 }
 
@@ -139,7 +142,9 @@ pub struct Snapshot {
 impl Snapshot {
     /// The row of `dim`/`bucket` for one scope, if any.
     pub fn exposure(&self, scope: Scope, scope_id: &str, dim: Dim, bucket: &str) -> Option<&ExposureRow> {
-        self.exposures.iter().find(|r| r.scope == scope && r.scope_id == scope_id && r.dim == dim && r.bucket == bucket)
+        self.exposures
+            .iter()
+            .find(|r| r.scope == scope && *r.scope_id == *scope_id && r.dim == dim && *r.bucket == *bucket)
     }
 }
 
@@ -192,7 +197,7 @@ impl Pending {
         let mut aggregates = self.aggregates.into_iter().peekable();
         // One entry per (scope, scope id, dim, bucket), in key order: its currencies' exact
         // sums, each converted once and added in currency order.
-        let mut buckets: Vec<((Scope, String, Dim, String), BaseSums)> = Vec::new();
+        let mut buckets: Vec<(BucketKey, BaseSums)> = Vec::new();
         let mut unconverted = 0;
         while let Some((key, mut sums)) = aggregates.next() {
             while let Some((_, more)) = aggregates.next_if(|(next, _)| *next == key) {
@@ -228,8 +233,7 @@ impl Pending {
                 .filter(|((.., dim, _), _)| *dim == Dim::Underlying)
                 .fold(0.0, |m: f64, (_, sums)| m.max(sums.net.abs()));
             for ((scope, scope_id, dim, bucket), sums) in group.iter_mut() {
-                let (scope, scope_id, dim, bucket, sums) =
-                    (*scope, std::mem::take(scope_id), *dim, std::mem::take(bucket), *sums);
+                let (scope, scope_id, dim, bucket, sums) = (*scope, scope_id.clone(), *dim, bucket.clone(), *sums);
                 if dim == Dim::Factor {
                     factors.push(FactorRow { scope, scope_id, factor: bucket, exposure: sums.net });
                     continue;

@@ -256,8 +256,8 @@ fn batch(events: &[Event], as_of: Ts) -> Snapshot {
         if *dim == Dim::Factor {
             factors.push(FactorRow {
                 scope: *scope,
-                scope_id: scope_id.clone(),
-                factor: bucket.clone(),
+                scope_id: scope_id.as_str().into(),
+                factor: bucket.as_str().into(),
                 exposure: sums.net,
             });
             continue;
@@ -272,9 +272,9 @@ fn batch(events: &[Event], as_of: Ts) -> Snapshot {
         });
         exposures.push(ExposureRow {
             scope: *scope,
-            scope_id: scope_id.clone(),
+            scope_id: scope_id.as_str().into(),
             dim: *dim,
-            bucket: bucket.clone(),
+            bucket: bucket.as_str().into(),
             sums: *sums,
             concentration,
         });
