@@ -396,7 +396,8 @@ impl Positions {
         per_factor: &PerFactor,
     ) -> RiskRow {
         let (e, sigma) = (&acc.e, acc.sigma);
-        let historical = |alpha| historical_var_es(&model.historical_pnl(e), alpha);
+        let pnl = model.historical_pnl(e);
+        let historical = |alpha| historical_var_es(&pnl, alpha);
         let linear = self.to_base(&[&acc.linear]);
         let stress: Vec<f64> = (per_factor.shocks.iter().enumerate())
             .map(|(k, shocks)| {
