@@ -77,11 +77,12 @@ for c in day live; do
   done
 done
 cpu0=$(broker_cpu)
-"$RISKFLOW_PY" - "$BROKERS" "$suffix" "$cpu0" "$broker_pid" <<'PY'
-import os, sys, time
+inputs=()
+for t in "${topics[@]:0:5}"; do inputs+=("$t-$suffix"); done
+"$RISKFLOW_PY" - "$BROKERS" "${inputs[@]}" <<'PY'
+import sys, time
 from kafka import KafkaConsumer, TopicPartition
-brokers, suffix, cpu0, pid = sys.argv[1], sys.argv[2], float(sys.argv[3]), sys.argv[4]
-topics = [f"{t}-{suffix}" for t in ("instruments", "accounts", "limits", "market-data", "position-deltas")]
+brokers, topics = sys.argv[1], sys.argv[2:]
 consumer = KafkaConsumer(bootstrap_servers=brokers, enable_auto_commit=False, group_id=None)
 parts = [TopicPartition(t, p) for t in topics for p in consumer.partitions_for_topic(t)]
 consumer.assign(parts)
@@ -92,7 +93,6 @@ while n < want:
     for batch in consumer.poll(timeout_ms=1000, max_records=100000).values():
         n += len(batch)
 secs = time.time() - start
-stat = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-cpu = (int(stat[11]) + int(stat[12])) / os.sysconf("SC_CLK_TCK") - cpu0
-print(f"kafka-python reads the input topics: {n} messages in {secs:.2f} s = {n / secs:,.0f} msg/s, broker CPU {cpu:.2f} s")
+print(f"kafka-python reads the input topics: {n} messages in {secs:.2f} s = {n / secs:,.0f} msg/s", end="")
 PY
+echo ", broker CPU $(awk -v a="$(broker_cpu)" -v b="$cpu0" 'BEGIN { printf "%.2f", a - b }') s"

@@ -608,7 +608,7 @@ impl State {
 
     /// The value of `metric` for a scope, in the base currency (quantity for position_qty).
     fn value(&self, scope: &ScopeState, metric: &Metric) -> Option<f64> {
-        let rate = |ccy: &Ccy| if *ccy == self.base_ccy { Some(1.0) } else { self.rates.get(ccy).copied() };
+        let rate = |ccy: &Ccy| rate(&self.rates, self.base_ccy, *ccy);
         let base = |gross: bool| -> Option<f64> {
             scope.sums.iter().map(|(c, net, g)| rate(c).map(|r| *if gross { g } else { net } as f64 / NANOS * r)).sum()
         };
@@ -642,7 +642,7 @@ impl State {
             // arrival marks the maximum stale and re-evaluates the scope.
             let (rates, base) = (&self.rates, self.base_ccy);
             let scope = &mut self.scopes[si];
-            if scope.sums.iter().all(|(c, ..)| *c == base || rates.contains_key(c)) {
+            if scope.sums.iter().all(|(c, ..)| rate(rates, base, *c).is_some()) {
                 if let Some(conc) = scope.concentration.as_mut() {
                     conc.rescan(rates, base);
                 }
@@ -741,10 +741,18 @@ fn add_net(by_ccy: &mut ByCcy, c: &ScopeChange) {
     }
 }
 
+/// Base-currency units per unit of `ccy`; `None` while its rate is missing.
+fn rate(rates: &HashMap<Ccy, f64>, base: Ccy, ccy: Ccy) -> Option<f64> {
+    if ccy == base {
+        Some(1.0)
+    } else {
+        rates.get(&ccy).copied()
+    }
+}
+
 /// |Σ_ccy rate · net| of one underlying, in the base currency; `None` while a rate is missing.
 fn underlying_value(by_ccy: &[(Ccy, Nanos)], rates: &HashMap<Ccy, f64>, base: Ccy) -> Option<f64> {
-    let rate = |c: &Ccy| if *c == base { Some(1.0) } else { rates.get(c).copied() };
-    let net: Option<f64> = by_ccy.iter().map(|(c, n)| rate(c).map(|r| *n as f64 / NANOS * r)).sum();
+    let net: Option<f64> = by_ccy.iter().map(|(c, n)| rate(rates, base, *c).map(|r| *n as f64 / NANOS * r)).sum();
     net.map(f64::abs)
 }
 
