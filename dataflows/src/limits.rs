@@ -323,6 +323,8 @@ struct Concentration {
     nets: Vec<(u64, ByCcy)>,
     /// Where each underlying lies in `nets`.
     index: HashMap<u64, usize>,
+    /// How many times the maximum was recomputed from every underlying.
+    scans: u64,
 }
 
 impl Concentration {
@@ -350,6 +352,7 @@ impl Concentration {
             return;
         }
         self.clear();
+        self.scans += 1;
         for i in 0..self.nets.len() {
             let value = underlying_value(&self.nets[i].1, rates, base);
             self.update(self.nets[i].0, value);
@@ -780,6 +783,103 @@ mod tests {
         assert_eq!(Metric::parse("position_qty:AAPL"), Some(Metric::PositionQty(crate::route_hash("AAPL"))));
         assert_eq!(Metric::parse("position_qty:"), None);
         assert_eq!(Metric::parse("vol"), None);
+    }
+
+    /// A limits state with one worker's book and `defs` defined at time 1, each scope seeded.
+    fn state_with(defs: &[Limit]) -> (State, Vec<LimitEvent>) {
+        let mut state = State {
+            config: LimitsConfig::default(),
+            base_ccy: Ccy::USD,
+            peers: 1,
+            rates: HashMap::default(),
+            limits: Vec::new(),
+            limit_ids: HashMap::default(),
+            scope_ids: HashMap::default(),
+            scopes: Vec::new(),
+            nets: Default::default(),
+            qty: Default::default(),
+        };
+        let mut out = Vec::new();
+        for def in defs {
+            state.on_input(Input::Define(Box::new(def.clone())), 1, &mut out);
+            let (scope, key) = (def.scope, crate::route_hash(&def.scope_id));
+            let seed = Seed { scope, key, time: 1, ingest_ns: 0, parts: Vec::new() };
+            state.on_input(Input::Live(LiveUpdate::Seed(Box::new(seed))), 1, &mut out);
+        }
+        (state, out)
+    }
+
+    fn concentration(scope_id: &str, limit: f64) -> Limit {
+        Limit {
+            id: format!("C-{scope_id}"),
+            scope: Scope::Firm,
+            scope_id: scope_id.to_owned(),
+            metric: "concentration".to_owned(),
+            limit,
+            warn_at: None,
+            hard: None,
+            action: None,
+            enabled: None,
+        }
+    }
+
+    /// A change of the firm's net and gross in `underlying` by `nanos` of `ccy`.
+    fn change(underlying: u64, ccy: &str, nanos: Nanos, ts: Ts) -> Input {
+        let c = ScopeChange {
+            scope: Scope::Firm,
+            key: crate::route_hash("F"),
+            underlying,
+            ccy: Ccy::parse(ccy).expect("a currency code"),
+            net: nanos,
+            gross: nanos.abs(),
+            instrument: underlying,
+            qty: 0,
+            ts,
+            ingest_ns: 0,
+            tally: true,
+        };
+        Input::Live(LiveUpdate::Scope(c))
+    }
+
+    fn scans(state: &State) -> u64 {
+        state.scopes.iter().filter_map(|s| s.concentration.as_ref()).map(|c| c.scans).sum()
+    }
+
+    #[test]
+    fn a_concentration_is_not_rescanned_while_a_rate_is_missing() {
+        let (mut state, mut out) = state_with(&[concentration("F", 0.9)]);
+        // 1,000 underlyings in USD, then 1,000 changes in EUR before EUR has a rate: each change
+        // used to find a value missing and rescan every underlying (~1M values in all).
+        for u in 0..1_000 {
+            state.on_input(change(u, "USD", 1_000_000_000, 10), 10, &mut out);
+        }
+        let before = scans(&state);
+        for u in 0..1_000 {
+            state.on_input(change(10_000 + u, "EUR", 2_000_000_000, 20), 20, &mut out);
+        }
+        assert_eq!(scans(&state), before, "no rescan while EUR has no rate");
+        let limit = state.slot(0);
+        assert_eq!((limit.state, limit.utilisation), (LimitState::Ok, 1.0 / 1_000.0 / 0.9), "the last known value");
+        // The rate's arrival rescans once: EUR 2 × 1.5 = 3 of 1,000 + 3,000.
+        let rate = LiveUpdate::Rate { ccy: Ccy::parse("EUR").unwrap(), rate: 1.5, ts: 30, ingest_ns: 0 };
+        state.on_input(Input::Live(rate), 30, &mut out);
+        assert_eq!(scans(&state), before + 1);
+        assert_eq!(state.slot(0).utilisation, 3.0 / 4_000.0 / 0.9);
+        // A change in a currency with a rate is taken in without a rescan.
+        state.on_input(change(10_000, "EUR", 2_000_000_000, 40), 40, &mut out);
+        assert_eq!(scans(&state), before + 1);
+        assert_eq!(state.slot(0).utilisation, 6.0 / 4_003.0 / 0.9);
+    }
+
+    #[test]
+    fn a_stale_concentration_reads_as_unknown() {
+        let (mut state, mut out) = state_with(&[concentration("F", 0.5)]);
+        state.on_input(change(1, "USD", 1_000_000_000, 10), 10, &mut out);
+        let si = state.scope((Scope::Firm, crate::route_hash("F")));
+        let metric = Metric::Concentration;
+        assert_eq!(state.value(&state.scopes[si], &metric), Some(1.0));
+        state.scopes[si].concentration.as_mut().unwrap().stale = true;
+        assert_eq!(state.value(&state.scopes[si], &metric), None);
     }
 
     #[test]
