@@ -211,18 +211,7 @@ pub fn limits<'scope>(
     let (out, events) = builder.new_output();
     let mut out = OutputBuilder::from(out);
     builder.build(move |_caps| {
-        let mut state = State {
-            config,
-            base_ccy,
-            peers,
-            rates: HashMap::default(),
-            limits: Vec::new(),
-            limit_ids: HashMap::default(),
-            scope_ids: HashMap::default(),
-            scopes: Vec::new(),
-            nets: Default::default(),
-            qty: Default::default(),
-        };
+        let mut state = State::new(config, base_ccy, peers);
         let mut buf = Vec::new();
         // An activation's inputs and their messages' capabilities, kept at their size (a tick
         // brings ~50 changes): emptied, never freed.
@@ -407,6 +396,22 @@ struct State {
 }
 
 impl State {
+    /// No limits and no scopes yet; `peers` books will each seed the tallies.
+    fn new(config: LimitsConfig, base_ccy: Ccy, peers: usize) -> State {
+        State {
+            config,
+            base_ccy,
+            peers,
+            rates: HashMap::default(),
+            limits: Vec::new(),
+            limit_ids: HashMap::default(),
+            scope_ids: HashMap::default(),
+            scopes: Vec::new(),
+            nets: Default::default(),
+            qty: Default::default(),
+        }
+    }
+
     /// A change of the scope at `si`: its sums, its tallies (if the book marked it), and its
     /// limits re-evaluated.
     fn on_change(&mut self, si: usize, c: ScopeChange, out: &mut Vec<LimitEvent>) {
@@ -787,18 +792,7 @@ mod tests {
 
     /// A limits state with one worker's book and `defs` defined at time 1, each scope seeded.
     fn state_with(defs: &[Limit]) -> (State, Vec<LimitEvent>) {
-        let mut state = State {
-            config: LimitsConfig::default(),
-            base_ccy: Ccy::USD,
-            peers: 1,
-            rates: HashMap::default(),
-            limits: Vec::new(),
-            limit_ids: HashMap::default(),
-            scope_ids: HashMap::default(),
-            scopes: Vec::new(),
-            nets: Default::default(),
-            qty: Default::default(),
-        };
+        let mut state = State::new(LimitsConfig::default(), Ccy::USD, 1);
         let mut out = Vec::new();
         for def in defs {
             state.on_input(Input::Define(Box::new(def.clone())), 1, &mut out);
