@@ -280,8 +280,9 @@ struct LimitSlot {
 struct ScopeState {
     key: (Scope, u64),
     id: Option<String>,
-    /// Σ E and Σ |E| per currency (inline: a scope rarely holds more than two).
-    sums: SmallVec<[(Ccy, Nanos, Nanos); 2]>,
+    /// Σ E and Σ |E| per currency (inline for up to four: most accounts of a multi-currency
+    /// book hold three or four, and every evaluation reads them).
+    sums: SmallVec<[(Ccy, Nanos, Nanos); 4]>,
     figures: HashMap<Metric, f64>,
     trading: Option<TradingState>,
     /// The limits on this scope (indices into `State::limits`), inline for the usual few:
@@ -296,79 +297,159 @@ struct ScopeState {
     seeds: usize,
 }
 
-/// The largest single-underlying |net| of a scope, maintained incrementally: each change
-/// recomputes that underlying's base-currency value from its exact sums. The maximum is
-/// rescanned only when a rate moves, or when it shrinks below what another underlying may
-/// hold (`others`, at least every other underlying's value).
+/// The largest single-underlying |net| of a scope in the base currency, kept so that neither
+/// a change nor a rate move reads every underlying (a desk or the firm holds thousands, and
+/// every fx tick moves a rate).
+///
+/// An underlying held in one currency is worth |net| · rate, and every step of that sum in f64
+/// (the conversion, the division by 10⁹, the product) is monotone: the largest in a currency
+/// is the one with the largest exact |net|, whatever the rate. So the largest |net| is kept
+/// per currency in exact integers, and a rate move only prices it anew. An underlying held in
+/// more than one currency is valued at each read.
 #[derive(Default)]
 struct Concentration {
-    max: Option<(u64, f64)>,
-    others: f64,
+    /// Per currency, the largest |net| of the underlyings held in it alone.
+    largest: SmallVec<[Largest; 4]>,
+    /// Whether one of them must be recomputed before it is read.
     stale: bool,
+    /// The underlyings (places in `nets`) held in more than one currency.
+    mixed: Vec<usize>,
     /// The scope's net per underlying and currency, kept here in one dense array rather than
-    /// in the tally table once the scope has a concentration limit, so that a rescan reads one
-    /// array instead of probing the large table once per underlying: a desk or the firm holds
-    /// thousands, and every rate move rescans.
+    /// in the tally table once the scope has a concentration limit.
     nets: Vec<(u64, ByCcy)>,
     /// Where each underlying lies in `nets`.
     index: HashMap<u64, usize>,
-    /// How many times the maximum was recomputed from every underlying.
+    /// How many times a largest |net| was recomputed from every underlying.
     scans: u64,
 }
 
-impl Concentration {
-    /// A concentration over the scope's current nets, to be scanned before it is read.
-    fn new(nets: Vec<(u64, ByCcy)>) -> Concentration {
-        let index = nets.iter().enumerate().map(|(i, (u, _))| (*u, i)).collect();
-        Concentration { stale: true, nets, index, ..Concentration::default() }
+/// The largest |net| of one currency's underlyings, maintained incrementally: recomputed from
+/// every underlying only when it shrinks below what another may hold (`others`, at least
+/// every other underlying's), or its underlying comes to be held in a second currency.
+struct Largest {
+    ccy: Ccy,
+    stale: bool,
+    /// The underlying's place in `nets` (`NONE` while there is none), and its |net|.
+    at: u32,
+    max: u128,
+    others: u128,
+}
+
+impl Largest {
+    const NONE: u32 = u32::MAX;
+
+    fn new(ccy: Ccy) -> Largest {
+        Largest { ccy, stale: false, at: Largest::NONE, max: 0, others: 0 }
     }
 
-    /// Adds a change to its underlying's nets and takes the new value into the maximum.
-    fn add(&mut self, c: &ScopeChange, rates: &HashMap<Ccy, f64>, base: Ccy) {
+    /// Takes the |net| `v` of the underlying at `at` in; true if the largest must be recomputed.
+    fn update(&mut self, at: u32, v: u128) -> bool {
+        if self.at == at {
+            // Still the largest unless it fell below what another may hold.
+            if v < self.max && v < self.others {
+                self.stale = true;
+            } else {
+                self.max = v;
+            }
+        } else if self.at == Largest::NONE {
+            (self.at, self.max) = (at, v);
+        } else if v <= self.max {
+            self.others = self.others.max(v);
+        } else {
+            self.others = self.others.max(self.max);
+            (self.at, self.max) = (at, v);
+        }
+        self.stale
+    }
+}
+
+impl Concentration {
+    /// A concentration over the scope's current nets.
+    fn new(nets: Vec<(u64, ByCcy)>) -> Concentration {
+        let index = nets.iter().enumerate().map(|(i, (u, _))| (*u, i)).collect();
+        let mixed = (0..nets.len()).filter(|&i| nets[i].1.len() > 1).collect();
+        let mut conc = Concentration { nets, index, mixed, ..Concentration::default() };
+        for i in 0..conc.nets.len() {
+            if let [(ccy, _)] = conc.nets[i].1[..] {
+                conc.largest_of(ccy).stale = true;
+                conc.stale = true;
+            }
+        }
+        conc.rescan();
+        conc
+    }
+
+    fn largest_of(&mut self, ccy: Ccy) -> &mut Largest {
+        let at = match self.largest.iter().position(|l| l.ccy == ccy) {
+            Some(at) => at,
+            None => {
+                self.largest.push(Largest::new(ccy));
+                self.largest.len() - 1
+            }
+        };
+        &mut self.largest[at]
+    }
+
+    /// Adds a change to its underlying's nets and takes its new |net| into its currency's
+    /// largest.
+    fn add(&mut self, c: &ScopeChange) {
         let nets = &mut self.nets;
         let i = *self.index.entry(c.underlying).or_insert_with(|| {
             nets.push((c.underlying, ByCcy::new()));
             nets.len() - 1
         });
-        add_net(&mut self.nets[i].1, c);
-        let value = underlying_value(&self.nets[i].1, rates, base);
-        self.update(c.underlying, value);
+        let held = &mut self.nets[i].1;
+        let before = held.len();
+        add_net(held, c);
+        match held[..] {
+            [(ccy, net)] => self.stale |= self.largest_of(ccy).update(i as u32, net.unsigned_abs()),
+            [(first, _), _] if before == 1 => {
+                // Now held in a second currency: valued at each read from here on.
+                self.mixed.push(i);
+                let largest = self.largest_of(first);
+                if largest.at == i as u32 {
+                    largest.stale = true;
+                    self.stale = true;
+                }
+            }
+            _ => {}
+        }
     }
 
-    /// Recomputes the maximum from every underlying, if it may be out of date.
-    fn rescan(&mut self, rates: &HashMap<Ccy, f64>, base: Ccy) {
+    /// Recomputes each largest |net| that may be out of date from every underlying.
+    fn rescan(&mut self) {
         if !self.stale {
             return;
         }
-        self.clear();
         self.scans += 1;
-        for i in 0..self.nets.len() {
-            let value = underlying_value(&self.nets[i].1, rates, base);
-            self.update(self.nets[i].0, value);
+        for l in self.largest.iter_mut().filter(|l| l.stale) {
+            *l = Largest { stale: true, ..Largest::new(l.ccy) };
         }
-    }
-
-    fn update(&mut self, underlying: u64, value: Option<f64>) {
-        let Some(v) = value else {
-            self.stale = true;
-            return;
-        };
-        match self.max {
-            // Still the largest unless it fell below what another may hold.
-            Some((u, m)) if u == underlying && v < m && v < self.others => self.stale = true,
-            Some((u, _)) if u == underlying => self.max = Some((u, v)),
-            Some((_, m)) if v <= m => self.others = self.others.max(v),
-            Some((_, m)) => {
-                self.others = self.others.max(m);
-                self.max = Some((underlying, v));
+        for (i, (_, held)) in self.nets.iter().enumerate() {
+            if let [(ccy, net)] = held[..] {
+                if let Some(l) = self.largest.iter_mut().find(|l| l.ccy == ccy && l.stale) {
+                    l.update(i as u32, net.unsigned_abs());
+                }
             }
-            None => self.max = Some((underlying, v)),
         }
+        self.largest.iter_mut().for_each(|l| l.stale = false);
+        self.stale = false;
     }
 
-    /// Starts over from no values (values are absolute, so none is below zero).
-    fn clear(&mut self) {
-        (self.max, self.others, self.stale) = (None, 0.0, false);
+    /// The largest underlying's value in the base currency (0 with none); `None` while a
+    /// currency it holds has no rate, or before a [`rescan`](Self::rescan) of a stale largest.
+    fn value(&self, rates: &HashMap<Ccy, f64>, base: Ccy) -> Option<f64> {
+        if self.stale {
+            return None;
+        }
+        let mut max = 0.0f64;
+        for l in self.largest.iter().filter(|l| l.at != Largest::NONE) {
+            max = max.max(underlying_value(&[(l.ccy, l.max as Nanos)], rates, base)?);
+        }
+        for &i in &self.mixed {
+            max = max.max(underlying_value(&self.nets[i].1, rates, base)?);
+        }
+        Some(max)
     }
 }
 
@@ -424,7 +505,7 @@ impl State {
             None => s.sums.push((c.ccy, c.net, c.gross)),
         }
         if c.tally {
-            add_tally(s, &mut self.nets, &mut self.qty, &c, &self.rates, self.base_ccy);
+            add_tally(s, &mut self.nets, &mut self.qty, &c);
         }
         s.last_ts = s.last_ts.max(c.ts);
         if !s.limits.is_empty() {
@@ -448,9 +529,17 @@ impl State {
         }
         // Each scope's limit list is inline in its state: read once the states are on their way.
         for s in scopes() {
-            for &slot in &s.limits {
-                crate::prefetch_all(&self.limits[slot]);
-            }
+            self.prefetch_limits(s);
+        }
+    }
+
+    /// Starts loading a scope's limits and its concentration's largest |nets|.
+    fn prefetch_limits(&self, s: &ScopeState) {
+        for &slot in &s.limits {
+            crate::prefetch_all(&self.limits[slot]);
+        }
+        if let Some(conc) = &s.concentration {
+            crate::prefetch_all(&**conc);
         }
     }
 
@@ -479,7 +568,7 @@ impl State {
         let si = self.scope((seed.scope, seed.key));
         let s = &mut self.scopes[si];
         for part in &seed.parts {
-            add_tally(s, &mut self.nets, &mut self.qty, part, &self.rates, self.base_ccy);
+            add_tally(s, &mut self.nets, &mut self.qty, part);
         }
         s.seeds += 1;
         if s.seeds < self.peers {
@@ -531,12 +620,7 @@ impl State {
                     .collect();
                 for (n, &si) in moved.iter().enumerate() {
                     if let Some(&ahead) = moved.get(n + AHEAD) {
-                        for &slot in &self.scopes[ahead].limits {
-                            crate::prefetch_all(&self.limits[slot]);
-                        }
-                    }
-                    if let Some(conc) = self.scopes[si].concentration.as_mut() {
-                        conc.stale = true;
+                        self.prefetch_limits(&self.scopes[ahead]);
                     }
                     self.evaluate_scope(si, None, ts, ingest_ns, out);
                 }
@@ -628,9 +712,7 @@ impl State {
                 if gross <= 0.0 {
                     return Some(0.0);
                 }
-                // Stale after a rescan only if an underlying's value is missing a rate.
-                let conc = scope.concentration.as_ref().filter(|c| !c.stale)?;
-                Some(conc.max.map_or(0.0, |(_, m)| m) / gross)
+                Some(scope.concentration.as_ref()?.value(&self.rates, self.base_ccy)? / gross)
             }
             Metric::PositionQty(instrument) => {
                 let (kind, key) = scope.key;
@@ -643,17 +725,9 @@ impl State {
     /// Re-evaluates one limit; true if its state changed.
     fn evaluate_limit(&mut self, si: usize, slot: usize, ts: Ts, ingest_ns: u64, out: &mut Vec<LimitEvent>) -> bool {
         if self.slot(slot).metric == Metric::Concentration {
-            // Only a concentration limit reads the maximum, and only once every currency the
-            // scope holds has a rate (its value is unknown before): until then a rescan would
-            // find a value missing and leave the maximum stale, to be rescanned at the next
-            // change, thousands of underlyings each time for a desk or the firm. The rate's
-            // arrival marks the maximum stale and re-evaluates the scope.
-            let (rates, base) = (&self.rates, self.base_ccy);
-            let scope = &mut self.scopes[si];
-            if scope.sums.iter().all(|(c, ..)| rate(rates, base, *c).is_some()) {
-                if let Some(conc) = scope.concentration.as_mut() {
-                    conc.rescan(rates, base);
-                }
+            // Only a concentration limit reads the largest |nets|: brought up to date here.
+            if let Some(conc) = self.scopes[si].concentration.as_mut() {
+                conc.rescan();
             }
         }
         let scope = &self.scopes[si];
@@ -724,12 +798,10 @@ fn add_tally(
     nets: &mut GrowingMap<(Scope, u64, u64), ByCcy>,
     qty: &mut GrowingMap<(Scope, u64, u64), i64>,
     c: &ScopeChange,
-    rates: &HashMap<Ccy, f64>,
-    base: Ccy,
 ) {
     add_qty(qty, c);
     match s.concentration.as_mut() {
-        Some(conc) => conc.add(c, rates, base),
+        Some(conc) => conc.add(c),
         None => add_net(nets.entry((c.scope, c.key, c.underlying)).or_default(), c),
     }
 }
@@ -767,6 +839,7 @@ fn underlying_value(by_ccy: &[(Ccy, Nanos)], rates: &HashMap<Ccy, f64>, base: Cc
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeMap;
 
     #[test]
     fn state_machine_has_hysteresis_only_out_of_breach() {
@@ -840,10 +913,10 @@ mod tests {
     }
 
     #[test]
-    fn a_concentration_is_not_rescanned_while_a_rate_is_missing() {
+    fn a_concentration_is_not_rescanned_by_changes_or_rate_moves() {
         let (mut state, mut out) = state_with(&[concentration("F", 0.9)]);
         // 1,000 underlyings in USD, then 1,000 changes in EUR before EUR has a rate: each change
-        // used to find a value missing and rescan every underlying (~1M values in all).
+        // once found a value missing and rescanned every underlying (~1M values in all).
         for u in 0..1_000 {
             state.on_input(change(u, "USD", 1_000_000_000, 10), 10, &mut out);
         }
@@ -854,15 +927,23 @@ mod tests {
         assert_eq!(scans(&state), before, "no rescan while EUR has no rate");
         let limit = state.slot(0);
         assert_eq!((limit.state, limit.utilisation), (LimitState::Ok, 1.0 / 1_000.0 / 0.9), "the last known value");
-        // The rate's arrival rescans once: EUR 2 × 1.5 = 3 of 1,000 + 3,000.
-        let rate = LiveUpdate::Rate { ccy: Ccy::parse("EUR").unwrap(), rate: 1.5, ts: 30, ingest_ns: 0 };
-        state.on_input(Input::Live(rate), 30, &mut out);
-        assert_eq!(scans(&state), before + 1);
+        // The rate's arrival prices the largest EUR underlying: EUR 2 × 1.5 = 3 of 1,000 + 3,000.
+        let rate = |rate, ts| Input::Live(LiveUpdate::Rate { ccy: Ccy::parse("EUR").unwrap(), rate, ts, ingest_ns: 0 });
+        state.on_input(rate(1.5, 30), 30, &mut out);
         assert_eq!(state.slot(0).utilisation, 3.0 / 4_000.0 / 0.9);
         // A change in a currency with a rate is taken in without a rescan.
         state.on_input(change(10_000, "EUR", 2_000_000_000, 40), 40, &mut out);
-        assert_eq!(scans(&state), before + 1);
         assert_eq!(state.slot(0).utilisation, 6.0 / 4_003.0 / 0.9);
+        // A rate move every underlying's value moves with (each rescanned them all before):
+        // EUR 4 × 2 = 8 of 1,000 + 2,002 × 2.
+        state.on_input(rate(2.0, 50), 50, &mut out);
+        assert_eq!(state.slot(0).utilisation, 8.0 / 5_004.0 / 0.9);
+        assert_eq!(scans(&state), before, "no rescan at all");
+        // The largest shrinking below another: one rescan finds the next largest, EUR 2 × 2 = 4
+        // (of a gross of 1,000 + 2,006 × 2: these changes add their |net| to the gross).
+        state.on_input(change(10_000, "EUR", -4_000_000_000, 60), 60, &mut out);
+        assert_eq!(scans(&state), before + 1);
+        assert_eq!(state.slot(0).utilisation, 4.0 / 5_012.0 / 0.9);
     }
 
     #[test]
@@ -877,27 +958,89 @@ mod tests {
     }
 
     #[test]
-    fn concentration_max_equals_the_largest_value_after_every_update() {
-        // Seeded values of 12 underlyings, shrinking and growing, the largest included.
-        let mut values = [0.0f64; 12];
-        let mut conc = Concentration::default();
-        let mut underlyings = Vec::new();
+    fn an_underlying_held_in_a_second_currency_leaves_its_currency_s_largest() {
+        let change = |underlying, ccy: &str, net: Nanos| ScopeChange {
+            scope: Scope::Firm,
+            key: 1,
+            underlying,
+            ccy: Ccy::parse(ccy).unwrap(),
+            net,
+            gross: net.abs(),
+            instrument: underlying,
+            qty: 0,
+            ts: 0,
+            ingest_ns: 0,
+            tally: true,
+        };
+        let rates: HashMap<Ccy, f64> = [(Ccy::parse("EUR").unwrap(), 2.0)].into_iter().collect();
+        let mut conc = Concentration::new(Vec::new());
+        conc.add(&change(1, "USD", 5_000_000_000));
+        conc.add(&change(2, "USD", 3_000_000_000));
+        conc.rescan();
+        assert_eq!(conc.value(&rates, Ccy::USD), Some(5.0));
+        // Underlying 1: USD 5 and EUR -2 × 2 = 1; the largest is now underlying 2's 3.
+        conc.add(&change(1, "EUR", -2_000_000_000));
+        conc.rescan();
+        assert_eq!(conc.value(&rates, Ccy::USD), Some(3.0));
+        // Its value, read at each rate: EUR -4 × 2 = -8, |5 - 8| = 3; at 2.5, |5 - 10| = 5.
+        conc.add(&change(1, "EUR", -2_000_000_000));
+        let rates: HashMap<Ccy, f64> = [(Ccy::parse("EUR").unwrap(), 2.5)].into_iter().collect();
+        conc.rescan();
+        assert_eq!(conc.value(&rates, Ccy::USD), Some(5.0));
+    }
+
+    #[test]
+    fn concentration_equals_the_largest_value_after_every_change_and_rate_move() {
+        // 40 underlyings in four currencies, a few of them in two or three, shrinking, growing
+        // and crossing zero, under rate moves; each step compared, bit for bit, with the largest
+        // |Σ_ccy rate · net| over every underlying, from the changes kept apart.
+        let ccys = ["USD", "EUR", "GBP", "JPY"].map(|c| Ccy::parse(c).unwrap());
+        let mut rates: HashMap<Ccy, f64> = HashMap::default();
+        // Each underlying's currencies in the order first held: the order its value adds them.
+        let mut held: BTreeMap<u64, Vec<(Ccy, Nanos)>> = BTreeMap::new();
+        let mut conc = Concentration::new(Vec::new());
         let mut x = 3u64;
-        for step in 0..20_000 {
+        let mut next = |n: u64| {
             x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            let u = (x >> 33) % 12;
-            let v = ((x >> 40) % 1000) as f64 * if step % 7 == 0 { 10.0 } else { 1.0 };
-            if !underlyings.contains(&u) {
-                underlyings.push(u);
+            (x >> 33) % n
+        };
+        for step in 0..50_000 {
+            if next(50) == 0 {
+                let ccy = ccys[1 + next(3) as usize];
+                rates.insert(ccy, 0.005 + next(2_000) as f64 / 997.0);
+                continue;
             }
-            values[u as usize] = v;
-            conc.update(u, Some(v));
-            if conc.stale {
-                conc.clear();
-                underlyings.iter().for_each(|&u| conc.update(u, Some(values[u as usize])));
+            let underlying = next(40);
+            // Each underlying is held in one currency, until, halfway, every ninth may take any.
+            let any = underlying % 9 == 0 && step > 25_000;
+            let ccy = ccys[if any { next(4) as usize } else { underlying as usize % 4 }];
+            let net = (next(2_001) as Nanos - 1_000) * 1_000_003 * if step % 7 == 0 { 50 } else { 1 };
+            let amounts = held.entry(underlying).or_default();
+            match amounts.iter_mut().find(|(c, _)| *c == ccy) {
+                Some((_, n)) => *n += net,
+                None => amounts.push((ccy, net)),
             }
-            let largest = values.iter().copied().fold(0.0, f64::max);
-            assert_eq!(conc.max.map(|(_, m)| m), Some(largest), "step {step}");
+            let c = ScopeChange {
+                scope: Scope::Firm,
+                key: 1,
+                underlying,
+                ccy,
+                net,
+                gross: net.abs(),
+                instrument: underlying,
+                qty: 0,
+                ts: step,
+                ingest_ns: 0,
+                tally: true,
+            };
+            conc.add(&c);
+            conc.rescan();
+            let values: Option<Vec<f64>> = held.values().map(|h| underlying_value(h, &rates, Ccy::USD)).collect();
+            let largest = values.map(|v| v.into_iter().fold(0.0, f64::max));
+            let got = conc.value(&rates, Ccy::USD);
+            assert_eq!(got.map(f64::to_bits), largest.map(f64::to_bits), "step {step}: {got:?} against {largest:?}");
         }
+        assert!(!conc.mixed.is_empty(), "some underlyings are held in several currencies");
+        assert!(conc.scans > 0 && conc.scans < 5_000, "rescans only when the largest shrinks: {}", conc.scans);
     }
 }

@@ -173,7 +173,7 @@ fn scripted_scenario_yields_exactly_these_events() {
 }
 
 #[test]
-fn a_rate_move_rescans_concentration() {
+fn a_rate_move_moves_concentration() {
     use Scope::*;
     let events = vec![
         (1, Event::Limit(limit("C", Account, "A1", "concentration", 0.5))),
