@@ -269,6 +269,9 @@ pub fn limits<'scope>(
 /// How many scopes ahead a rate move starts loading a scope's state and limits.
 const AHEAD: usize = 8;
 
+/// A concentration over at most this many underlyings finds one by reading their keys.
+const SCAN: usize = 64;
+
 struct LimitSlot {
     def: Limit,
     metric: Metric,
@@ -316,8 +319,10 @@ struct Concentration {
     mixed: Vec<usize>,
     /// The scope's net per underlying and currency, kept here in one dense array rather than
     /// in the tally table once the scope has a concentration limit.
-    nets: Vec<(u64, ByCcy)>,
-    /// Where each underlying lies in `nets`.
+    nets: Vec<ByCcy>,
+    /// The underlying of each place in `nets`.
+    keys: Vec<u64>,
+    /// Where each underlying lies in `nets`; a scope with few underlyings finds one in `keys`.
     index: HashMap<u64, usize>,
     /// How many times a largest |net| was recomputed from every underlying.
     scans: u64,
@@ -365,18 +370,44 @@ impl Largest {
 
 impl Concentration {
     /// A concentration over the scope's current nets.
-    fn new(nets: Vec<(u64, ByCcy)>) -> Concentration {
-        let index = nets.iter().enumerate().map(|(i, (u, _))| (*u, i)).collect();
-        let mixed = (0..nets.len()).filter(|&i| nets[i].1.len() > 1).collect();
-        let mut conc = Concentration { nets, index, mixed, ..Concentration::default() };
+    fn new(held: Vec<(u64, ByCcy)>) -> Concentration {
+        let index = held.iter().enumerate().map(|(i, (u, _))| (*u, i)).collect();
+        let (keys, nets): (Vec<u64>, Vec<ByCcy>) = held.into_iter().unzip();
+        let mixed = (0..nets.len()).filter(|&i| nets[i].len() > 1).collect();
+        let mut conc = Concentration { nets, keys, index, mixed, ..Concentration::default() };
         for i in 0..conc.nets.len() {
-            if let [(ccy, _)] = conc.nets[i].1[..] {
+            if let [(ccy, _)] = conc.nets[i][..] {
                 conc.largest_of(ccy).stale = true;
                 conc.stale = true;
             }
         }
         conc.rescan();
         conc
+    }
+
+    /// Where an underlying lies in `nets`: a scope with at most [`SCAN`] underlyings (an
+    /// account) reads its few keys, which [`prefetch_keys`](Self::prefetch_keys) started
+    /// loading, rather than probe a table: one cache miss fewer per change.
+    fn place(&self, underlying: u64) -> Option<usize> {
+        if self.keys.len() <= SCAN {
+            self.keys.iter().position(|k| *k == underlying)
+        } else {
+            self.index.get(&underlying).copied()
+        }
+    }
+
+    /// Starts loading the keys of a scope with few underlyings.
+    fn prefetch_keys(&self) {
+        if self.keys.len() <= SCAN {
+            self.keys.chunks(8).for_each(|k| crate::prefetch(&k[0]));
+        }
+    }
+
+    /// Starts loading an underlying's nets.
+    fn prefetch_net(&self, underlying: u64) {
+        if let Some(i) = self.place(underlying) {
+            crate::prefetch_all(&self.nets[i]);
+        }
     }
 
     fn largest_of(&mut self, ccy: Ccy) -> &mut Largest {
@@ -393,12 +424,13 @@ impl Concentration {
     /// Adds a change to its underlying's nets and takes its new |net| into its currency's
     /// largest.
     fn add(&mut self, c: &ScopeChange) {
-        let nets = &mut self.nets;
-        let i = *self.index.entry(c.underlying).or_insert_with(|| {
-            nets.push((c.underlying, ByCcy::new()));
-            nets.len() - 1
+        let i = self.place(c.underlying).unwrap_or_else(|| {
+            self.index.insert(c.underlying, self.nets.len());
+            self.keys.push(c.underlying);
+            self.nets.push(ByCcy::new());
+            self.nets.len() - 1
         });
-        let held = &mut self.nets[i].1;
+        let held = &mut self.nets[i];
         let before = held.len();
         add_net(held, c);
         match held[..] {
@@ -425,7 +457,7 @@ impl Concentration {
         for l in self.largest.iter_mut().filter(|l| l.stale) {
             *l = Largest { stale: true, ..Largest::new(l.ccy) };
         }
-        for (i, (_, held)) in self.nets.iter().enumerate() {
+        for (i, held) in self.nets.iter().enumerate() {
             if let [(ccy, net)] = held[..] {
                 if let Some(l) = self.largest.iter_mut().find(|l| l.ccy == ccy && l.stale) {
                     l.update(i as u32, net.unsigned_abs());
@@ -447,7 +479,7 @@ impl Concentration {
             max = max.max(underlying_value(&[(l.ccy, l.max as Nanos)], rates, base)?);
         }
         for &i in &self.mixed {
-            max = max.max(underlying_value(&self.nets[i].1, rates, base)?);
+            max = max.max(underlying_value(&self.nets[i], rates, base)?);
         }
         Some(max)
     }
@@ -531,6 +563,15 @@ impl State {
         for s in scopes() {
             self.prefetch_limits(s);
         }
+        // Then the nets a change adds to in a concentration: the keys that find them, and them.
+        let tallies = || {
+            inputs.iter().filter_map(|(.., input)| match input {
+                Input::Change(si, c) if c.tally => Some((self.scopes[*si].concentration.as_deref()?, c.underlying)),
+                _ => None,
+            })
+        };
+        tallies().for_each(|(conc, _)| conc.prefetch_keys());
+        tallies().for_each(|(conc, underlying)| conc.prefetch_net(underlying));
     }
 
     /// Starts loading a scope's limits and its concentration's largest |nets|.
