@@ -245,11 +245,16 @@ pub fn limits<'scope>(
             if !inputs.is_sorted_by_key(|(time, ts, _, _)| (*time, *ts)) {
                 inputs.sort_by_key(|(time, ts, _, _)| (*time, *ts));
             }
-            state.prefetch(&inputs);
-            for (time, _, c, input) in inputs.drain(..) {
-                state.on_input(input, time, &mut buf);
-                if !buf.is_empty() {
-                    out.session(&caps[c]).give_iterator(buf.drain(..));
+            // Loaded ahead a slice at a time: a replay's activation can hold thousands of
+            // changes, whose states would push one another out of the cache before use.
+            let mut todo = inputs.drain(..);
+            while !todo.as_slice().is_empty() {
+                state.prefetch(&todo.as_slice()[..todo.len().min(PREFETCH_SLICE)]);
+                for (time, _, c, input) in todo.by_ref().take(PREFETCH_SLICE) {
+                    state.on_input(input, time, &mut buf);
+                    if !buf.is_empty() {
+                        out.session(&caps[c]).give_iterator(buf.drain(..));
+                    }
                 }
             }
             // Holding a capability past the activation would hold back the frontier.
@@ -271,6 +276,9 @@ const AHEAD: usize = 8;
 
 /// A concentration over at most this many underlyings finds one by reading their keys.
 const SCAN: usize = 64;
+
+/// How many inputs of an activation are loaded ahead at once (a tick brings ~50 changes).
+const PREFETCH_SLICE: usize = 64;
 
 struct LimitSlot {
     def: Limit,
