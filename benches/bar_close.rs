@@ -25,6 +25,7 @@ use riskflow_dataflows::model::{Account, Fixed, Instrument, Scope};
 use workload::{arg, Rng};
 
 fn main() {
+    workload::allocator::configure();
     let (n, bars) = (arg(0, 500), arg(1, 300));
     let config = AnalyticsConfig::default();
     let mut rng = Rng(5);

@@ -54,6 +54,7 @@ fn open_loop<'w>(updates: &'w [Event], rate: usize, mut apply: impl FnMut(&'w Ev
 }
 
 fn main() {
+    workload::allocator::configure();
     let (rate, seconds, workers, epoch_us, warm) =
         (arg(0, 100_000), arg(1, 5), arg(2, 1), arg(3, 100_000), arg(4, 1_000_000));
     let n = rate * seconds;

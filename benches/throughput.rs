@@ -140,6 +140,7 @@ fn dataflow(w: &Arc<Workload>, workers: usize, epoch: usize, warm: usize) -> (Du
 }
 
 fn main() {
+    workload::allocator::configure();
     let (accounts, instruments, updates, epoch, warm) =
         (arg(0, 10_000), arg(1, 5_000), arg(2, 2_000_000), arg(3, 1_000), arg(4, 1_000_000));
     let w = Arc::new(workload(accounts, instruments, 20, warm + updates, 7));

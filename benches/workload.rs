@@ -4,6 +4,11 @@
 use riskflow_dataflows::event::{Envelope, Event, Origin};
 use riskflow_dataflows::model::{Account, Delta, Fixed, Instrument, Limit, Scope, Tick, Ts};
 
+/// The allocator the `riskflow` binary runs with, for the engine and the baselines alike:
+/// each bench's `main` calls [`allocator::configure`] first.
+#[path = "../src/allocator.rs"]
+pub mod allocator;
+
 pub struct Workload {
     pub reference: Vec<Event>,
     /// Ticks and deltas in event-time order, one nanosecond apart.

@@ -1,6 +1,7 @@
 //! The `riskflow` command: `run` (the engine), `gen` (datasets), `produce` (a dataset to
 //! Kafka), `recon` (batch reconciliation).
 
+mod allocator;
 mod config;
 mod kafka_run;
 mod produce;
@@ -153,6 +154,7 @@ struct GenArgs {
 }
 
 fn main() -> std::process::ExitCode {
+    allocator::configure();
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("RISKFLOW_LOG").unwrap_or_else(|_| "warn".into()))
         .with_writer(std::io::stderr)

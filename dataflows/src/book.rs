@@ -941,7 +941,7 @@ impl State {
                 rates.insert(ccy, r);
             }
         }
-        let base = |n: i128, c: Ccy| rates.get(&c).map(|r| n as f64 / crate::exposure::NANOS * r);
+        let base = |n: i128, c: Ccy| rates.get(&c).map(|r| crate::formulas::from_nanos(n) * r);
         let mut unpriced = 0;
         for (p, pos) in self.positions.iter().enumerate() {
             if pos.settled_qty == Fixed::ZERO {

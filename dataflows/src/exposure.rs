@@ -13,7 +13,7 @@ use std::fmt;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::formulas::{black_scholes, to_nanos, year_fraction};
+use crate::formulas::{black_scholes, from_nanos, to_nanos, year_fraction};
 use crate::model::{AssetClass, Fixed, Instrument, Ts};
 
 /// An exact amount of money in 1e-9 units of some currency.
@@ -228,7 +228,7 @@ impl Sums {
 
     /// These sums in the base currency at `rate` (base units per unit of their currency).
     pub fn to_base(&self, rate: f64) -> BaseSums {
-        let c = |n: Nanos| n as f64 / NANOS * rate;
+        let c = |n: Nanos| from_nanos(n) * rate;
         BaseSums {
             net: c(self.net),
             gross: c(self.gross),

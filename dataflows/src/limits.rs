@@ -32,7 +32,8 @@ use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::StreamVec;
 
 use crate::event::{LiveUpdate, ScopeChange, Seed};
-use crate::exposure::{Ccy, Nanos, NANOS};
+use crate::exposure::{Ccy, Nanos};
+use crate::formulas::from_nanos;
 use crate::growing::GrowingMap;
 use crate::model::{Limit, Scope, TradingState, Ts};
 
@@ -751,7 +752,7 @@ impl State {
     fn value(&self, scope: &ScopeState, metric: &Metric) -> Option<f64> {
         let rate = |ccy: &Ccy| rate(&self.rates, self.base_ccy, *ccy);
         let base = |gross: bool| -> Option<f64> {
-            scope.sums.iter().map(|(c, net, g)| rate(c).map(|r| *if gross { g } else { net } as f64 / NANOS * r)).sum()
+            scope.sums.iter().map(|(c, net, g)| rate(c).map(|r| from_nanos(*if gross { g } else { net }) * r)).sum()
         };
         match metric {
             Metric::Gross => base(true),
@@ -881,7 +882,7 @@ fn rate(rates: &HashMap<Ccy, f64>, base: Ccy, ccy: Ccy) -> Option<f64> {
 
 /// |Σ_ccy rate · net| of one underlying, in the base currency; `None` while a rate is missing.
 fn underlying_value(by_ccy: &[(Ccy, Nanos)], rates: &HashMap<Ccy, f64>, base: Ccy) -> Option<f64> {
-    let net: Option<f64> = by_ccy.iter().map(|(c, n)| rate(rates, base, *c).map(|r| *n as f64 / NANOS * r)).sum();
+    let net: Option<f64> = by_ccy.iter().map(|(c, n)| rate(rates, base, *c).map(|r| from_nanos(*n) * r)).sum();
     net.map(f64::abs)
 }
 

@@ -10,8 +10,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::analytics::config::AnalyticsConfig;
 use crate::analytics::factors::FactorModel;
-use crate::exposure::{position_exposure, Ccy, Exposure, OptionMarket, NANOS};
-use crate::formulas::{black_scholes, historical_var_es, parametric_es, parametric_var, year_fraction};
+use crate::exposure::{position_exposure, Ccy, Exposure, OptionMarket};
+use crate::formulas::{black_scholes, from_nanos, historical_var_es, parametric_es, parametric_var, year_fraction};
 use crate::model::{Account, AssetClass, Fixed, Instrument, Scope, Ts};
 
 /// The settled book as the analytics see it at a boundary.
@@ -376,7 +376,7 @@ impl Positions {
                 i += 1;
             }
             let Some(rate) = self.rates.get(&ccy) else { continue };
-            let value = nanos as f64 / NANOS * rate;
+            let value = from_nanos(nanos) * rate;
             match out.last_mut() {
                 Some((f, sum)) if *f == factor => *sum += value,
                 // From 0.0, as a map's default entry was: -0.0 becomes 0.0, the same bits as before.
