@@ -4,7 +4,7 @@
 //! mimalloc rather than glibc's malloc: a replay allocates and frees the strings of every
 //! record and a snapshot's parts at every boundary, and glibc spent ~5% of the worker in its
 //! free lists and ~5% faulting in pages it had given back. Measured, with the options below,
-//! in docs/performance-notes.md ("The allocator").
+//! in the allocator's entry in docs/performance-notes.md; its options in docs/configuration.md.
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -21,7 +21,7 @@ const PURGE_DELAY_MS: std::ffi::c_long = 1000;
 /// Sets the allocator up; call first thing in `main`. Variables `MIMALLOC_*` in the
 /// environment still set mimalloc's options.
 ///
-/// Transparent huge pages are turned off for the process: with them (Linux's default,
+/// Transparent huge pages are turned off for the process: with them (this machine's setting,
 /// `always`), each huge page mimalloc touched was zeroed or compacted first, ~1.6 s of system
 /// time in the 1M-delta day's live path against ~0.6 s without.
 pub fn configure() {
