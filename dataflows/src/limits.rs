@@ -322,8 +322,6 @@ struct ScopeState {
 struct Concentration {
     /// Per currency, the largest |net| of the underlyings held in it alone.
     largest: SmallVec<[Largest; 4]>,
-    /// Whether one of them must be recomputed before it is read.
-    stale: bool,
     /// The underlyings (places in `nets`) held in more than one currency.
     mixed: Vec<usize>,
     /// The scope's net per underlying and currency, kept here in one dense array rather than
@@ -356,8 +354,9 @@ impl Largest {
         Largest { ccy, stale: false, at: Largest::NONE, max: 0, others: 0 }
     }
 
-    /// Takes the |net| `v` of the underlying at `at` in; true if the largest must be recomputed.
-    fn update(&mut self, at: u32, v: u128) -> bool {
+    /// Takes the |net| `v` of the underlying at `at` in; marks the largest stale if it must be
+    /// recomputed.
+    fn update(&mut self, at: u32, v: u128) {
         if self.at == at {
             // Still the largest unless it fell below what another may hold.
             if v < self.max && v < self.others {
@@ -373,7 +372,6 @@ impl Largest {
             self.others = self.others.max(self.max);
             (self.at, self.max) = (at, v);
         }
-        self.stale
     }
 }
 
@@ -385,13 +383,16 @@ impl Concentration {
         let mixed = (0..nets.len()).filter(|&i| nets[i].len() > 1).collect();
         let mut conc = Concentration { nets, keys, index, mixed, ..Concentration::default() };
         for i in 0..conc.nets.len() {
-            if let [(ccy, _)] = conc.nets[i][..] {
-                conc.largest_of(ccy).stale = true;
-                conc.stale = true;
+            if let [(ccy, net)] = conc.nets[i][..] {
+                conc.largest_of(ccy).update(i as u32, net.unsigned_abs());
             }
         }
-        conc.rescan();
         conc
+    }
+
+    /// Whether a largest |net| must be recomputed before it is read.
+    fn stale(&self) -> bool {
+        self.largest.iter().any(|l| l.stale)
     }
 
     /// Where an underlying lies in `nets`: a scope with at most [`SCAN`] underlyings (an
@@ -443,14 +444,13 @@ impl Concentration {
         let before = held.len();
         add_net(held, c);
         match held[..] {
-            [(ccy, net)] => self.stale |= self.largest_of(ccy).update(i as u32, net.unsigned_abs()),
+            [(ccy, net)] => self.largest_of(ccy).update(i as u32, net.unsigned_abs()),
             [(first, _), _] if before == 1 => {
                 // Now held in a second currency: valued at each read from here on.
                 self.mixed.push(i);
                 let largest = self.largest_of(first);
                 if largest.at == i as u32 {
                     largest.stale = true;
-                    self.stale = true;
                 }
             }
             _ => {}
@@ -459,7 +459,7 @@ impl Concentration {
 
     /// Recomputes each largest |net| that may be out of date from every underlying.
     fn rescan(&mut self) {
-        if !self.stale {
+        if !self.stale() {
             return;
         }
         self.scans += 1;
@@ -474,13 +474,12 @@ impl Concentration {
             }
         }
         self.largest.iter_mut().for_each(|l| l.stale = false);
-        self.stale = false;
     }
 
     /// The largest underlying's value in the base currency (0 with none); `None` while a
     /// currency it holds has no rate, or before a [`rescan`](Self::rescan) of a stale largest.
     fn value(&self, rates: &HashMap<Ccy, f64>, base: Ccy) -> Option<f64> {
-        if self.stale {
+        if self.stale() {
             return None;
         }
         let mut max = 0.0f64;
@@ -1003,7 +1002,7 @@ mod tests {
         let si = state.scope((Scope::Firm, crate::route_hash("F")));
         let metric = Metric::Concentration;
         assert_eq!(state.value(&state.scopes[si], &metric), Some(1.0));
-        state.scopes[si].concentration.as_mut().unwrap().stale = true;
+        state.scopes[si].concentration.as_mut().unwrap().largest[0].stale = true;
         assert_eq!(state.value(&state.scopes[si], &metric), None);
     }
 
