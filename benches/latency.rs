@@ -1,7 +1,8 @@
 //! Question: what is the ingest-to-output latency under an open-loop offered load?
 //! Records are released on a fixed schedule (rate R); a record's ingest time is its scheduled
 //! time, so a stalled engine is charged for every record it delays (no coordinated omission).
-//! Latency is taken where the live exposure update and the limit event leave the dataflow.
+//! Latency is taken where the live exposure updates leave the book (as they pass on to the
+//! limits) and where the limit events leave the dataflow.
 //! Two views of the live updates: each update one sample (a tick that moves ~50 scopes gives
 //! ~50), and each input record one sample, taken at its last live update (every worker's).
 //!
@@ -33,6 +34,7 @@ use rustc_hash::FxHashMap;
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::vec::unordered_input::UnorderedInput;
+use timely::dataflow::operators::Inspect;
 use workload::{arg, envelope, workload};
 
 fn histogram() -> Histogram<u64> {
@@ -78,22 +80,23 @@ fn main() {
         let r2 = reached.clone();
         let (mut input, mut cap) = worker.dataflow::<Ts, _, _>(|scope| {
             let (input, events) = scope.new_unordered_input();
-            let e = engine(events, &config);
-            e.book.live.sink(Pipeline, "LiveLatency", move |(input, frontier)| {
-                r2.set(frontier.frontier().first().copied().unwrap_or(Ts::MAX));
-                input.for_each(|_, data| {
-                    let now = now_ns();
-                    let (mut live, mut last_out) = (l2.borrow_mut(), o2.borrow_mut());
-                    let mut previous = None;
-                    for u in data.drain(..) {
-                        live.saturating_record(now.saturating_sub(u.ingest_ns()));
-                        // A record's updates come together: one map write for each run of them.
-                        if previous != Some(u.ingest_ns()) {
-                            previous = Some(u.ingest_ns());
-                            last_out.insert(u.ingest_ns(), now);
+            let e = engine(events, &config, |live| {
+                live.inspect_core(move |event| match event {
+                    Err(frontier) => r2.set(frontier.first().copied().unwrap_or(Ts::MAX)),
+                    Ok((_, updates)) => {
+                        let now = now_ns();
+                        let (mut live, mut last_out) = (l2.borrow_mut(), o2.borrow_mut());
+                        let mut previous = None;
+                        for u in updates {
+                            live.saturating_record(now.saturating_sub(u.ingest_ns()));
+                            // A record's updates come together: one map write for each run of them.
+                            if previous != Some(u.ingest_ns()) {
+                                previous = Some(u.ingest_ns());
+                                last_out.insert(u.ingest_ns(), now);
+                            }
                         }
                     }
-                });
+                })
             });
             e.limit_events.sink(Pipeline, "BreachLatency", move |(input, _)| {
                 input.for_each(|_, data| {

@@ -74,10 +74,9 @@ fn dataflow(w: &Arc<Workload>, workers: usize, epoch: usize, warm: usize) -> (Du
         let counted = Arc::new(Mutex::new(0u64));
         let c = counted.clone();
         worker.dataflow::<Ts, _, _>(|scope| {
-            let e = engine(input.to_stream(scope), &config);
+            let e = engine(input.to_stream(scope), &config, |live| live.probe_with(&probe));
             use timely::dataflow::operators::Inspect;
             e.limit_events.inspect(move |_| *c.lock().unwrap() += 1);
-            e.book.live.probe_with(&probe);
         });
         // Prepared before the clock starts: the source is memory.
         let share = |updates: &[riskflow_dataflows::event::Event]| -> Vec<_> {

@@ -3,7 +3,7 @@
 //! ([`crate::kafka_run::drive_kafka`]); the outputs go to files or topics through one sink.
 //!
 //! ```text
-//!  Replay or Kafka (each worker its share) ─ Envelope ─┬> book ─ live ─┬──────────────> latency histogram
+//!  Replay or Kafka (each worker its share) ─ Envelope ─┬> book ─ live ─> probe, latency histogram
 //!                       │                     │         │      └> limits ─ events ─> Outputs: risk-breaches, risk-actions
 //!                       │                     └ limit definitions ─┘           │
 //!                       │                               ├ snapshot parts ──────┴─> assemble ─> Parquet + summary
@@ -35,7 +35,7 @@ use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::vec::Map;
 use timely::dataflow::operators::{Concat, Inspect, Probe};
-use timely::dataflow::{InputHandleVec, ProbeHandle};
+use timely::dataflow::{InputHandleVec, ProbeHandle, StreamVec};
 
 use crate::config::Config;
 use crate::kafka_run::{Durability, KafkaRun, KafkaSummary};
@@ -175,7 +175,7 @@ fn snapshot_writer_thread(
 /// Hands a stream of outputs to worker 0's sink. `gates` says whether its frontier is the
 /// event frontier the sink is told about (limit and regime events do, dead letters do not).
 fn output_sink<'scope>(
-    outputs: timely::dataflow::StreamVec<'scope, Ts, Output>,
+    outputs: StreamVec<'scope, Ts, Output>,
     sink: Rc<RefCell<Option<Box<dyn OutputSink>>>>,
     gates: bool,
     latency: Rc<RefCell<Histogram<u64>>>,
@@ -289,26 +289,27 @@ pub fn run(opts: RunOptions) -> anyhow::Result<Summary> {
                     (events, dead)
                 }
             };
-            let engine = engine(events, &engine_config);
+            // The live output follows the input frontier: the source paces itself on it. Its
+            // latency is taken as it passes on to the limits.
+            let hist = latency.clone();
+            let engine = engine(events, &engine_config, |live| {
+                live.probe_with(&probe).inspect_core(move |event| {
+                    if let Ok((_, updates)) = event {
+                        let now = now_ns();
+                        let mut hist = hist.borrow_mut();
+                        for update in updates {
+                            hist.saturating_record(now.saturating_sub(update.ingest_ns()));
+                        }
+                    }
+                })
+            });
             handles = Some((engine.stats.clone(), engine.limit_states.clone()));
-            let (streams, limit_events) = (engine.book, engine.limit_events);
+            let limit_events = engine.limit_events;
             let analytics_parts = engine.analytics.map(|t| SnapshotPart::Analytics(Box::new(t)));
 
             // Regime changes are kept for the summary and published with the other events.
             let kept_regimes = snapshots.clone();
             let regimes = engine.regime_events.inspect(move |e| kept_regimes.borrow_mut().regimes.push(e.clone()));
-
-            // The live output follows the input frontier: the source paces itself on it.
-            let hist = latency.clone();
-            streams.live.clone().probe_with(&probe).sink(Pipeline, "LatencyProbe", move |(input, _)| {
-                input.for_each(|_, data| {
-                    let now = now_ns();
-                    let mut hist = hist.borrow_mut();
-                    for update in data.drain(..) {
-                        hist.saturating_record(now.saturating_sub(update.ingest_ns()));
-                    }
-                });
-            });
 
             // Every output event, keyed, to one sink on worker 0: files in replay mode, topics
             // with Kafka. Breach detection latency is measured there.
@@ -316,7 +317,7 @@ pub fn run(opts: RunOptions) -> anyhow::Result<Summary> {
             let events =
                 limit_events.clone().map(|e| Output::limit_event(&e)).concat(regimes.map(|r| Output::regime(&r)));
             let dead_letters =
-                dead_events.concat(streams.dead).map(move |d| Output::dead_letter(&d, &|k: Kind| topic_of(k)));
+                dead_events.concat(engine.dead).map(move |d| Output::dead_letter(&d, &|k: Kind| topic_of(k)));
             let sink: Option<Box<dyn OutputSink>> = match (index, &durability) {
                 (0, Some(d)) => Some(Box::new(d.outputs.clone())),
                 (0, None) if opts.kafka.is_none() => {
@@ -343,7 +344,7 @@ pub fn run(opts: RunOptions) -> anyhow::Result<Summary> {
                 LimitEvent::Action(a) => SnapshotPart::Action(a),
             });
             let mut writer = writer;
-            collect_snapshots(streams.snapshots.concat(event_parts).concat(analytics_parts)).sink(
+            collect_snapshots(engine.snapshots.concat(event_parts).concat(analytics_parts)).sink(
                 Pipeline,
                 "ParquetSnapshots",
                 move |(input, frontier)| {

@@ -7,11 +7,12 @@ use std::rc::Rc;
 use timely::dataflow::StreamVec;
 
 use crate::analytics::{analytics, AnalyticsConfig, AnalyticsTables, RegimeEvent};
-use crate::book::{book, BookConfig, BookStats, BookStreams};
-use crate::event::Envelope;
+use crate::book::{book, BookConfig, BookStats};
+use crate::event::{DeadLetter, Envelope, LiveUpdate};
 use crate::exposure::Ccy;
 use crate::limits::{limits, LimitEvent, LimitStates, LimitsConfig};
 use crate::model::Ts;
+use crate::snapshot::SnapshotPart;
 
 /// Settings of the graph.
 #[derive(Clone, Debug)]
@@ -30,7 +31,9 @@ impl EngineConfig {
 
 /// What the graph produces, and the state it exposes for summaries.
 pub struct Engine<'scope> {
-    pub book: BookStreams<'scope>,
+    /// The book's snapshot parts and its dead letters.
+    pub snapshots: StreamVec<'scope, Ts, SnapshotPart>,
+    pub dead: StreamVec<'scope, Ts, DeadLetter>,
     pub limit_events: StreamVec<'scope, Ts, LimitEvent>,
     pub regime_events: StreamVec<'scope, Ts, RegimeEvent>,
     /// The analytics tables of each snapshot, at its `as_of`.
@@ -40,19 +43,35 @@ pub struct Engine<'scope> {
 }
 
 /// Builds the book, the analytics and the limits over `events` (limit definitions among them).
-pub fn engine<'scope>(events: StreamVec<'scope, Ts, Envelope>, config: &EngineConfig) -> Engine<'scope> {
+///
+/// The book's live updates reach the limits through `observe`, which returns them as they
+/// came: a caller watches the live output there (its latency, its frontier) and the updates
+/// pass on by move. A second reader of the stream would get a copy of every update.
+pub fn engine<'scope>(
+    events: StreamVec<'scope, Ts, Envelope>,
+    config: &EngineConfig,
+    observe: impl FnOnce(StreamVec<'scope, Ts, LiveUpdate>) -> StreamVec<'scope, Ts, LiveUpdate>,
+) -> Engine<'scope> {
     let stats = Rc::new(RefCell::new(BookStats::default()));
     let limit_states = LimitStates::default();
     let book_config = BookConfig { bar_interval: config.analytics.bar_ns, ..config.book.clone() };
     let book = book(events, book_config, stats.clone());
-    let risk = analytics(book.bars.clone(), config.analytics.clone(), config.base_ccy(), config.book.rate);
+    let risk = analytics(book.bars, config.analytics.clone(), config.base_ccy(), config.book.rate);
     let limit_events = limits(
-        book.live.clone(),
-        book.limits.clone(),
+        observe(book.live),
+        book.limits,
         risk.metrics,
         config.limits.clone(),
         config.base_ccy(),
         limit_states.clone(),
     );
-    Engine { book, limit_events, regime_events: risk.regimes, analytics: risk.tables, stats, limit_states }
+    Engine {
+        snapshots: book.snapshots,
+        dead: book.dead,
+        limit_events,
+        regime_events: risk.regimes,
+        analytics: risk.tables,
+        stats,
+        limit_states,
+    }
 }

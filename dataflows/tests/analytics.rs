@@ -50,7 +50,7 @@ fn run(
             analytics: analytics.clone(),
         };
         worker.dataflow::<Ts, _, _>(|scope| {
-            let e = engine(input.to_stream(scope), &config);
+            let e = engine(input.to_stream(scope), &config, |live| live);
             e.analytics.sink(Pipeline, "Collect", move |(input, _)| {
                 input.for_each(|cap, data| {
                     let time = *cap.least().expect("a time");
