@@ -478,16 +478,16 @@ impl Concentration {
 
     /// The largest underlying's value in the base currency (0 with none); `None` while a
     /// currency it holds has no rate, or before a [`rescan`](Self::rescan) of a stale largest.
-    fn value(&self, rates: &HashMap<Ccy, f64>, base: Ccy) -> Option<f64> {
+    fn value(&self, rates: &Rates) -> Option<f64> {
         if self.stale() {
             return None;
         }
         let mut max = 0.0f64;
         for l in self.largest.iter().filter(|l| l.at != Largest::NONE) {
-            max = max.max(underlying_value(&[(l.ccy, l.max as Nanos)], rates, base)?);
+            max = max.max(underlying_value(&[(l.ccy, l.max as Nanos)], rates)?);
         }
         for &i in &self.mixed {
-            max = max.max(underlying_value(&self.nets[i], rates, base)?);
+            max = max.max(underlying_value(&self.nets[i], rates)?);
         }
         Some(max)
     }
@@ -498,10 +498,9 @@ type ByCcy = SmallVec<[(Ccy, Nanos); 2]>;
 
 struct State {
     config: LimitsConfig,
-    base_ccy: Ccy,
     /// Workers, each with a book that seeds tallies.
     peers: usize,
-    rates: HashMap<Ccy, f64>,
+    rates: Rates,
     /// Every limit ever defined, by index; `None` once removed.
     limits: Vec<Option<LimitSlot>>,
     limit_ids: HashMap<String, usize>,
@@ -521,9 +520,8 @@ impl State {
     fn new(config: LimitsConfig, base_ccy: Ccy, peers: usize) -> State {
         State {
             config,
-            base_ccy,
             peers,
-            rates: HashMap::default(),
+            rates: Rates::new(base_ccy),
             limits: Vec::new(),
             limit_ids: HashMap::default(),
             scope_ids: HashMap::default(),
@@ -649,7 +647,7 @@ impl State {
             }
             Input::Live(LiveUpdate::Seed(seed)) => self.on_seed(*seed, out),
             Input::Live(LiveUpdate::Rate { ccy, rate, ts, ingest_ns }) => {
-                self.rates.insert(ccy, rate);
+                self.rates.set(ccy, rate);
                 // Only a scope that holds exposure in `ccy` has a value that moved. Evaluating
                 // the others could change no state; it would only raise their limits' last
                 // event time, which a later change in event-time order raises anyway.
@@ -749,7 +747,7 @@ impl State {
 
     /// The value of `metric` for a scope, in the base currency (quantity for position_qty).
     fn value(&self, scope: &ScopeState, metric: &Metric) -> Option<f64> {
-        let rate = |ccy: &Ccy| rate(&self.rates, self.base_ccy, *ccy);
+        let rate = |ccy: &Ccy| self.rates.get(*ccy);
         let base = |gross: bool| -> Option<f64> {
             scope.sums.iter().map(|(c, net, g)| rate(c).map(|r| from_nanos(*if gross { g } else { net }) * r)).sum()
         };
@@ -761,7 +759,7 @@ impl State {
                 if gross <= 0.0 {
                     return Some(0.0);
                 }
-                Some(scope.concentration.as_ref()?.value(&self.rates, self.base_ccy)? / gross)
+                Some(scope.concentration.as_ref()?.value(&self.rates)? / gross)
             }
             Metric::PositionQty(instrument) => {
                 let (kind, key) = scope.key;
@@ -870,18 +868,37 @@ fn add_net(by_ccy: &mut ByCcy, c: &ScopeChange) {
     }
 }
 
-/// Base-currency units per unit of `ccy`; `None` while its rate is missing.
-fn rate(rates: &HashMap<Ccy, f64>, base: Ccy, ccy: Ccy) -> Option<f64> {
-    if ccy == base {
-        Some(1.0)
-    } else {
-        rates.get(&ccy).copied()
+/// Base-currency units per unit of each currency: the base's own 1, the others' as their
+/// rates arrive. Every evaluation reads a rate per currency its scope holds, and a book holds
+/// a handful: an inline list read in order finds one sooner than a hash probe.
+#[derive(Clone, Debug)]
+struct Rates {
+    known: SmallVec<[(Ccy, f64); 8]>,
+}
+
+impl Rates {
+    fn new(base: Ccy) -> Rates {
+        Rates { known: SmallVec::from_slice(&[(base, 1.0)]) }
+    }
+
+    /// `None` while the rate of `ccy` is missing.
+    fn get(&self, ccy: Ccy) -> Option<f64> {
+        self.known.iter().find(|(c, _)| *c == ccy).map(|(_, r)| *r)
+    }
+
+    /// A rate move; the base currency's stays 1.
+    fn set(&mut self, ccy: Ccy, rate: f64) {
+        match self.known.iter_mut().position(|(c, _)| *c == ccy) {
+            Some(0) => {}
+            Some(at) => self.known[at].1 = rate,
+            None => self.known.push((ccy, rate)),
+        }
     }
 }
 
 /// |Σ_ccy rate · net| of one underlying, in the base currency; `None` while a rate is missing.
-fn underlying_value(by_ccy: &[(Ccy, Nanos)], rates: &HashMap<Ccy, f64>, base: Ccy) -> Option<f64> {
-    let net: Option<f64> = by_ccy.iter().map(|(c, n)| rate(rates, base, *c).map(|r| from_nanos(*n) * r)).sum();
+fn underlying_value(by_ccy: &[(Ccy, Nanos)], rates: &Rates) -> Option<f64> {
+    let net: Option<f64> = by_ccy.iter().map(|(c, n)| rates.get(*c).map(|r| from_nanos(*n) * r)).sum();
     net.map(f64::abs)
 }
 
@@ -1021,21 +1038,22 @@ mod tests {
             ingest_ns: 0,
             tally: true,
         };
-        let rates: HashMap<Ccy, f64> = [(Ccy::parse("EUR").unwrap(), 2.0)].into_iter().collect();
+        let mut rates = Rates::new(Ccy::USD);
+        rates.set(Ccy::parse("EUR").unwrap(), 2.0);
         let mut conc = Concentration::new(Vec::new());
         conc.add(&change(1, "USD", 5_000_000_000));
         conc.add(&change(2, "USD", 3_000_000_000));
         conc.rescan();
-        assert_eq!(conc.value(&rates, Ccy::USD), Some(5.0));
+        assert_eq!(conc.value(&rates), Some(5.0));
         // Underlying 1: USD 5 and EUR -2 × 2 = 1; the largest is now underlying 2's 3.
         conc.add(&change(1, "EUR", -2_000_000_000));
         conc.rescan();
-        assert_eq!(conc.value(&rates, Ccy::USD), Some(3.0));
+        assert_eq!(conc.value(&rates), Some(3.0));
         // Its value, read at each rate: EUR -4 × 2 = -8, |5 - 8| = 3; at 2.5, |5 - 10| = 5.
         conc.add(&change(1, "EUR", -2_000_000_000));
-        let rates: HashMap<Ccy, f64> = [(Ccy::parse("EUR").unwrap(), 2.5)].into_iter().collect();
+        rates.set(Ccy::parse("EUR").unwrap(), 2.5);
         conc.rescan();
-        assert_eq!(conc.value(&rates, Ccy::USD), Some(5.0));
+        assert_eq!(conc.value(&rates), Some(5.0));
     }
 
     #[test]
@@ -1044,7 +1062,7 @@ mod tests {
         // and crossing zero, under rate moves; each step compared, bit for bit, with the largest
         // |Σ_ccy rate · net| over every underlying, from the changes kept apart.
         let ccys = ["USD", "EUR", "GBP", "JPY"].map(|c| Ccy::parse(c).unwrap());
-        let mut rates: HashMap<Ccy, f64> = HashMap::default();
+        let mut rates = Rates::new(Ccy::USD);
         // Each underlying's currencies in the order first held: the order its value adds them.
         let mut held: BTreeMap<u64, Vec<(Ccy, Nanos)>> = BTreeMap::new();
         let mut conc = Concentration::new(Vec::new());
@@ -1056,7 +1074,7 @@ mod tests {
         for step in 0..50_000 {
             if next(50) == 0 {
                 let ccy = ccys[1 + next(3) as usize];
-                rates.insert(ccy, 0.005 + next(2_000) as f64 / 997.0);
+                rates.set(ccy, 0.005 + next(2_000) as f64 / 997.0);
                 continue;
             }
             let underlying = next(40);
@@ -1084,9 +1102,9 @@ mod tests {
             };
             conc.add(&c);
             conc.rescan();
-            let values: Option<Vec<f64>> = held.values().map(|h| underlying_value(h, &rates, Ccy::USD)).collect();
+            let values: Option<Vec<f64>> = held.values().map(|h| underlying_value(h, &rates)).collect();
             let largest = values.map(|v| v.into_iter().fold(0.0, f64::max));
-            let got = conc.value(&rates, Ccy::USD);
+            let got = conc.value(&rates);
             assert_eq!(got.map(f64::to_bits), largest.map(f64::to_bits), "step {step}: {got:?} against {largest:?}");
         }
         assert!(!conc.mixed.is_empty(), "some underlyings are held in several currencies");
