@@ -33,7 +33,7 @@ use timely::dataflow::operators::Capability;
 use timely::dataflow::StreamVec;
 
 use crate::analytics::BarPart;
-use crate::event::{DeadLetter, Envelope, Event, LiveUpdate, ScopeChange, Seed};
+use crate::event::{DeadLetter, Envelope, Event, LiveUpdate, ScopeChange, Seed, Tally};
 use crate::exposure::{position_exposure, Ccy, Exposure, Leg, Nanos, OptionMarket, Sums};
 use crate::formulas::rate_from_pair;
 use crate::growing::{Chunked, GrowingMap, GrowingSet};
@@ -454,9 +454,12 @@ struct State {
     seen: GrowingSet<u128>,
     /// The positions a tick revalues (kept at its size between ticks).
     touched: Vec<usize>,
-    /// Scopes with a limit that reads their tallies: this book sent each its [`Seed`] and
+    /// Scopes with a concentration limit: this book sent each the [`Seed`] of its nets and
     /// marks their changes since ([`ScopeChange::tally`]).
     seeded: HashSet<(Scope, u64)>,
+    /// (Scope, instrument) pairs with a position_qty limit: this book sent each the [`Seed`]
+    /// of its quantity and marks its changes since ([`ScopeChange::tally_qty`]).
+    seeded_qty: HashSet<(Scope, u64, u64)>,
     /// Interned account, desk, firm, instrument and underlying names: snapshot aggregation
     /// by integer keys, and snapshot rows and aggregates that share them instead of copying
     /// strings (a snapshot of the day dataset has ~185k rows and ~240k partial aggregates).
@@ -505,6 +508,7 @@ impl State {
             seen: Default::default(),
             touched: Vec::new(),
             seeded: HashSet::default(),
+            seeded_qty: HashSet::default(),
             names: Vec::new(),
             name_ids: FxHashMap::default(),
             held: HashMap::default(),
@@ -567,16 +571,18 @@ impl State {
         }
     }
 
-    /// At the first limit on a scope that reads its tallies: this book's part of them, from
-    /// its positions in the scope (live exposure per underlying and currency, quantity per
-    /// instrument), and the scope's changes marked for the tallies from now on. The limits
-    /// keep tallies for these scopes only.
+    /// At the first limit on a scope that reads a tally (its nets for a concentration limit,
+    /// its quantity of one instrument for a position_qty limit): this book's part of it, from
+    /// its positions in the scope (live exposure per underlying and currency, or quantity),
+    /// and the scope's changes marked for it from now on. The limits keep these tallies only.
     fn seed(&mut self, time: Ts, limit: &Limit, ingest_ns: u64, live: &mut Vec<LiveUpdate>) {
-        if !crate::limits::Metric::parse(&limit.metric).is_some_and(|m| m.reads_tallies()) {
-            return;
-        }
         let (scope, key) = (limit.scope, crate::route_hash(&limit.scope_id));
-        if !self.seeded.insert((scope, key)) {
+        let Some(tally) = crate::limits::Metric::parse(&limit.metric).and_then(|m| m.tally()) else { return };
+        let first = match tally {
+            Tally::Nets => self.seeded.insert((scope, key)),
+            Tally::Qty(instrument) => self.seeded_qty.insert((scope, key, instrument)),
+        };
+        if !first {
             return;
         }
         let level = Scope::ALL.iter().position(|s| *s == scope).expect("a scope is one of ALL");
@@ -584,16 +590,16 @@ impl State {
             Scope::Account => self.acct_ids.get(&limit.scope_id).copied().into_iter().collect(),
             Scope::Desk | Scope::Firm => (0..self.accts.len()).filter(|&a| self.acct_keys[a][level] == key).collect(),
         };
-        let mut parts: FxHashMap<(u64, Ccy, u64), ScopeChange> = FxHashMap::default();
+        let mut parts: FxHashMap<(u64, Ccy), ScopeChange> = FxHashMap::default();
         for &p in accounts.iter().flat_map(|&a| &self.acct_positions[a]) {
             let pos = &self.positions[p];
+            let instr = &self.instrs[pos.instr as usize];
             // A flat position has no exposure either.
-            if pos.qty == Fixed::ZERO {
+            if pos.qty == Fixed::ZERO || matches!(tally, Tally::Qty(i) if i != instr.key) {
                 continue;
             }
-            let instr = &self.instrs[pos.instr as usize];
             let ccy = pos.live_ccy.unwrap_or(instr.ccy);
-            let part = parts.entry((instr.underlying_key, ccy, instr.key)).or_insert(ScopeChange {
+            let part = parts.entry((instr.underlying_key, ccy)).or_insert(ScopeChange {
                 scope,
                 key,
                 underlying: instr.underlying_key,
@@ -604,13 +610,16 @@ impl State {
                 qty: 0,
                 ts: time,
                 ingest_ns,
-                tally: true,
+                tally: tally == Tally::Nets,
+                tally_qty: tally != Tally::Nets,
             });
-            part.net += pos.live_nanos;
-            part.qty += pos.qty.0;
+            match tally {
+                Tally::Nets => part.net += pos.live_nanos,
+                Tally::Qty(_) => part.qty += pos.qty.0,
+            }
         }
         let parts = parts.into_values().collect();
-        live.push(LiveUpdate::Seed(Box::new(Seed { scope, key, time, ingest_ns, parts })));
+        live.push(LiveUpdate::Seed(Box::new(Seed { scope, key, tally, time, ingest_ns, parts })));
     }
 
     /// What changed in the settled book since the last boundary, and the boundary.
@@ -862,7 +871,7 @@ impl State {
         let ccy_of = |e: &Option<Leg>| e.map(|e| e.ccy);
         let base = instr.ccy;
         let (instrument, underlying) = (instr.key, instr.underlying_key);
-        let (changes, seeded) = (&mut self.changes, &self.seeded);
+        let (changes, seeded, seeded_qty) = (&mut self.changes, &self.seeded, &self.seeded_qty);
         let mut add = |ccy: Ccy, net: Nanos, gross: Nanos, qty: i64| {
             for (scope, key) in Scope::ALL.into_iter().zip(keys) {
                 let slot = *changes.index.entry((scope, key, underlying, ccy)).or_insert_with(|| {
@@ -878,6 +887,7 @@ impl State {
                         ts,
                         ingest_ns,
                         tally: !seeded.is_empty() && seeded.contains(&(scope, key)),
+                        tally_qty: false,
                     });
                     changes.list.len() - 1
                 });
@@ -885,6 +895,10 @@ impl State {
                 c.net += net;
                 c.gross += gross;
                 c.qty += qty;
+                // Only a delta changes a quantity, and it changes one position's.
+                if qty != 0 && !seeded_qty.is_empty() {
+                    c.tally_qty = seeded_qty.contains(&(scope, key, instrument));
+                }
             }
         };
         let leg = |e: &Option<Leg>| e.map_or((0, 0), |e| (e.nanos, e.nanos.abs()));

@@ -85,19 +85,29 @@ pub enum LiveUpdate {
     Seed(Box<Seed>),
 }
 
-/// One book's part of a scope's tallies (net per underlying and currency, quantity per
-/// instrument) at the definition of the first limit that reads them: its positions in the
-/// scope as changes from nothing. The book marks the scope's changes after it
-/// ([`ScopeChange::tally`]), so that the seeds and the marked changes count every change of
-/// the scope exactly once.
+/// What a limit that reads tallies needs kept for its scope: the nets per underlying and
+/// currency (a concentration limit), or the quantity of one instrument, by its route key (a
+/// position_qty limit on it).
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Tally {
+    Nets,
+    Qty(u64),
+}
+
+/// One book's part of a tally of a scope, at the definition of the first limit that reads it:
+/// its positions in the scope as changes from nothing. The book marks the scope's changes
+/// after it ([`ScopeChange::tally`], [`ScopeChange::tally_qty`]), so that the seeds and the
+/// marked changes count every change of the scope exactly once.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Seed {
     pub scope: Scope,
     pub key: u64,
+    pub tally: Tally,
     /// Message time of the definition.
     pub time: Ts,
     pub ingest_ns: u64,
-    /// One per (underlying, currency, instrument) the book holds in the scope.
+    /// Nets: one per (underlying, currency) the book holds in the scope. Qty: the book's
+    /// quantity of the instrument in the scope, summed over the parts.
     pub parts: Vec<ScopeChange>,
 }
 
@@ -143,7 +153,10 @@ pub struct ScopeChange {
     /// Event time of the record that caused the change.
     pub ts: Ts,
     pub ingest_ns: u64,
-    /// The scope has a limit that reads its tallies, and the book sent its [`Seed`] before
-    /// this change: the tallies take it.
+    /// The scope has a concentration limit, and the book sent the [`Seed`] of its nets
+    /// before this change: the nets take it.
     pub tally: bool,
+    /// The scope has a position_qty limit on `instrument`, and the book sent the [`Seed`] of
+    /// that quantity before this change: the quantity takes `qty`.
+    pub tally_qty: bool,
 }

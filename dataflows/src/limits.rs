@@ -9,11 +9,11 @@
 //!
 //! Each worker owns the scopes routed to it: it keeps their exact exposure sums per currency,
 //! and re-evaluates the scope's limits after every input record that changed it (and, on an fx
-//! rate move, those of every scope holding that currency). A scope with a limit that reads its
-//! tallies (net per underlying, quantity per instrument: concentration, position_qty) keeps
-//! those too: each book sends its part of them when the first such limit is defined (a
-//! [`Seed`]) and marks the scope's changes after it; the limit is first evaluated once every
-//! book's seed is in. No other scope pays for tallies.
+//! rate move, those of every scope holding that currency). A limit that reads a tally has it
+//! kept for its scope: the nets per underlying for a concentration limit, the quantity of its
+//! instrument for a position_qty limit. Each book sends its part of the tally when the first
+//! such limit is defined (a [`Seed`]) and marks the changes it takes after it; the limit is
+//! first evaluated once every book's seed is in. No other scope or instrument pays for tallies.
 //!
 //! Utilisation u = |metric| / limit; the state is BREACH at u ≥ 1, WARN at u ≥ warn_at, else
 //! OK, except that leaving BREACH needs u < 1 − hysteresis. An event is
@@ -31,7 +31,7 @@ use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::StreamVec;
 
-use crate::event::{LiveUpdate, ScopeChange, Seed};
+use crate::event::{LiveUpdate, ScopeChange, Seed, Tally};
 use crate::exposure::{Ccy, Nanos};
 use crate::formulas::from_nanos;
 use crate::growing::GrowingMap;
@@ -94,10 +94,13 @@ pub enum Metric {
 }
 
 impl Metric {
-    /// Whether the metric reads a scope's tallies (net per underlying, quantity per
-    /// instrument), which the books seed at the first such limit of a scope.
-    pub fn reads_tallies(&self) -> bool {
-        matches!(self, Metric::Concentration | Metric::PositionQty(_))
+    /// The tally of its scope the metric reads, which the books seed at the first such limit.
+    pub fn tally(&self) -> Option<Tally> {
+        match self {
+            Metric::Concentration => Some(Tally::Nets),
+            Metric::PositionQty(instrument) => Some(Tally::Qty(*instrument)),
+            _ => None,
+        }
     }
 
     /// Parses a limit's `metric` field; `None` if unknown.
@@ -304,8 +307,8 @@ struct ScopeState {
     last_ts: Ts,
     /// Kept only while the scope has a concentration limit.
     concentration: Option<Box<Concentration>>,
-    /// Books whose [`Seed`] of the tallies has arrived: a limit that reads them is evaluated
-    /// once every book's is in.
+    /// Books whose [`Seed`] of the nets has arrived: a concentration limit is evaluated once
+    /// every book's is in.
     seeds: usize,
 }
 
@@ -511,8 +514,16 @@ struct State {
     /// Σ E per (scope, underlying) and currency, of seeded scopes without a concentration
     /// limit (one has them in its [`Concentration`]).
     nets: GrowingMap<(Scope, u64, u64), ByCcy>,
-    /// Quantity per (scope, instrument) of seeded scopes, for position_qty limits.
-    qty: GrowingMap<(Scope, u64, u64), i64>,
+    /// Quantity per (scope, instrument) with a position_qty limit, and the books whose seed
+    /// of it has arrived.
+    qty: HashMap<(Scope, u64, u64), QtyTally>,
+}
+
+/// A scope's quantity of one instrument, for its position_qty limits.
+#[derive(Default)]
+struct QtyTally {
+    qty: i64,
+    seeds: usize,
 }
 
 impl State {
@@ -527,7 +538,7 @@ impl State {
             scope_ids: HashMap::default(),
             scopes: Vec::new(),
             nets: Default::default(),
-            qty: Default::default(),
+            qty: HashMap::default(),
         }
     }
 
@@ -542,7 +553,7 @@ impl State {
             }
             None => s.sums.push((c.ccy, c.net, c.gross)),
         }
-        if c.tally {
+        if c.tally || c.tally_qty {
             add_tally(s, &mut self.nets, &mut self.qty, &c);
         }
         s.last_ts = s.last_ts.max(c.ts);
@@ -609,16 +620,20 @@ impl State {
         })
     }
 
-    /// One book's part of a scope's tallies; once every book's is in, the scope's limits that
-    /// read them are evaluated for the first time.
+    /// One book's part of a tally of a scope; once every book's is in, the scope's limits that
+    /// read it are evaluated for the first time.
     fn on_seed(&mut self, seed: Seed, out: &mut Vec<LimitEvent>) {
         let si = self.scope((seed.scope, seed.key));
         let s = &mut self.scopes[si];
         for part in &seed.parts {
             add_tally(s, &mut self.nets, &mut self.qty, part);
         }
-        s.seeds += 1;
-        if s.seeds < self.peers {
+        let seeds = match seed.tally {
+            Tally::Nets => &mut s.seeds,
+            Tally::Qty(instrument) => &mut self.qty.entry((seed.scope, seed.key, instrument)).or_default().seeds,
+        };
+        *seeds += 1;
+        if *seeds < self.peers {
             return;
         }
         let ts = seed.time.max(s.last_ts);
@@ -627,7 +642,7 @@ impl State {
             .limits
             .iter()
             .copied()
-            .filter(|l| limits[*l].as_ref().is_some_and(|l| l.metric.reads_tallies()))
+            .filter(|l| limits[*l].as_ref().is_some_and(|l| l.metric.tally() == Some(seed.tally)))
             .collect();
         for slot in reading {
             if self.evaluate_limit(si, slot, ts, seed.ingest_ns, out) {
@@ -763,7 +778,7 @@ impl State {
             }
             Metric::PositionQty(instrument) => {
                 let (kind, key) = scope.key;
-                Some(self.qty.get(&(kind, key, *instrument)).copied().unwrap_or(0) as f64 / 1e8)
+                Some(self.qty.get(&(kind, key, *instrument)).map_or(0, |t| t.qty) as f64 / 1e8)
             }
             Metric::Var | Metric::Es | Metric::Stress => scope.figures.get(metric).copied(),
         }
@@ -779,7 +794,14 @@ impl State {
         }
         let scope = &self.scopes[si];
         let limit = self.slot(slot);
-        if limit.metric.reads_tallies() && scope.seeds < self.peers {
+        let seeded = match limit.metric.tally() {
+            None => true,
+            Some(Tally::Nets) => scope.seeds >= self.peers,
+            Some(Tally::Qty(instrument)) => {
+                self.qty.get(&(scope.key.0, scope.key.1, instrument)).is_some_and(|t| t.seeds >= self.peers)
+            }
+        };
+        if !seeded {
             return false;
         }
         let Some(value) = self.value(scope, &limit.metric) else { return false };
@@ -838,25 +860,22 @@ impl State {
     }
 }
 
-/// Adds a change to its scope's tallies: quantity per instrument, and net per underlying (in
-/// the scope's concentration once it has one).
+/// Adds a change to the tallies the book marked it for: its scope's quantity of its
+/// instrument, and its net per underlying (in the scope's concentration once it has one).
 fn add_tally(
     s: &mut ScopeState,
     nets: &mut GrowingMap<(Scope, u64, u64), ByCcy>,
-    qty: &mut GrowingMap<(Scope, u64, u64), i64>,
+    qty: &mut HashMap<(Scope, u64, u64), QtyTally>,
     c: &ScopeChange,
 ) {
-    add_qty(qty, c);
-    match s.concentration.as_mut() {
-        Some(conc) => conc.add(c),
-        None => add_net(nets.entry((c.scope, c.key, c.underlying)).or_default(), c),
+    if c.tally_qty && c.qty != 0 {
+        qty.entry((c.scope, c.key, c.instrument)).or_default().qty += c.qty;
     }
-}
-
-/// Adds a change to its scope's quantity of its instrument.
-fn add_qty(qty: &mut GrowingMap<(Scope, u64, u64), i64>, c: &ScopeChange) {
-    if c.qty != 0 {
-        *qty.entry((c.scope, c.key, c.instrument)).or_default() += c.qty;
+    if c.tally {
+        match s.concentration.as_mut() {
+            Some(conc) => conc.add(c),
+            None => add_net(nets.entry((c.scope, c.key, c.underlying)).or_default(), c),
+        }
     }
 }
 
@@ -929,14 +948,15 @@ mod tests {
         assert_eq!(Metric::parse("vol"), None);
     }
 
-    /// A limits state with one worker's book and `defs` defined at time 1, each scope seeded.
+    /// A limits state with one worker's book and `defs` defined at time 1, each tally seeded.
     fn state_with(defs: &[Limit]) -> (State, Vec<LimitEvent>) {
         let mut state = State::new(LimitsConfig::default(), Ccy::USD, 1);
         let mut out = Vec::new();
         for def in defs {
             state.on_input(Input::Define(Box::new(def.clone())), 1, &mut out);
             let (scope, key) = (def.scope, crate::route_hash(&def.scope_id));
-            let seed = Seed { scope, key, time: 1, ingest_ns: 0, parts: Vec::new() };
+            let Some(tally) = Metric::parse(&def.metric).and_then(|m| m.tally()) else { continue };
+            let seed = Seed { scope, key, tally, time: 1, ingest_ns: 0, parts: Vec::new() };
             state.on_input(Input::Live(LiveUpdate::Seed(Box::new(seed))), 1, &mut out);
         }
         (state, out)
@@ -970,6 +990,7 @@ mod tests {
             ts,
             ingest_ns: 0,
             tally: true,
+            tally_qty: false,
         };
         Input::Live(LiveUpdate::Scope(c))
     }
@@ -1037,6 +1058,7 @@ mod tests {
             ts: 0,
             ingest_ns: 0,
             tally: true,
+            tally_qty: false,
         };
         let mut rates = Rates::new(Ccy::USD);
         rates.set(Ccy::parse("EUR").unwrap(), 2.0);
@@ -1099,6 +1121,7 @@ mod tests {
                 ts: step,
                 ingest_ns: 0,
                 tally: true,
+                tally_qty: false,
             };
             conc.add(&c);
             conc.rescan();

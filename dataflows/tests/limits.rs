@@ -272,8 +272,9 @@ fn utilisations_equal_a_batch_computation_with_two_workers() {
     utilisations_equal_a_batch_computation(None);
 }
 
-/// Concentration and position_qty limits defined after 300 records: each book seeds the
-/// scope's tallies from its positions then, and the limits end where the batch says.
+/// Concentration and position_qty limits defined after 300 records, and a position_qty limit
+/// on a second instrument of a scope whose first is tallied already after 450: each book
+/// seeds each tally from its positions then, and the limits end where the batch says.
 #[test]
 fn tally_limits_defined_mid_stream_equal_a_batch_computation_with_two_workers() {
     utilisations_equal_a_batch_computation(Some(300));
@@ -303,18 +304,20 @@ fn utilisations_equal_a_batch_computation(tally_limits_at: Option<usize>) {
     limits_defs.push(limit("CD", Scope::Desk, "D1", "concentration", 0.9));
     limits_defs.push(limit("CF", Scope::Firm, "FIRM", "concentration", 0.9));
     limits_defs.push(limit("QF", Scope::Firm, "FIRM", "position_qty:SAP", 500.0));
-    let reads_tallies = |l: &Limit| Metric::parse(&l.metric).is_some_and(|m| m.reads_tallies());
-    for l in &limits_defs {
-        if tally_limits_at.is_none() || !reads_tallies(l) {
-            events.push((1, Event::Limit(l.clone())));
-        }
+    limits_defs.push(limit("QFA", Scope::Firm, "FIRM", "position_qty:AAPL", 700.0));
+    // The record before which each limit is defined (none: at the start).
+    let defined_at = |l: &Limit| {
+        let reads_tallies = Metric::parse(&l.metric).is_some_and(|m| m.tally().is_some());
+        let later = if l.id == "QFA" { 150 } else { 0 };
+        tally_limits_at.filter(|_| reads_tallies).map(|at| at + later)
+    };
+    for l in limits_defs.iter().filter(|l| defined_at(l).is_none()) {
+        events.push((1, Event::Limit(l.clone())));
     }
     for n in 0..600 {
         let ts = 10 + n as Ts;
-        if tally_limits_at == Some(n) {
-            for l in limits_defs.iter().filter(|l| reads_tallies(l)) {
-                events.push((ts, Event::Limit(l.clone())));
-            }
+        for l in limits_defs.iter().filter(|l| defined_at(l) == Some(n)) {
+            events.push((ts, Event::Limit(l.clone())));
         }
         let r = next();
         if r < 0.3 {
@@ -381,11 +384,14 @@ fn utilisations_equal_a_batch_computation(tally_limits_at: Option<usize>) {
                     .fold(0.0, f64::max)
                     / gross
             }
-            _ => accounts
-                .iter()
-                .filter(|a| in_scope(l.scope, &l.scope_id, a))
-                .map(|a| qty.get(&(*a, "SAP")).copied().unwrap_or(0.0))
-                .sum(),
+            position_qty => {
+                let instrument = position_qty.strip_prefix("position_qty:").expect("a position_qty limit");
+                accounts
+                    .iter()
+                    .filter(|a| in_scope(l.scope, &l.scope_id, a))
+                    .map(|a| qty.get(&(*a, instrument)).copied().unwrap_or(0.0))
+                    .sum()
+            }
         };
         let expected = value.abs() / l.limit;
         let (_, _, got) = out.states.iter().find(|(id, _, _)| *id == l.id).expect("limit state");
