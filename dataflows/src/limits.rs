@@ -511,8 +511,8 @@ struct State {
     /// are reached by index.
     scope_ids: HashMap<(Scope, u64), usize>,
     scopes: Vec<ScopeState>,
-    /// Σ E per (scope, underlying) and currency, of seeded scopes without a concentration
-    /// limit (one has them in its [`Concentration`]).
+    /// Σ E per (scope, underlying) and currency, of scopes whose nets are seeded but that have
+    /// no [`Concentration`] (yet: a book's seed can arrive before the limit's definition).
     nets: GrowingMap<(Scope, u64, u64), ByCcy>,
     /// Quantity per (scope, instrument) with a position_qty limit, and the books whose seed
     /// of it has arrived.
