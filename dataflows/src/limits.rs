@@ -309,7 +309,7 @@ struct ScopeState {
     concentration: Option<Box<Concentration>>,
     /// Books whose [`Seed`] of the nets has arrived: a concentration limit is evaluated once
     /// every book's is in.
-    seeds: usize,
+    nets_seeds: usize,
 }
 
 /// The largest single-underlying |net| of a scope in the base currency, kept so that neither
@@ -614,7 +614,7 @@ impl State {
                 limits: SmallVec::new(),
                 last_ts: 0,
                 concentration: None,
-                seeds: 0,
+                nets_seeds: 0,
             });
             scopes.len() - 1
         })
@@ -629,7 +629,7 @@ impl State {
             add_tally(s, &mut self.nets, &mut self.qty, part);
         }
         let seeds = match seed.tally {
-            Tally::Nets => &mut s.seeds,
+            Tally::Nets => &mut s.nets_seeds,
             Tally::Qty(instrument) => &mut self.qty.entry((seed.scope, seed.key, instrument)).or_default().seeds,
         };
         *seeds += 1;
@@ -796,7 +796,7 @@ impl State {
         let limit = self.slot(slot);
         let seeded = match limit.metric.tally() {
             None => true,
-            Some(Tally::Nets) => scope.seeds >= self.peers,
+            Some(Tally::Nets) => scope.nets_seeds >= self.peers,
             Some(Tally::Qty(instrument)) => {
                 self.qty.get(&(scope.key.0, scope.key.1, instrument)).is_some_and(|t| t.seeds >= self.peers)
             }
