@@ -511,6 +511,9 @@ struct State {
     /// are reached by index.
     scope_ids: HashMap<(Scope, u64), usize>,
     scopes: Vec<ScopeState>,
+    /// Per currency, the scopes with limits that hold exposure in it, in key order: a rate
+    /// move re-evaluates these and reads no other scope.
+    holders: Vec<(Ccy, Vec<usize>)>,
     /// Σ E per (scope, underlying) and currency, of scopes whose nets are seeded but that have
     /// no [`Concentration`] (yet: a book's seed can arrive before the limit's definition).
     nets: GrowingMap<(Scope, u64, u64), ByCcy>,
@@ -537,6 +540,7 @@ impl State {
             limit_ids: HashMap::default(),
             scope_ids: HashMap::default(),
             scopes: Vec::new(),
+            holders: Vec::new(),
             nets: Default::default(),
             qty: HashMap::default(),
         }
@@ -551,8 +555,14 @@ impl State {
                 *net += c.net;
                 *gross += c.gross;
             }
-            None => s.sums.push((c.ccy, c.net, c.gross)),
+            None => {
+                s.sums.push((c.ccy, c.net, c.gross));
+                if !s.limits.is_empty() {
+                    self.hold(si, c.ccy);
+                }
+            }
         }
+        let s = &mut self.scopes[si];
         if c.tally || c.tally_qty {
             add_tally(s, &mut self.nets, &mut self.qty, &c);
         }
@@ -666,26 +676,24 @@ impl State {
                 // Only a scope that holds exposure in `ccy` has a value that moved. Evaluating
                 // the others could change no state; it would only raise their limits' last
                 // event time, which a later change in event-time order raises anyway.
-                // Visited in the index's hash order, not in the order scopes were first seen,
-                // which varies with how the workers' records interleave.
-                // Every scope state is read, in an order unrelated to where it lies: each is
-                // loaded a few scopes ahead (the day dataset's ~10k scopes a rate move).
-                let scopes = &self.scopes;
-                let mut ahead = self.scope_ids.values().skip(AHEAD);
-                let moved: Vec<usize> = (self.scope_ids.values().copied())
-                    .filter(|&si| {
-                        if let Some(&later) = ahead.next() {
-                            crate::prefetch(&scopes[later]);
-                        }
-                        !scopes[si].limits.is_empty() && scopes[si].sums.iter().any(|(c, ..)| *c == ccy)
-                    })
-                    .collect();
-                for (n, &si) in moved.iter().enumerate() {
-                    if let Some(&ahead) = moved.get(n + AHEAD) {
-                        self.prefetch_limits(&self.scopes[ahead]);
+                // Visited in key order, not in the order scopes were first seen, which varies
+                // with how the workers' records interleave. The states lie in an order
+                // unrelated to that: each is loaded a few scopes ahead, its limits fewer.
+                let Some(at) = self.holders.iter().position(|(c, _)| *c == ccy) else { return };
+                let holders = std::mem::take(&mut self.holders[at].1);
+                for (n, &si) in holders.iter().enumerate() {
+                    if let Some(&far) = holders.get(n + 2 * AHEAD) {
+                        crate::prefetch_all(&self.scopes[far]);
                     }
-                    self.evaluate_scope(si, None, ts, ingest_ns, out);
+                    if let Some(&near) = holders.get(n + AHEAD) {
+                        self.prefetch_limits(&self.scopes[near]);
+                    }
+                    // A scope stays listed when its last limit is removed.
+                    if !self.scopes[si].limits.is_empty() {
+                        self.evaluate_scope(si, None, ts, ingest_ns, out);
+                    }
                 }
+                self.holders[at].1 = holders;
             }
             Input::Metric(m) => {
                 let MetricUpdate { scope, scope_id, metric, value, ts, ingest_ns } = *m;
@@ -731,10 +739,31 @@ impl State {
             s.concentration = Some(Box::new(Concentration::new(nets.collect())));
         }
         s.id = Some(scope_id);
+        if s.limits.is_empty() {
+            let held: SmallVec<[Ccy; 4]> = s.sums.iter().map(|(ccy, ..)| *ccy).collect();
+            held.into_iter().for_each(|ccy| self.hold(si, ccy));
+        }
+        let s = &mut self.scopes[si];
         s.limits.push(slot);
         let time = time.max(s.last_ts);
         self.evaluate_limit(si, slot, time, 0, out);
         self.update_trading(si, self.slot(slot).last_ts, 0, &self.slot(slot).def.id.clone(), out);
+    }
+
+    /// Lists the scope at `si` among the holders of `ccy` (once).
+    fn hold(&mut self, si: usize, ccy: Ccy) {
+        let at = match self.holders.iter().position(|(c, _)| *c == ccy) {
+            Some(at) => at,
+            None => {
+                self.holders.push((ccy, Vec::new()));
+                self.holders.len() - 1
+            }
+        };
+        let (scopes, list) = (&self.scopes, &mut self.holders[at].1);
+        let key = scopes[si].key;
+        if let Err(place) = list.binary_search_by_key(&key, |&other| scopes[other].key) {
+            list.insert(place, si);
+        }
     }
 
     /// A limit that is defined (scopes list only those).
@@ -1132,5 +1161,75 @@ mod tests {
         }
         assert!(!conc.mixed.is_empty(), "some underlyings are held in several currencies");
         assert!(conc.scans > 0 && conc.scans < 5_000, "rescans only when the largest shrinks: {}", conc.scans);
+    }
+
+    #[test]
+    fn a_rate_move_re_evaluates_the_scopes_holding_its_currency_in_key_order() {
+        let eur = Ccy::parse("EUR").unwrap();
+        let gross = |id: &str, limit: f64, enabled: Option<bool>| Limit {
+            id: format!("L-{id}"),
+            scope: Scope::Account,
+            scope_id: id.to_owned(),
+            metric: "gross".to_owned(),
+            limit,
+            warn_at: None,
+            hard: None,
+            action: None,
+            enabled,
+        };
+        let change = |id: &str, ccy: Ccy, units: i128, ts: Ts| {
+            let c = ScopeChange {
+                scope: Scope::Account,
+                key: crate::route_hash(id),
+                underlying: 1,
+                ccy,
+                net: units * 1_000_000_000,
+                gross: units * 1_000_000_000,
+                instrument: 1,
+                qty: 0,
+                ts,
+                ingest_ns: 0,
+                tally: false,
+                tally_qty: false,
+            };
+            Input::Live(LiveUpdate::Scope(c))
+        };
+        let rate = |rate, ts| Input::Live(LiveUpdate::Rate { ccy: eur, rate, ts, ingest_ns: 0 });
+        let (mut state, mut out) = state_with(&[]);
+        state.on_input(rate(1.0, 5), 5, &mut out);
+        // A holds EUR before its limit is defined; B has its limit before it holds EUR; C holds
+        // only USD; D holds EUR and has no limit.
+        state.on_input(change("A", eur, 10, 10), 10, &mut out);
+        state.on_input(Input::Define(Box::new(gross("A", 15.0, None))), 20, &mut out);
+        state.on_input(Input::Define(Box::new(gross("B", 15.0, None))), 20, &mut out);
+        state.on_input(change("B", eur, 10, 30), 30, &mut out);
+        state.on_input(Input::Define(Box::new(gross("C", 15.0, None))), 20, &mut out);
+        state.on_input(change("C", Ccy::USD, 10, 30), 30, &mut out);
+        state.on_input(change("D", eur, 10, 30), 30, &mut out);
+        assert!(out.is_empty(), "all within their limits: {out:?}");
+        // EUR doubles: A and B breach (and their trading stops), in key order; C does not move.
+        state.on_input(rate(2.0, 40), 40, &mut out);
+        let mut ids = ["L-A", "L-B"];
+        ids.sort_by_key(|id| crate::route_hash(&id[2..]));
+        let breached: Vec<&str> = out
+            .iter()
+            .filter_map(|e| match e {
+                LimitEvent::Breach(b) => Some(b.limit_id.as_str()),
+                LimitEvent::Action(_) => None,
+            })
+            .collect();
+        assert_eq!(breached, ids);
+        assert_eq!(out.len(), 4, "a breach and an action each: {out:?}");
+        // B's limit removed and defined anew: B is listed once, C only for USD, D nowhere.
+        state.on_input(Input::Define(Box::new(gross("B", 15.0, Some(false)))), 50, &mut out);
+        state.on_input(Input::Define(Box::new(gross("B", 100.0, None))), 50, &mut out);
+        let listed = |ccy: Ccy| -> Vec<(Scope, u64)> {
+            let (_, list) = state.holders.iter().find(|(c, _)| *c == ccy).expect("listed");
+            list.iter().map(|&si| state.scopes[si].key).collect()
+        };
+        let mut keys: Vec<_> = ["A", "B"].map(|id| (Scope::Account, crate::route_hash(id))).into();
+        keys.sort();
+        assert_eq!(listed(eur), keys);
+        assert_eq!(listed(Ccy::USD), [(Scope::Account, crate::route_hash("C"))]);
     }
 }
