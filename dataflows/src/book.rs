@@ -24,6 +24,7 @@ use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use rustc_hash::{FxHashMap, FxHashMap as HashMap, FxHashSet as HashSet};
+use smallvec::SmallVec;
 
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
@@ -157,13 +158,18 @@ pub fn book<'scope>(
             let arrived = pending.len();
             // Stable: records of equal order keep their arrival order.
             pending.sort_by_key(|(order, _, _)| *order);
-            let mut records = pending.drain(..).peekable();
+            let mut records = pending.drain(..);
+            let mut n = 0;
             while let Some(((time, ..), c, env)) = records.next() {
+                if n % PREFETCH_SLICE == 0 {
+                    state.prefetch(&records.as_slice()[..records.len().min(PREFETCH_SLICE)]);
+                }
+                n += 1;
                 if let (Event::Limit(limit), 0) = (&env.event, worker) {
                     limits_handle.session(&caps[c]).give(limit.clone());
                 }
                 state.on_event(time, env, &mut live_buf, &mut dead_buf);
-                if records.peek().is_none_or(|next| next.0 .0 != time) {
+                if records.as_slice().first().is_none_or(|next| next.0 .0 != time) {
                     let cap = &caps[c];
                     if !live_buf.is_empty() {
                         live_handle.session(cap).give_iterator(live_buf.drain(..));
@@ -249,6 +255,9 @@ pub fn book<'scope>(
 /// in the first 5 ms after a boundary were 4-6 times as often over 45 µs as at other times
 /// (`cargo bench --bench latency`, 100k/s); with 16, about as often.
 const SETTLE_SLICE: usize = 16;
+
+/// How many records ahead the positions their deltas change are loaded.
+const PREFETCH_SLICE: usize = 64;
 const SETTLE_PER_RECORD: usize = 2;
 
 /// (time, reference/record/end, ts, is a delta): the order records of one activation are
@@ -540,6 +549,28 @@ impl State {
     /// The closing snapshot's time: the largest event time any source read.
     fn end(&self) -> Ts {
         self.end_ts.unwrap_or(0).max(self.max_seen)
+    }
+
+    /// Starts loading the positions that the deltas among `records` change: first every
+    /// delta's account and instrument are found, then every position's place, then the
+    /// positions and their accounts' keys. A delta's lookups depend on one another, and two of
+    /// them missed the cache nearly every time (docs/performance.md); taken for a slice of
+    /// records at once, their misses overlap instead of following one another.
+    fn prefetch(&self, records: &[(ApplyOrder, usize, Envelope)]) {
+        let ids: SmallVec<[(usize, usize); PREFETCH_SLICE]> = (records.iter())
+            .filter_map(|(.., env)| match &env.event {
+                Event::Delta(d) => Some((*self.acct_ids.get(&d.account)?, *self.instr_ids.get(&d.instrument)?)),
+                _ => None,
+            })
+            .collect();
+        let places: SmallVec<[usize; PREFETCH_SLICE]> =
+            ids.iter().filter_map(|key| self.pos_ids.get(key).copied()).collect();
+        for &p in &places {
+            prefetch(&self.positions[p]);
+        }
+        for &(a, _) in &ids {
+            prefetch(&self.acct_keys[a]);
+        }
     }
 
     fn on_event(&mut self, time: Ts, env: Envelope, live: &mut Vec<LiveUpdate>, dead: &mut Vec<DeadLetter>) {
