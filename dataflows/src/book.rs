@@ -18,6 +18,7 @@
 //! naming an instrument or account not yet known is held until that reference arrives; what
 //! is still held when input ends becomes a dead letter.
 
+use std::cell::Cell;
 use std::collections::hash_map::{DefaultHasher, Entry};
 use std::collections::VecDeque;
 use std::hash::{Hash, Hasher};
@@ -35,10 +36,11 @@ use timely::dataflow::StreamVec;
 
 use crate::analytics::BarPart;
 use crate::event::{DeadLetter, Envelope, Event, LiveUpdate, ScopeChange, Seed, Tally};
-use crate::exposure::{position_exposure, Ccy, Exposure, Leg, Nanos, OptionMarket, Sums};
+use crate::exposure::{position_exposure_with, Ccy, Exposure, Leg, Nanos, OptionMarket, Sums};
 use crate::formulas::rate_from_pair;
+use crate::formulas::{black_scholes, Greeks};
 use crate::growing::{Chunked, GrowingMap, GrowingSet};
-use crate::model::{Account, AssetClass, Delta, Fixed, Instrument, Limit, Scope, Tick, Ts};
+use crate::model::{Account, AssetClass, Delta, Fixed, Instrument, Limit, OptionType, Scope, Tick, Ts};
 use crate::prefetch;
 use crate::snapshot::{AggKey, Dim, PositionRow, SnapshotPart};
 
@@ -363,6 +365,9 @@ struct Instr {
     options: Vec<usize>,
     /// This instrument's underlying, once known.
     underlying: Option<usize>,
+    /// An option's last Black-Scholes figures, with the arguments they were computed from (as
+    /// bits): a tick of its underlying values each of its positions at the same arguments.
+    greeks: Cell<Option<(OptionType, [u64; 5], Greeks)>>,
 }
 
 struct Acct {
@@ -725,6 +730,7 @@ impl State {
                     positions: Vec::new(),
                     options: Vec::new(),
                     underlying: None,
+                    greeks: Cell::new(None),
                 });
                 self.instr_ids.insert(id.clone(), idx);
                 idx
@@ -883,7 +889,18 @@ impl State {
             let und = if settled { self.instrs[u].settled } else { self.instrs[u].live };
             Some(OptionMarket { spot: und.price?, vol: price.iv? })
         });
-        position_exposure(&instr.def, qty, price.price?, option, now, self.config.rate).ok()
+        let greeks = |kind, s: f64, k: f64, t: f64, r: f64, sigma: f64| {
+            let args = [s, k, t, r, sigma].map(f64::to_bits);
+            match instr.greeks.get() {
+                Some((was, at, g)) if (was, at) == (kind, args) => g,
+                _ => {
+                    let g = black_scholes(kind, s, k, t, r, sigma);
+                    instr.greeks.set(Some((kind, args, g)));
+                    g
+                }
+            }
+        };
+        position_exposure_with(&instr.def, qty, price.price?, option, now, self.config.rate, greeks).ok()
     }
 
     /// Recomputes a position's live exposure and adds its change (with a quantity change

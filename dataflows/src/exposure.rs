@@ -13,8 +13,8 @@ use std::fmt;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::formulas::{black_scholes, from_nanos, to_nanos, year_fraction};
-use crate::model::{AssetClass, Fixed, Instrument, Ts};
+use crate::formulas::{black_scholes, from_nanos, to_nanos, year_fraction, Greeks};
+use crate::model::{AssetClass, Fixed, Instrument, OptionType, Ts};
 
 /// An exact amount of money in 1e-9 units of some currency.
 pub type Nanos = i128;
@@ -142,6 +142,21 @@ pub fn position_exposure(
     now: Ts,
     r: f64,
 ) -> Result<Exposure, ExposureError> {
+    position_exposure_with(inst, qty, price, option, now, r, black_scholes)
+}
+
+/// [`position_exposure`] with an option's Black-Scholes figures from `greeks`, called with
+/// [`black_scholes`]'s arguments: a caller that values many positions in one option at the
+/// same inputs can keep the last result.
+pub fn position_exposure_with(
+    inst: &Instrument,
+    qty: Fixed,
+    price: Fixed,
+    option: Option<OptionMarket>,
+    now: Ts,
+    r: f64,
+    greeks: impl FnOnce(OptionType, f64, f64, f64, f64, f64) -> Greeks,
+) -> Result<Exposure, ExposureError> {
     let ccy = Ccy::parse(&inst.currency).ok_or_else(|| ExposureError::BadCurrency(inst.currency.clone()))?;
     let linear = |nanos| Exposure { delta: Leg { ccy, nanos }, gamma: 0, vega: 0, quote: None };
     match inst.asset_class {
@@ -164,7 +179,7 @@ pub fn position_exposure(
             };
             let s = market.spot.to_f64();
             let t = year_fraction(expiry, now);
-            let g = black_scholes(kind, s, strike.to_f64(), t, r, market.vol);
+            let g = greeks(kind, s, strike.to_f64(), t, r, market.vol);
             let qm = qty.to_f64() * inst.multiplier.to_f64();
             let finite = |x: f64| to_nanos(x).ok_or_else(|| ExposureError::NotFinite(inst.id.clone()));
             Ok(Exposure {
