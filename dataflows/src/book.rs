@@ -497,12 +497,15 @@ struct State {
     max_seen: Ts,
     /// The partial aggregates of the last snapshot, emptied but kept at their size: the next
     /// snapshot fills them again without growing them step by step.
-    aggs: Aggs,
+    aggs: AccountAggs,
     rolled: Aggs,
     stats: BookStats,
 }
 
 type Aggs = FxHashMap<(Owner, Bucket, Ccy), Sums>;
+
+/// One account's snapshot sums, made before they are rolled up.
+type AccountAggs = FxHashMap<(Bucket, Ccy), Sums>;
 
 impl State {
     fn new(config: BookConfig, worker: usize) -> State {
@@ -536,7 +539,7 @@ impl State {
             definitions: Vec::new(),
             end_ts: None,
             max_seen: 0,
-            aggs: Aggs::default(),
+            aggs: AccountAggs::default(),
             rolled: Aggs::default(),
             stats: BookStats::default(),
         }
@@ -1005,77 +1008,80 @@ impl State {
         }
         let base = |n: i128, c: Ccy| rates.get(&c).map(|r| crate::formulas::from_nanos(n) * r);
         let mut unpriced = 0;
-        for (p, pos) in self.positions.iter().enumerate() {
-            if pos.settled_qty == Fixed::ZERO {
-                continue;
-            }
-            let instr = &self.instrs[pos.instr as usize];
-            let acct = &self.accts[pos.account as usize];
-            let def = &instr.def;
-            let ccy = instr.ccy;
-            let exposure = self.exposure_of(p, true, as_of);
-            let row = PositionRow {
-                account: self.names[acct.name].clone(),
-                desk: self.names[acct.desk].clone(),
-                firm: self.names[acct.firm].clone(),
-                instrument: self.names[instr.name].clone(),
-                asset_class: def.asset_class,
-                underlying: self.names[instr.underlying_name].clone(),
-                currency: ccy,
-                qty: pos.settled_qty,
-                price: instr.settled.price,
-                exposure_currency: exposure.map_or(ccy, |e| e.delta.ccy),
-                exposure_local: exposure.map(|e| e.delta.nanos),
-                exposure: exposure.and_then(|e| base(e.delta.nanos, e.delta.ccy)),
-                gamma: exposure.and_then(|e| base(e.gamma, e.delta.ccy)),
-                vega: exposure.and_then(|e| base(e.vega, e.delta.ccy)),
-                quote_exposure: exposure.and_then(|e| e.quote).and_then(|q| base(q.nanos, q.ccy)),
-            };
-            let Some(e) = exposure.filter(|_| row.exposure.is_some()) else {
-                unpriced += 1;
-                parts.push(SnapshotPart::Position(row));
-                continue;
-            };
-            let delta = Sums::of_exposure(&e);
-            let d = e.delta.ccy;
-            let underlying = instr.underlying_name;
-            let owner = Owner::Account(pos.account as usize);
-            let mut add =
-                |bucket: Bucket, ccy: Ccy, sums: &Sums| aggs.entry((owner, bucket, ccy)).or_default().add(sums);
-            add(Bucket::Total, d, &delta);
-            add(Bucket::Class(def.asset_class), d, &delta);
-            add(Bucket::Underlying(underlying), d, &delta);
-            add(Bucket::Currency(d), d, &delta);
-            match def.asset_class {
-                AssetClass::Fx if d == self.config.base_ccy => {}
-                AssetClass::Fx => add(Bucket::FxFactor(d), d, &delta),
-                _ => add(Bucket::Factor(underlying), d, &delta),
-            }
-            if let Some(q) = e.quote {
-                let leg = Sums::of_leg(q.nanos, 0, 0);
-                add(Bucket::Currency(q.ccy), q.ccy, &leg);
-                if q.ccy != self.config.base_ccy {
-                    add(Bucket::FxFactor(q.ccy), q.ccy, &leg);
-                }
-            }
-            parts.push(SnapshotPart::Position(row));
-        }
-        // A desk's and the firm's sums are their accounts' (exact integers, so the order of
-        // addition cannot show): rolled up from the account sums, three times fewer updates
-        // than adding every position to all three.
-        for (&(owner, bucket, ccy), sums) in &aggs {
-            let Owner::Account(a) = owner else { continue };
+        // Account by account: an account's sums are made in a small table that stays in the
+        // cache, then each is rolled into its desk's and firm's and kept once. Added into one
+        // table of every account's sums, nearly every position's five sums were cache misses.
+        let mut account_sums: Vec<((Owner, Bucket, Ccy), Sums)> = Vec::new();
+        for (a, held) in self.acct_positions.iter().enumerate() {
             let acct = &self.accts[a];
-            for owner in [Owner::Desk(acct.desk), Owner::Firm(acct.firm)] {
-                rolled.entry((owner, bucket, ccy)).or_default().add(sums);
+            for &p in held {
+                let pos = &self.positions[p];
+                if pos.settled_qty == Fixed::ZERO {
+                    continue;
+                }
+                let instr = &self.instrs[pos.instr as usize];
+                let def = &instr.def;
+                let ccy = instr.ccy;
+                let exposure = self.exposure_of(p, true, as_of);
+                let row = PositionRow {
+                    account: self.names[acct.name].clone(),
+                    desk: self.names[acct.desk].clone(),
+                    firm: self.names[acct.firm].clone(),
+                    instrument: self.names[instr.name].clone(),
+                    asset_class: def.asset_class,
+                    underlying: self.names[instr.underlying_name].clone(),
+                    currency: ccy,
+                    qty: pos.settled_qty,
+                    price: instr.settled.price,
+                    exposure_currency: exposure.map_or(ccy, |e| e.delta.ccy),
+                    exposure_local: exposure.map(|e| e.delta.nanos),
+                    exposure: exposure.and_then(|e| base(e.delta.nanos, e.delta.ccy)),
+                    gamma: exposure.and_then(|e| base(e.gamma, e.delta.ccy)),
+                    vega: exposure.and_then(|e| base(e.vega, e.delta.ccy)),
+                    quote_exposure: exposure.and_then(|e| e.quote).and_then(|q| base(q.nanos, q.ccy)),
+                };
+                let Some(e) = exposure.filter(|_| row.exposure.is_some()) else {
+                    unpriced += 1;
+                    parts.push(SnapshotPart::Position(row));
+                    continue;
+                };
+                let delta = Sums::of_exposure(&e);
+                let d = e.delta.ccy;
+                let underlying = instr.underlying_name;
+                let mut add = |bucket: Bucket, ccy: Ccy, sums: &Sums| aggs.entry((bucket, ccy)).or_default().add(sums);
+                add(Bucket::Total, d, &delta);
+                add(Bucket::Class(def.asset_class), d, &delta);
+                add(Bucket::Underlying(underlying), d, &delta);
+                add(Bucket::Currency(d), d, &delta);
+                match def.asset_class {
+                    AssetClass::Fx if d == self.config.base_ccy => {}
+                    AssetClass::Fx => add(Bucket::FxFactor(d), d, &delta),
+                    _ => add(Bucket::Factor(underlying), d, &delta),
+                }
+                if let Some(q) = e.quote {
+                    let leg = Sums::of_leg(q.nanos, 0, 0);
+                    add(Bucket::Currency(q.ccy), q.ccy, &leg);
+                    if q.ccy != self.config.base_ccy {
+                        add(Bucket::FxFactor(q.ccy), q.ccy, &leg);
+                    }
+                }
+                parts.push(SnapshotPart::Position(row));
+            }
+            // A desk's and the firm's sums are their accounts' (exact integers, so the order of
+            // addition cannot show): rolled up from the account sums, three times fewer updates
+            // than adding every position to all three.
+            for ((bucket, ccy), sums) in aggs.drain() {
+                for owner in [Owner::Desk(acct.desk), Owner::Firm(acct.firm)] {
+                    rolled.entry((owner, bucket, ccy)).or_default().add(&sums);
+                }
+                account_sums.push(((Owner::Account(a), bucket, ccy), sums));
             }
         }
-        aggs.extend(rolled.drain());
         // The labels that are not interned names (asset class, currency, fx factor, none for
         // totals), made once a snapshot.
         let mut labels: HashMap<Bucket, Arc<str>> = HashMap::default();
         let names = &self.names;
-        parts.extend(aggs.drain().map(|((owner, bucket, ccy), sums)| {
+        parts.extend(account_sums.into_iter().chain(rolled.drain()).map(|((owner, bucket, ccy), sums)| {
             let (scope, scope_id) = match owner {
                 Owner::Account(a) => (Scope::Account, names[self.accts[a].name].clone()),
                 Owner::Desk(n) => (Scope::Desk, names[n].clone()),
