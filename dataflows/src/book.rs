@@ -37,8 +37,7 @@ use timely::dataflow::StreamVec;
 use crate::analytics::BarPart;
 use crate::event::{DeadLetter, Envelope, Event, LiveUpdate, ScopeChange, Seed, Tally};
 use crate::exposure::{position_exposure_with, Ccy, Exposure, Leg, Nanos, OptionMarket, Sums};
-use crate::formulas::rate_from_pair;
-use crate::formulas::{black_scholes, Greeks};
+use crate::formulas::{black_scholes, rate_from_pair, Greeks};
 use crate::growing::{Chunked, GrowingMap, GrowingSet};
 use crate::model::{Account, AssetClass, Delta, Fixed, Instrument, Limit, OptionType, Scope, Tick, Ts};
 use crate::prefetch;
@@ -257,10 +256,10 @@ pub fn book<'scope>(
 /// in the first 5 ms after a boundary were 4-6 times as often over 45 µs as at other times
 /// (`cargo bench --bench latency`, 100k/s); with 16, about as often.
 const SETTLE_SLICE: usize = 16;
+const SETTLE_PER_RECORD: usize = 2;
 
 /// How many records ahead the positions their deltas change are loaded.
 const PREFETCH_SLICE: usize = 64;
-const SETTLE_PER_RECORD: usize = 2;
 
 /// (time, reference/record/end, ts, is a delta): the order records of one activation are
 /// applied in.
