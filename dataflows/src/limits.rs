@@ -789,7 +789,9 @@ impl State {
         }
     }
 
-    /// The value of `metric` for a scope, in the base currency (quantity for position_qty).
+    /// The value of `metric` for a scope, in the base currency (quantity for position_qty);
+    /// `None` while unknown: a rate or a figure missing, or a tally that not every book has
+    /// seeded yet.
     fn value(&self, scope: &ScopeState, metric: &Metric) -> Option<f64> {
         let rate = |ccy: &Ccy| self.rates.get(*ccy);
         let base = |gross: bool| -> Option<f64> {
@@ -799,6 +801,9 @@ impl State {
             Metric::Gross => base(true),
             Metric::Net => base(false),
             Metric::Concentration => {
+                if scope.nets_seeds < self.peers {
+                    return None;
+                }
                 let gross = base(true)?;
                 if gross <= 0.0 {
                     return Some(0.0);
@@ -807,7 +812,8 @@ impl State {
             }
             Metric::PositionQty(instrument) => {
                 let (kind, key) = scope.key;
-                Some(self.qty.get(&(kind, key, *instrument)).map_or(0, |t| t.qty) as f64 / 1e8)
+                let tally = self.qty.get(&(kind, key, *instrument)).filter(|t| t.seeds >= self.peers)?;
+                Some(tally.qty as f64 / 1e8)
             }
             Metric::Var | Metric::Es | Metric::Stress => scope.figures.get(metric).copied(),
         }
@@ -823,16 +829,6 @@ impl State {
         }
         let scope = &self.scopes[si];
         let limit = self.slot(slot);
-        let seeded = match limit.metric.tally() {
-            None => true,
-            Some(Tally::Nets) => scope.nets_seeds >= self.peers,
-            Some(Tally::Qty(instrument)) => {
-                self.qty.get(&(scope.key.0, scope.key.1, instrument)).is_some_and(|t| t.seeds >= self.peers)
-            }
-        };
-        if !seeded {
-            return false;
-        }
         let Some(value) = self.value(scope, &limit.metric) else { return false };
         let (warn_at, hysteresis) = (limit.def.warn_at.unwrap_or(self.config.warn_at), self.config.hysteresis);
         let utilisation = value.abs() / limit.def.limit;
@@ -1231,5 +1227,57 @@ mod tests {
         keys.sort();
         assert_eq!(listed(eur), keys);
         assert_eq!(listed(Ccy::USD), [(Scope::Account, crate::route_hash("C"))]);
+    }
+
+    #[test]
+    fn a_tally_limit_waits_for_every_book_s_seed() {
+        let mut state = State::new(LimitsConfig::default(), Ccy::USD, 2);
+        let mut out = Vec::new();
+        let qty = Limit {
+            id: "Q-F".to_owned(),
+            metric: "position_qty:AAPL".to_owned(),
+            limit: 10.0,
+            ..concentration("F", 0.5)
+        };
+        state.on_input(Input::Define(Box::new(qty)), 1, &mut out);
+        state.on_input(Input::Define(Box::new(concentration("F", 0.5))), 1, &mut out);
+        let (key, aapl) = (crate::route_hash("F"), crate::route_hash("AAPL"));
+        // The firm's one holding: 20 AAPL (twice the limit), all of its gross (concentration 1).
+        let holding = |ts, nets: bool, qty: bool| ScopeChange {
+            scope: Scope::Firm,
+            key,
+            underlying: aapl,
+            ccy: Ccy::USD,
+            net: 1_000_000_000,
+            gross: 1_000_000_000,
+            instrument: aapl,
+            qty: 20 * 100_000_000,
+            ts,
+            ingest_ns: 0,
+            tally: nets,
+            tally_qty: qty,
+        };
+        let seed = |tally, parts| {
+            let seed = Seed { scope: Scope::Firm, key, tally, time: 2, ingest_ns: 0, parts };
+            Input::Live(LiveUpdate::Seed(Box::new(seed)))
+        };
+        state.on_input(Input::Live(LiveUpdate::Scope(holding(2, false, false))), 2, &mut out);
+        // The first book's seeds hold the holding; a later change re-evaluates the scope.
+        state.on_input(seed(Tally::Nets, vec![holding(2, true, false)]), 2, &mut out);
+        state.on_input(seed(Tally::Qty(aapl), vec![holding(2, false, true)]), 2, &mut out);
+        let nothing = ScopeChange { net: 0, gross: 0, qty: 0, ..holding(3, true, true) };
+        state.on_input(Input::Live(LiveUpdate::Scope(nothing)), 3, &mut out);
+        assert!(out.is_empty(), "neither tally is whole before the second book's seed: {out:?}");
+        // The second book holds none of it: its seeds complete both tallies.
+        state.on_input(seed(Tally::Nets, Vec::new()), 4, &mut out);
+        state.on_input(seed(Tally::Qty(aapl), Vec::new()), 4, &mut out);
+        let breached: Vec<(&str, f64)> = out
+            .iter()
+            .filter_map(|e| match e {
+                LimitEvent::Breach(b) => Some((b.limit_id.as_str(), b.utilisation)),
+                LimitEvent::Action(_) => None,
+            })
+            .collect();
+        assert_eq!(breached, [("C-F", 2.0), ("Q-F", 2.0)]);
     }
 }
