@@ -14,6 +14,18 @@ const SQUARE_UNITS: f64 = 1e30;
 /// Exposure vectors taken together in one pass over Σ by [`FactorModel::portfolio_variances`].
 const LANES: usize = 4;
 
+/// Rows of Σ taken together in that pass.
+const ROWS: usize = 4;
+
+/// A covariance not yet known counts as 0.
+fn known(c: f64) -> f64 {
+    if c.is_nan() {
+        0.0
+    } else {
+        c
+    }
+}
+
 /// One factor's series.
 #[derive(Clone, Debug, Default)]
 pub struct Factor {
@@ -116,14 +128,30 @@ impl FactorModel {
         }
         // Factors not priced at this bar (none, with carry-forward) have no return either.
         // Each pair's entry takes its own update, so the pairs are visited in index order: row
-        // by row, each row forwards (Σ is larger than the caches).
+        // by row, each row forwards (Σ is larger than the caches). The factors with a return
+        // come in runs of consecutive indices (all of them but the newly priced, with
+        // carry-forward), and a row's entries in a run are one loop over contiguous memory.
+        let mut r = vec![0.0; self.factors.len()];
+        let mut runs: Vec<(usize, usize)> = Vec::new();
         let mut by_index = returns.clone();
         by_index.sort_unstable_by_key(|&(i, _)| i);
-        for (i, &(a, ra)) in by_index.iter().enumerate() {
+        for &(i, ri) in &by_index {
+            r[i] = ri;
+            match runs.last_mut() {
+                Some((_, end)) if *end == i => *end = i + 1,
+                _ => runs.push((i, i + 1)),
+            }
+        }
+        let lambda = self.lambda;
+        for &(a, ra) in &by_index {
             let row = &mut self.cov[a];
-            for &(b, rb) in &by_index[..=i] {
-                let c = &mut row[b];
-                *c = ewma(Some(*c).filter(|c| !c.is_nan()), self.lambda, ra * rb);
+            for &(start, end) in runs.iter().take_while(|&&(start, _)| start <= a) {
+                let end = end.min(a + 1);
+                for (c, rb) in row[start..end].iter_mut().zip(&r[start..end]) {
+                    // Both sides computed and one kept, so that the loop has no branch.
+                    let (seed, step) = (ra * rb, ewma(Some(*c), lambda, ra * rb));
+                    *c = if c.is_nan() { seed } else { step };
+                }
             }
         }
         if !returns.is_empty() {
@@ -152,7 +180,6 @@ impl FactorModel {
     pub fn portfolio_variance(&self, e: &[(usize, f64)]) -> f64 {
         let mut e = e.to_vec();
         e.sort_unstable_by_key(|&(i, _)| i);
-        let known = |c: f64| if c.is_nan() { 0.0 } else { c };
         let mut total = 0.0;
         for (n, &(i, ei)) in e.iter().enumerate() {
             let row = &self.cov[i];
@@ -182,41 +209,66 @@ impl FactorModel {
         out
     }
 
-    /// Up to [`LANES`] vectors' eᵀΣe in one pass over the triangle. Each lane adds exactly the
-    /// terms the sparse sum adds, in the same (index) order: a factor the vector does not hold
-    /// adds -0.0, which leaves any f64 as it is (the sparse sum starts from -0.0 too).
+    /// Up to [`LANES`] vectors' eᵀΣe in one pass over the triangle, each lane a vector with
+    /// 0.0 at the factors it does not hold. A lane adds the sparse sum's terms in the same
+    /// (index) order and, between them, zeros: a row's sum can differ from the sparse one only
+    /// in the sign of a zero, and a zero added to the total (from +0.0) leaves its bits.
     fn dense_variances<'a>(&self, es: impl Iterator<Item = &'a [(usize, f64)]>) -> Vec<f64> {
-        const NEG_ZERO: u64 = 0x8000_0000_0000_0000;
         let k = self.cov.len();
-        // Per factor, each lane's exposure and whether it holds the factor (all ones if so), so
-        // that the inner loop is the same bit operations in every lane.
-        let (mut x, mut held) = (vec![[0.0; LANES]; k], vec![[0u64; LANES]; k]);
+        let (mut x, mut held) = (vec![[0.0; LANES]; k], vec![[false; LANES]; k]);
         let mut lanes = 0;
         for (l, e) in es.enumerate() {
             for &(i, ei) in e {
-                (x[i][l], held[i][l]) = (ei, u64::MAX);
+                (x[i][l], held[i][l]) = (ei, true);
             }
             lanes = l + 1;
         }
-        let known = |c: f64| if c.is_nan() { 0.0 } else { c };
+        // Rows are taken [`ROWS`] at a time: one read of x[j] serves each of them, and each
+        // row's sums still run in index order. A block none of the lanes holds is skipped.
+        let add = |off: &mut [f64; LANES], c: f64, x: &[f64; LANES]| {
+            for l in 0..LANES {
+                off[l] += c * x[l];
+            }
+        };
         let mut total = [0.0; LANES];
-        for i in 0..k {
-            if held[i] == [0; LANES] {
+        let mut i = 0;
+        while i < k {
+            let n = ROWS.min(k - i);
+            if held[i..i + n].iter().all(|h| *h == [false; LANES]) {
+                i += n;
                 continue;
             }
-            let row = &self.cov[i];
-            let mut off = [-0.0; LANES];
-            for ((c, x), held) in row[..i].iter().zip(&x[..i]).zip(&held[..i]) {
-                let c = known(*c);
+            let mut off = [[0.0; LANES]; ROWS];
+            if n == ROWS {
+                let rows: [&[f64]; ROWS] = std::array::from_fn(|r| &self.cov[i + r][..i]);
+                for (j, x) in x[..i].iter().enumerate() {
+                    for r in 0..ROWS {
+                        add(&mut off[r], known(rows[r][j]), x);
+                    }
+                }
+            } else {
+                for (r, off) in off[..n].iter_mut().enumerate() {
+                    for (c, x) in self.cov[i + r][..i].iter().zip(&x[..i]) {
+                        add(off, known(*c), x);
+                    }
+                }
+            }
+            // The block's own triangle, after the columns before it.
+            for (r, off) in off[..n].iter_mut().enumerate().skip(1) {
+                for (c, x) in self.cov[i + r][i..i + r].iter().zip(&x[i..i + r]) {
+                    add(off, known(*c), x);
+                }
+            }
+            for (r, off) in off[..n].iter().enumerate() {
+                let d = i + r;
+                let c = known(self.cov[d][d]);
                 for l in 0..LANES {
-                    off[l] += f64::from_bits(((c * x[l]).to_bits() & held[l]) | (NEG_ZERO & !held[l]));
+                    if held[d][l] {
+                        total[l] += x[d][l] * (c * x[d][l] + 2.0 * off[l]);
+                    }
                 }
             }
-            for l in 0..LANES {
-                if held[i][l] != 0 {
-                    total[l] += x[i][l] * (known(row[i]) * x[i][l] + 2.0 * off[l]);
-                }
-            }
+            i += n;
         }
         total[..lanes].to_vec()
     }
@@ -286,6 +338,46 @@ mod tests {
     }
 
     #[test]
+    fn covariances_step_pair_by_pair_when_factors_skip_bars() {
+        use rand::rngs::SmallRng;
+        use rand::{Rng, SeedableRng};
+        // Seven factors; at each bar some leave out (a gap anywhere in the index order), so the
+        // returns come in several runs. Each pair is stepped alone beside the model.
+        let (lambda, k) = (0.9, 7);
+        let mut m = FactorModel::new(lambda, 5, 5);
+        let mut rng = SmallRng::seed_from_u64(3);
+        let mut last: Vec<Option<f64>> = vec![None; k];
+        let mut cov: Vec<Vec<Option<f64>>> = vec![vec![None; k]; k];
+        for t in 1..40u64 {
+            let mut closes: Vec<(String, f64)> = Vec::new();
+            for i in 0..k {
+                if t == 1 || rng.random::<f64>() < 0.7 {
+                    closes.push((format!("F{i}"), 100.0 * (1.0 + rng.random::<f64>() / 20.0)));
+                }
+            }
+            let mut r: Vec<Option<f64>> = vec![None; k];
+            for (name, close) in &closes {
+                let i: usize = name[1..].parse().unwrap();
+                r[i] = last[i].map(|p| (close / p).ln());
+                last[i] = Some(*close);
+            }
+            for (a, row) in cov.iter_mut().enumerate() {
+                for (b, c) in row[..=a].iter_mut().enumerate() {
+                    if let (Some(ra), Some(rb)) = (r[a], r[b]) {
+                        *c = Some(ewma(*c, lambda, ra * rb));
+                    }
+                }
+            }
+            m.close_bar(t, closes);
+            for (a, row) in cov.iter().enumerate() {
+                for (b, c) in row[..=a].iter().enumerate() {
+                    assert_eq!(m.cov(a, b).map(f64::to_bits), c.map(f64::to_bits), "bar {t}, ({a}, {b})");
+                }
+            }
+        }
+    }
+
+    #[test]
     fn portfolio_variance_is_the_full_double_sum() {
         // Seeded closes; "E" starts late and "F" has only its first close, so no covariance.
         let mut m = FactorModel::new(0.9, 10, 10);
@@ -323,24 +415,25 @@ mod tests {
     fn variances_taken_together_equal_each_taken_alone_bit_for_bit() {
         use rand::rngs::SmallRng;
         use rand::{Rng, SeedableRng};
-        // 40 factors, three of them late (no covariance with the rest before bar 10), one
-        // never returned; six vectors, five of them dense enough to share a pass over Σ.
+        // 42 factors (ten blocks of rows and a short one), three of them late (no covariance
+        // with the rest before bar 10), one never returned; six vectors, five of them dense
+        // enough to share a pass over Σ.
         let mut m = FactorModel::new(0.94, 10, 10);
         let mut rng = SmallRng::seed_from_u64(11);
         let mut next = || rng.random::<f64>();
-        let names: Vec<String> = (0..40).map(|i| format!("F{i:02}")).collect();
+        let names: Vec<String> = (0..42).map(|i| format!("F{i:02}")).collect();
         for t in 1..12u64 {
-            let listed = [36, 36, 36, 36, 36, 36, 36, 36, 39, 39, 40][t as usize - 1];
+            let listed = [38, 38, 38, 38, 38, 38, 38, 38, 41, 41, 42][t as usize - 1];
             let closes: Vec<(String, f64)> =
                 names[..listed].iter().map(|n| (n.clone(), 100.0 * (1.0 + next() / 50.0))).collect();
             m.close_bar(t, closes);
         }
-        assert!(m.cov(37, 0).is_some() && m.cov(39, 0).is_none());
+        assert!(m.cov(39, 0).is_some() && m.cov(41, 0).is_none());
         let mut vectors: Vec<Vec<(usize, f64)>> = Vec::new();
         for v in 0..6 {
             // Held with a probability of 1 in 6 for the first vector, 2 in 3 for the others;
             // some exposures exactly zero or negative; unsorted.
-            let mut e: Vec<(usize, f64)> = (0..40)
+            let mut e: Vec<(usize, f64)> = (0..42)
                 .filter_map(|i| {
                     let held = next() < if v == 0 { 1.0 / 6.0 } else { 2.0 / 3.0 };
                     let value = if next() < 0.1 { 0.0 } else { (next() - 0.4) * 1e7 };
