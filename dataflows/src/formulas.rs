@@ -429,17 +429,24 @@ pub fn historical_var_es(pnl: &[f64], alpha: f64) -> Option<(f64, f64)> {
     if pnl.is_empty() || !(alpha > 0.0 && alpha < 1.0) || !pnl.iter().all(|v| v.is_finite()) {
         return None;
     }
-    let n = pnl.len();
+    let k = tail_len(pnl.len(), alpha);
+    // Only the k smallest are sorted: the tail is the same values in the same order.
+    let mut sorted = pnl.to_vec();
+    sorted.select_nth_unstable_by(k - 1, f64::total_cmp);
+    let tail = &mut sorted[..k];
+    tail.sort_by(f64::total_cmp);
+    let var = -tail[k - 1];
+    let es = -(tail.iter().sum::<f64>() / k as f64);
+    Some((var, es))
+}
+
+/// k = ⌈n·(1−α)⌉ in 1..=n, a product within 1e-9 of an integer taken to be that integer.
+fn tail_len(n: usize, alpha: f64) -> usize {
     let tail_len = n as f64 * (1.0 - alpha);
     let nearest = tail_len.round();
     let k = if (tail_len - nearest).abs() <= 1e-9 * nearest.max(1.0) { nearest } else { tail_len.ceil() };
     // k is in (0, n] up to the snapping above; the cast saturates and the clamp bounds it.
-    let k = (k as usize).clamp(1, n);
-    let mut sorted = pnl.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    let var = -sorted[k - 1];
-    let es = -(sorted[..k].iter().sum::<f64>() / k as f64);
-    Some((var, es))
+    (k as usize).clamp(1, n)
 }
 
 /// One EWMA step (RiskMetrics, zero mean): λ·prev + (1−λ)·x, or `x` itself when there is no
@@ -899,6 +906,22 @@ mod tests {
             let (tail, tail_back) = if p < 0.5 { (p, back) } else { (1.0 - p, 1.0 - back) };
             let tol = 1e-13 * tail + 2.0 * f64::EPSILON;
             prop_assert!((tail - tail_back).abs() <= tol, "p={p} x={x} back={back}");
+        }
+
+        #[test]
+        fn prop_historical_tail_is_the_sorted_sample_s(
+            // Few distinct values, so that ties and zeros of both signs are common.
+            steps in proptest::collection::vec(-8i32..8, 1..300),
+            alpha in 0.5f64..0.999,
+        ) {
+            let pnl: Vec<f64> = steps.iter().map(|&s| if s == -8 { -0.0 } else { s as f64 * 0.3 }).collect();
+            let mut sorted = pnl.clone();
+            sorted.sort_by(f64::total_cmp);
+            let k = tail_len(pnl.len(), alpha);
+            let es = -(sorted[..k].iter().sum::<f64>() / k as f64);
+            let (var_got, es_got) = historical_var_es(&pnl, alpha).unwrap();
+            prop_assert_eq!(var_got.to_bits(), (-sorted[k - 1]).to_bits());
+            prop_assert_eq!(es_got.to_bits(), es.to_bits());
         }
 
         #[test]
