@@ -909,7 +909,7 @@ mod tests {
         }
 
         #[test]
-        fn prop_historical_tail_is_the_sorted_sample_s(
+        fn prop_historical_tail_equals_the_fully_sorted_sample(
             // Few distinct values, so that ties and zeros of both signs are common.
             steps in proptest::collection::vec(-8i32..8, 1..300),
             alpha in 0.5f64..0.999,
