@@ -494,8 +494,9 @@ struct State {
     end_ts: Option<Ts>,
     /// The largest event time of a tick or delta seen here.
     max_seen: Ts,
-    /// The partial aggregates of the last snapshot, emptied but kept at their size: the next
-    /// snapshot fills them again without growing them step by step.
+    /// A snapshot's tables of one account's sums and of the desks' and firm's (`rolled`),
+    /// emptied but kept at their size: the next snapshot fills them again without growing
+    /// them step by step.
     aggs: AccountAggs,
     rolled: Aggs,
     stats: BookStats,
