@@ -38,7 +38,7 @@ use crate::analytics::BarPart;
 use crate::event::{DeadLetter, Envelope, Event, LiveUpdate, ScopeChange, Seed, Tally};
 use crate::exposure::{position_exposure_with, Ccy, Exposure, Leg, Nanos, OptionMarket, Sums};
 use crate::formulas::{black_scholes, rate_from_pair, Greeks};
-use crate::growing::{Chunked, GrowingMap, GrowingSet};
+use crate::growing::{Chunked, GrowingMap, IdSet};
 use crate::model::{Account, AssetClass, Delta, Fixed, Instrument, Limit, OptionType, Scope, Tick, Ts};
 use crate::prefetch;
 use crate::snapshot::{AggKey, Dim, PositionRow, SnapshotPart};
@@ -160,16 +160,20 @@ pub fn book<'scope>(
             // Stable: records of equal order keep their arrival order.
             pending.sort_by_key(|(order, _, _)| *order);
             let mut records = pending.drain(..);
-            let mut n = 0;
-            while let Some(((time, ..), c, env)) = records.next() {
+            // Records are taken a slice at a time: the slice's deltas are checked for repeats
+            // together, and what they read starts loading (`State::prepare`).
+            let (mut n, mut repeats) = (0, 0u64);
+            loop {
                 if n % PREFETCH_SLICE == 0 {
-                    state.prefetch(&records.as_slice()[..records.len().min(PREFETCH_SLICE)]);
+                    repeats = state.prepare(&records.as_slice()[..records.len().min(PREFETCH_SLICE)]);
                 }
+                let Some(((time, ..), c, env)) = records.next() else { break };
+                let repeat = repeats >> (n % PREFETCH_SLICE) & 1 == 1;
                 n += 1;
                 if let (Event::Limit(limit), 0) = (&env.event, worker) {
                     limits_handle.session(&caps[c]).give(limit.clone());
                 }
-                state.on_event(time, env, &mut live_buf, &mut dead_buf);
+                state.on_event(time, env, repeat, &mut live_buf, &mut dead_buf);
                 if records.as_slice().first().is_none_or(|next| next.0 .0 != time) {
                     let cap = &caps[c];
                     if !live_buf.is_empty() {
@@ -258,8 +262,10 @@ pub fn book<'scope>(
 const SETTLE_SLICE: usize = 16;
 const SETTLE_PER_RECORD: usize = 2;
 
-/// How many records ahead the positions their deltas change are loaded.
+/// How many records ahead the positions their deltas change are loaded; at most 64, the bits
+/// of [`State::prepare`]'s mask.
 const PREFETCH_SLICE: usize = 64;
+const _: () = assert!(PREFETCH_SLICE <= 64);
 
 /// (time, reference/record/end, ts, is a delta): the order records of one activation are
 /// applied in.
@@ -464,7 +470,7 @@ struct State {
     rate_sources: HashMap<Ccy, usize>,
     /// Options waiting for their underlying's definition, by the underlying's id.
     orphan_options: HashMap<String, Vec<usize>>,
-    seen: GrowingSet<u128>,
+    seen: IdSet,
     /// The positions a tick revalues (kept at its size between ticks).
     touched: Vec<usize>,
     /// Scopes with a concentration limit: this book sent each the [`Seed`] of its nets and
@@ -559,29 +565,49 @@ impl State {
         self.end_ts.unwrap_or(0).max(self.max_seen)
     }
 
-    /// Starts loading the positions that the deltas among `records` change: first every
-    /// delta's account and instrument are found, then every position's place, then the
-    /// positions and their accounts' keys. A delta's lookups depend on one another, and two of
-    /// them missed the cache nearly every time (docs/performance.md); taken for a slice of
-    /// records at once, their misses overlap instead of following one another.
-    fn prefetch(&self, records: &[(ApplyOrder, usize, Envelope)]) {
-        let ids: SmallVec<[(usize, usize); PREFETCH_SLICE]> = (records.iter())
+    /// Takes a slice of records ahead of applying them: marks which of its deltas repeat an
+    /// id seen before (bit k for `records[k]`), in the order they will be applied, and starts
+    /// loading what each delta reads. A delta's lookups depend on one another and nearly
+    /// every one missed the cache (docs/performance.md); taken for a slice at once, the
+    /// misses overlap instead of following one another. First the ids' places in the set of
+    /// seen ids; while they load, every delta's account and instrument are found, then every
+    /// position's place, then the positions and their accounts' keys start loading; last the
+    /// ids are inserted.
+    fn prepare(&mut self, records: &[(ApplyOrder, usize, Envelope)]) -> u64 {
+        let ids: SmallVec<[(usize, u128); PREFETCH_SLICE]> = (records.iter().enumerate())
+            .filter_map(|(k, (.., env))| match &env.event {
+                Event::Delta(d) => Some((k, id_hash(&d.id))),
+                _ => None,
+            })
+            .collect();
+        for &(_, id) in &ids {
+            self.seen.prefetch(id);
+        }
+        let keys: SmallVec<[(usize, usize); PREFETCH_SLICE]> = (records.iter())
             .filter_map(|(.., env)| match &env.event {
                 Event::Delta(d) => Some((*self.acct_ids.get(&d.account)?, *self.instr_ids.get(&d.instrument)?)),
                 _ => None,
             })
             .collect();
         let places: SmallVec<[usize; PREFETCH_SLICE]> =
-            ids.iter().filter_map(|key| self.pos_ids.get(key).copied()).collect();
+            keys.iter().filter_map(|key| self.pos_ids.get(key).copied()).collect();
         for &p in &places {
             prefetch(&self.positions[p]);
         }
-        for &(a, _) in &ids {
+        for &(a, _) in &keys {
             prefetch(&self.acct_keys[a]);
         }
+        ids.into_iter().filter(|&(_, id)| !self.seen.insert(id)).fold(0, |repeats, (k, _)| repeats | 1 << k)
     }
 
-    fn on_event(&mut self, time: Ts, env: Envelope, live: &mut Vec<LiveUpdate>, dead: &mut Vec<DeadLetter>) {
+    fn on_event(
+        &mut self,
+        time: Ts,
+        env: Envelope,
+        repeat: bool,
+        live: &mut Vec<LiveUpdate>,
+        dead: &mut Vec<DeadLetter>,
+    ) {
         if let (Event::Tick(_) | Event::Delta(_), Some(ts)) = (&env.event, env.event.ts()) {
             self.max_seen = self.max_seen.max(ts);
             let interval = self.config.snapshot_interval;
@@ -599,7 +625,7 @@ impl State {
             }
             Event::End { max_ts } => self.end_ts = Some(self.end_ts.map_or(*max_ts, |e| e.max(*max_ts))),
             Event::Tick(_) => self.on_tick(time, env, live, dead),
-            Event::Delta(_) => self.on_delta(time, env, live, dead),
+            Event::Delta(_) => self.on_delta(time, env, repeat, live, dead),
         }
     }
 
@@ -836,9 +862,16 @@ impl State {
         self.changes.flush(live);
     }
 
-    fn on_delta(&mut self, time: Ts, env: Envelope, live: &mut Vec<LiveUpdate>, dead: &mut Vec<DeadLetter>) {
-        let Event::Delta(Delta { ref id, .. }) = env.event else { return };
-        if !self.seen.insert(id_hash(id)) {
+    /// A delta, unless its id was seen before (`repeat`, from [`State::prepare`]).
+    fn on_delta(
+        &mut self,
+        time: Ts,
+        env: Envelope,
+        repeat: bool,
+        live: &mut Vec<LiveUpdate>,
+        dead: &mut Vec<DeadLetter>,
+    ) {
+        if repeat {
             self.stats.duplicates += 1;
             return;
         }
