@@ -5,7 +5,10 @@
 //! the machine can be lower than these stalls for the records they hold up: they are the floor
 //! under the latency bench's tail.
 //!
-//! `cargo bench --bench stalls -- [seconds]` (default 3).
+//! With two threads spinning at once, as two workers do on this two-core machine, each is
+//! counted alike.
+//!
+//! `cargo bench --bench stalls -- [seconds] [threads]` (defaults 3 1).
 
 // The bench uses only the workload's argument parsing.
 #[allow(dead_code)]
@@ -23,13 +26,12 @@ const LONG_NS: u64 = 20_000;
 const STEP_NS: u64 = 100_000;
 const WINDOW_NS: u64 = 500_000;
 
-fn main() {
-    let seconds = arg(0, 3) as u64;
+/// One spinning thread's stalls, the start of each long one (from `start`), and the time it ran.
+fn spin(start: u64, seconds: u64) -> (Histogram<u64>, Vec<u64>, u64) {
     let mut stalls = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).expect("valid bounds");
-    let start = now_ns();
     let end = start + seconds * 1_000_000_000;
-    let mut last = start;
-    // When each long stall began, from the start; sized so that recording never allocates.
+    let mut last = now_ns();
+    // When each long stall began; sized so that recording never allocates.
     let mut long = Vec::with_capacity(seconds as usize * 10_000);
     while last < end {
         let now = now_ns();
@@ -41,7 +43,26 @@ fn main() {
         }
         last = now;
     }
-    let elapsed = (last - start) as f64 / 1e9;
+    (stalls, long, last - start)
+}
+
+fn main() {
+    let (seconds, threads) = (arg(0, 3) as u64, arg(1, 1));
+    let start = now_ns();
+    let runs: Vec<_> = std::thread::scope(|s| {
+        let spinning: Vec<_> = (0..threads).map(|_| s.spawn(move || spin(start, seconds))).collect();
+        spinning.into_iter().map(|t| t.join().expect("the thread ends")).collect()
+    });
+    let mut stalls = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).expect("valid bounds");
+    let (mut long, mut ran) = (Vec::new(), 0);
+    for (h, l, t) in runs {
+        stalls.add(&h).expect("same bounds");
+        long.extend(l);
+        ran += t;
+    }
+    long.sort_unstable();
+    // Per thread and second: the rates of one thread, whatever the number spinning.
+    let elapsed = ran as f64 / 1e9;
     let stalled: u64 = stalls.iter_recorded().map(|v| v.value_iterated_to() * v.count_at_value()).sum();
     let per_second = |at_least_us: u64| {
         stalls
@@ -51,16 +72,20 @@ fn main() {
             .sum::<u64>() as f64
             / elapsed
     };
+    let who =
+        if threads == 1 { "a spinning thread".to_owned() } else { format!("{threads} threads spinning at once, each") };
     println!(
-        "stalls of a spinning thread over {elapsed:.1} s: per second {:.0} ≥ 10 µs, {:.0} ≥ 20 µs, {:.1} ≥ 50 µs, {:.2} ≥ 200 µs; p50 {:.1} µs, p99 {:.1} µs, max {:.1} µs; {:.2}% of the time stopped",
+        "stalls of {who} over {:.1} s: per second {:.0} ≥ 10 µs, {:.0} ≥ 20 µs, {:.1} ≥ 50 µs, {:.2} ≥ 200 µs, {:.2} ≥ 1 ms; p50 {:.1} µs, p99 {:.1} µs, max {:.1} µs; {:.2}% of the time stopped",
+        elapsed / threads as f64,
         per_second(10),
         per_second(20),
         per_second(50),
         per_second(200),
+        per_second(1000),
         stalls.value_at_quantile(0.5) as f64 / 1e3,
         stalls.value_at_quantile(0.99) as f64 / 1e3,
         stalls.max() as f64 / 1e3,
-        stalled as f64 / (last - start) as f64 * 100.0
+        stalled as f64 / ran as f64 * 100.0
     );
     if let Some((period, share)) = period(&long) {
         println!(

@@ -24,6 +24,7 @@ lat_100k_2=$(bench latency -- 100000 3 2)
 lat_100k_cold=$(bench latency -- 100000 3 1 100000 0)
 lat_1m_1=$(bench latency -- 1000000 1 1)
 stalls=$(bench stalls -- 3)
+stalls_2=$(bench stalls -- 3 2)
 echo "bar close..." >&2
 bar_100=$(bench bar_close -- 100 300)
 bar_500=$(bench bar_close -- 500 300)
@@ -115,10 +116,12 @@ $lat_1m_1
 The machine's own stalls: a thread that only reads the clock in a loop, never blocking, is
 stopped this often (\`cargo bench --bench stalls -- 3\`, same run). A record that arrives
 during a stall waits for it, whatever the engine does; the baselines' p99 above shows what
-they make of a plain loop's tail:
+they make of a plain loop's tail. Then two such threads at once, as two workers spin on this
+machine's two cores (\`cargo bench --bench stalls -- 3 2\`): each is counted alike.
 
 \`\`\`
 $stalls
+$stalls_2
 \`\`\`
 
 Cold start:
