@@ -625,7 +625,10 @@ impl State {
             }
             Event::End { max_ts } => self.end_ts = Some(self.end_ts.map_or(*max_ts, |e| e.max(*max_ts))),
             Event::Tick(_) => self.on_tick(time, env, live, dead),
-            Event::Delta(_) => self.on_delta(time, env, repeat, live, dead),
+            // A delta whose id was seen before (`repeat`, from `State::prepare`) is counted,
+            // not applied.
+            Event::Delta(_) if repeat => self.stats.duplicates += 1,
+            Event::Delta(_) => self.apply_delta(time, env, live, dead),
         }
     }
 
@@ -860,22 +863,6 @@ impl State {
         touched.clear();
         self.touched = touched;
         self.changes.flush(live);
-    }
-
-    /// A delta, unless its id was seen before (`repeat`, from [`State::prepare`]).
-    fn on_delta(
-        &mut self,
-        time: Ts,
-        env: Envelope,
-        repeat: bool,
-        live: &mut Vec<LiveUpdate>,
-        dead: &mut Vec<DeadLetter>,
-    ) {
-        if repeat {
-            self.stats.duplicates += 1;
-            return;
-        }
-        self.apply_delta(time, env, live, dead);
     }
 
     fn apply_delta(&mut self, time: Ts, env: Envelope, live: &mut Vec<LiveUpdate>, dead: &mut Vec<DeadLetter>) {
