@@ -622,10 +622,11 @@ impl Inputs {
                 factors.entry((scope, id.clone())).or_default().insert(bucket.clone(), b[0]);
                 continue;
             }
+            // The scope's underlying buckets lie together in key order: read from the first.
             let concentration = (*dim == "total" && b[1] > 0.0).then(|| {
                 let max = buckets
-                    .iter()
-                    .filter(|((s, i, d, _), _)| *s == scope && i == id && *d == "underlying")
+                    .range((scope, id.clone(), "underlying", String::new())..)
+                    .take_while(|((s, i, d, _), _)| *s == scope && i == id && *d == "underlying")
                     .map(|(_, u)| u[0].abs())
                     .fold(0.0, f64::max);
                 max / b[1]

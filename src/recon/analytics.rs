@@ -9,7 +9,8 @@
 //!   book at as_of (factor exposures, priced positions) ─────────────────────────────┴> risk, stress
 //! ```
 //!
-//! Plain sequential code over `BTreeMap`s keyed by factor name; only the formula functions
+//! Plain sequential code over `BTreeMap`s keyed by factor name (the covariances in a triangle
+//! of factors numbered as they first return); only the formula functions
 //! (`ewma`, `black_scholes`, VaR/ES, the Hamilton filter, `regime_level`) are shared with the
 //! engine.
 
@@ -44,6 +45,59 @@ struct Factor {
     var: Option<f64>,
     /// EWMA variance with λ = `regimes.long_lambda`.
     long_var: Option<f64>,
+}
+
+/// The EWMA covariance of every pair of factors that had returns at a common bar end.
+///
+/// Factors are numbered in the order of their first return; row `i` holds the covariances
+/// of factor `i` with factors `0..=i` (NaN where a pair has none yet). A pair's value is the
+/// same either way round (`ra·rb` is `rb·ra` in f64), so it is kept once. Keyed by pairs of
+/// names, the day's ~4k factors made 8M entries that every bar end rewrote.
+#[derive(Debug, Default)]
+struct Covariances {
+    numbers: HashMap<String, usize>,
+    names: Vec<String>,
+    rows: Vec<Vec<f64>>,
+}
+
+impl Covariances {
+    /// The number of `name`, given on first sight.
+    fn number(&mut self, name: &str) -> usize {
+        if let Some(&i) = self.numbers.get(name) {
+            return i;
+        }
+        let i = self.names.len();
+        self.numbers.insert(name.to_owned(), i);
+        self.names.push(name.to_owned());
+        self.rows.push(vec![f64::NAN; i + 1]);
+        i
+    }
+
+    fn at(&self, i: usize, j: usize) -> Option<f64> {
+        let c = self.rows[i.max(j)][i.min(j)];
+        (!c.is_nan()).then_some(c)
+    }
+
+    fn set(&mut self, i: usize, j: usize, c: f64) {
+        self.rows[i.max(j)][i.min(j)] = c;
+    }
+
+    fn get(&self, a: &str, b: &str) -> Option<f64> {
+        self.at(*self.numbers.get(a)?, *self.numbers.get(b)?)
+    }
+
+    /// Every pair (a, b) with a ≤ b by name and a covariance, in name order, of the factors
+    /// `keep` accepts.
+    fn pairs(&self, keep: impl Fn(&str) -> bool) -> Vec<(&str, &str, f64)> {
+        let mut named: Vec<(&str, usize)> =
+            self.names.iter().enumerate().filter(|(_, n)| keep(n)).map(|(i, n)| (n.as_str(), i)).collect();
+        named.sort_unstable();
+        let mut out = Vec::new();
+        for (k, &(a, i)) in named.iter().enumerate() {
+            out.extend(named[k..].iter().filter_map(|&(b, j)| Some((a, b, self.at(i, j)?))));
+        }
+        out
+    }
 }
 
 /// A regime signal's last value, its level and the bar end it is from.
@@ -86,8 +140,7 @@ pub(crate) struct Analytics<'a> {
     /// The last bar end processed.
     bar_end: Option<Ts>,
     factors: BTreeMap<String, Factor>,
-    /// EWMA covariance per pair (a, b), a ≤ b by name.
-    cov: BTreeMap<(String, String), f64>,
+    cov: Covariances,
     /// The returns of every bar with any return, in bar order.
     history: Vec<BTreeMap<String, f64>>,
     /// Hamilton filter: [P(calm), P(high)] after the last benchmark return.
@@ -117,7 +170,7 @@ impl<'a> Analytics<'a> {
             next_bar: first.map(|t| t.div_ceil(bar) * bar),
             bar_end: None,
             factors: BTreeMap::new(),
-            cov: BTreeMap::new(),
+            cov: Covariances::default(),
             history: Vec::new(),
             markov: None,
             signals: [None; 3],
@@ -190,12 +243,11 @@ impl<'a> Analytics<'a> {
             }
         }
         // Covariances of every pair with returns at this bar (seeded at the first such bar).
-        let with_returns: Vec<(&String, f64)> = returns.iter().map(|(n, r)| (n, *r)).collect();
-        for (i, (a, ra)) in with_returns.iter().enumerate() {
-            for (b, rb) in &with_returns[i..] {
-                let key = ((*a).clone(), (*b).clone());
-                let prev = self.cov.get(&key).copied();
-                self.cov.insert(key, ewma(prev, lambda, ra * rb));
+        let with_returns: Vec<(usize, f64)> = returns.iter().map(|(n, r)| (self.cov.number(n), *r)).collect();
+        for (k, &(a, ra)) in with_returns.iter().enumerate() {
+            for &(b, rb) in &with_returns[k..] {
+                let prev = self.cov.at(a, b);
+                self.cov.set(a, b, ewma(prev, lambda, ra * rb));
             }
         }
         if !returns.is_empty() {
@@ -224,9 +276,8 @@ impl<'a> Analytics<'a> {
 
     /// ρ_ab = c_ab / √(c_aa·c_bb); `None` without a covariance or when a variance is 0.
     fn correlation(&self, a: &str, b: &str) -> Option<f64> {
-        let c = |x: &str, y: &str| self.cov.get(&(x.to_owned(), y.to_owned())).copied();
-        let (caa, cbb) = (c(a, a)?, c(b, b)?);
-        let cab = if a <= b { c(a, b)? } else { c(b, a)? };
+        let c = |x: &str, y: &str| self.cov.get(x, y);
+        let (caa, cbb, cab) = (c(a, a)?, c(b, b)?, c(a, b)?);
         (caa > 0.0 && cbb > 0.0).then(|| cab / (caa * cbb).sqrt())
     }
 
@@ -302,17 +353,17 @@ impl<'a> Analytics<'a> {
         for ((scope, id), e) in &book.factors {
             let mut fig = Figures::default();
             // Parametric: σ_p² = Σ_ij e_i·c_ij·e_j over the factors with a covariance.
-            let covered: Vec<(&str, f64)> = e
+            // A factor with a variance has had a return, so it is numbered.
+            let covered: Vec<(usize, f64)> = e
                 .iter()
                 .filter(|(f, _)| self.factors.get(*f).is_some_and(|f| f.var.is_some()))
-                .map(|(f, x)| (f.as_str(), *x))
+                .map(|(f, x)| (self.cov.numbers[f.as_str()], *x))
                 .collect();
             if !covered.is_empty() {
                 let mut variance = 0.0;
-                for (a, ea) in &covered {
-                    for (b, eb) in &covered {
-                        let key = if a <= b { (*a, *b) } else { (*b, *a) };
-                        let c = self.cov[&(key.0.to_owned(), key.1.to_owned())];
+                for &(a, ea) in &covered {
+                    for &(b, eb) in &covered {
+                        let c = self.cov.at(a, b).expect("factors with variances have a covariance");
                         variance += ea * c * eb;
                     }
                 }
@@ -403,10 +454,10 @@ impl<'a> Analytics<'a> {
         }
 
         let mut correlation = Rows::new();
-        for ((a, b), c) in self.cov.iter().filter(|((a, b), _)| self.cfg.writes_pair(a, b)) {
+        for (a, b, c) in self.cov.pairs(|f| self.cfg.writes_factor(f)) {
             let rho = self.correlation(a, b);
             correlation
-                .insert(vec![a.clone(), b.clone()], vec![bar_end.clone(), Value::num(Some(*c)), Value::num(rho)]);
+                .insert(vec![a.to_owned(), b.to_owned()], vec![bar_end.clone(), Value::num(Some(c)), Value::num(rho)]);
         }
 
         let mut risk = Rows::new();
@@ -533,6 +584,20 @@ mod tests {
         cfg.regimes.calm_vol = 0.1; // σ per bar 0.05
         cfg.regimes.high_vol = 0.4; // σ per bar 0.2
         (inputs(instruments, ticks, deltas), cfg)
+    }
+
+    #[test]
+    fn covariances_are_kept_once_a_pair_and_listed_in_name_order() {
+        let mut cov = super::Covariances::default();
+        let (b, a, c) = (cov.number("B"), cov.number("A"), cov.number("C"));
+        assert_eq!((b, a, c, cov.number("A")), (0, 1, 2, 1));
+        cov.set(b, a, 0.5);
+        cov.set(c, c, 2.0);
+        cov.set(a, c, -1.0);
+        assert_eq!((cov.at(a, b), cov.get("A", "B"), cov.get("B", "A")), (Some(0.5), Some(0.5), Some(0.5)));
+        assert_eq!((cov.get("A", "A"), cov.get("B", "C"), cov.get("A", "X")), (None, None, None));
+        assert_eq!(cov.pairs(|_| true), vec![("A", "B", 0.5), ("A", "C", -1.0), ("C", "C", 2.0)]);
+        assert_eq!(cov.pairs(|f| f != "B"), vec![("A", "C", -1.0), ("C", "C", 2.0)]);
     }
 
     #[test]
