@@ -129,11 +129,41 @@ struct Pos<'a> {
 }
 
 impl Pos<'_> {
-    fn in_scope(&self, account: &str, key: &ScopeKey) -> bool {
-        match key.0 {
-            "account" => account == key.1,
-            "desk" => self.desk == key.1,
-            _ => self.firm == key.1,
+    /// The account, desk and firm it counts in.
+    fn scopes(&self, account: &str) -> [ScopeKey; 3] {
+        [("account", account.to_owned()), ("desk", self.desk.to_owned()), ("firm", self.firm.to_owned())]
+    }
+}
+
+/// A scope's positions added up: exact nanos of the live delta exposures per currency and per
+/// underlying and currency, each with the number of positions in it (a currency counts while
+/// a position with a live exposure is in it), and quantities per instrument.
+#[derive(Default)]
+struct ScopeSums<'a> {
+    /// (positions, Σ E, Σ |E|) per currency.
+    by_ccy: BTreeMap<Ccy, (usize, i128, i128)>,
+    /// (positions, Σ E) per underlying and currency.
+    by_underlying: BTreeMap<&'a str, BTreeMap<Ccy, (usize, i128)>>,
+    qty: HashMap<&'a str, i64>,
+}
+
+impl<'a> ScopeSums<'a> {
+    /// Adds (`sign` 1) or takes out (−1) a position's live exposure.
+    fn add(&mut self, underlying: &'a str, e: &Exposure, sign: i128) {
+        let n = e.delta.nanos;
+        let ccy = self.by_ccy.entry(e.delta.ccy).or_default();
+        *ccy = (ccy.0.wrapping_add_signed(sign as isize), ccy.1 + sign * n, ccy.2 + sign * n.abs());
+        if ccy.0 == 0 {
+            self.by_ccy.remove(&e.delta.ccy);
+        }
+        let by_ccy = self.by_underlying.entry(underlying).or_default();
+        let u = by_ccy.entry(e.delta.ccy).or_default();
+        *u = (u.0.wrapping_add_signed(sign as isize), u.1 + sign * n);
+        if u.0 == 0 {
+            by_ccy.remove(&e.delta.ccy);
+            if by_ccy.is_empty() {
+                self.by_underlying.remove(underlying);
+            }
         }
     }
 }
@@ -149,6 +179,10 @@ struct Replay<'a> {
     /// Live last price and implied vol per instrument.
     prices: HashMap<&'a str, (Fixed, Option<f64>)>,
     positions: BTreeMap<(&'a str, &'a str), Pos<'a>>,
+    /// The positions in each instrument, by key.
+    held_in: HashMap<&'a str, Vec<(&'a str, &'a str)>>,
+    /// What each scope's positions add up to, kept as they change.
+    sums: HashMap<ScopeKey, ScopeSums<'a>>,
     rates: HashMap<Ccy, f64>,
     events: Events,
 }
@@ -181,6 +215,8 @@ pub(crate) fn replay(
         watched: BTreeSet::new(),
         prices: HashMap::new(),
         positions: BTreeMap::new(),
+        held_in: HashMap::new(),
+        sums: HashMap::new(),
         rates: HashMap::new(),
         events: Events { breaches: Vec::new(), actions: Vec::new() },
     };
@@ -250,9 +286,9 @@ pub(crate) fn replay(
                     touched.extend(replay.scopes.iter().filter(|(_, s)| !s.ids.is_empty()).map(|(k, _)| k.clone()));
                 }
             }
-            let moved: HashSet<&str> =
-                options_of.get(instrument).into_iter().flatten().copied().chain([instrument]).collect();
-            let keys: Vec<(&str, &str)> = replay.positions.keys().filter(|(_, i)| moved.contains(i)).copied().collect();
+            let moved = options_of.get(instrument).into_iter().flatten().copied().chain([instrument]);
+            let keys: Vec<(&str, &str)> =
+                moved.flat_map(|i| replay.held_in.get(i).into_iter().flatten().copied()).collect();
             for key in keys {
                 replay.revalue(key, ts, false, &mut touched);
             }
@@ -261,14 +297,14 @@ pub(crate) fn replay(
             let known = instruments.get(d.instrument.as_str()).zip(inputs.accounts.get(&d.account));
             if let (true, Some((inst, acct))) = (seen.insert(d.id.as_str()), known) {
                 let key = (acct.id.as_str(), inst.id.as_str());
-                let pos = replay.positions.entry(key).or_insert(Pos {
-                    inst,
-                    desk: acct.desk.as_str(),
-                    firm: acct.firm(),
-                    qty: 0,
-                    live: None,
+                let pos = replay.positions.entry(key).or_insert_with(|| {
+                    replay.held_in.entry(inst.id.as_str()).or_default().push(key);
+                    Pos { inst, desk: acct.desk.as_str(), firm: acct.firm(), qty: 0, live: None }
                 });
                 pos.qty += d.qty.0;
+                for scope in pos.scopes(key.0) {
+                    *replay.sums.entry(scope).or_default().qty.entry(key.1).or_default() += d.qty.0;
+                }
                 replay.revalue(key, ts, d.qty.0 != 0, &mut touched);
             }
         }
@@ -324,11 +360,20 @@ impl<'a> Replay<'a> {
             position_exposure(inst, Fixed(pos.qty), *price, option, ts, self.r).ok()
         });
         let pos = self.positions.get_mut(&key).expect("position exists");
-        let changed = std::mem::replace(&mut pos.live, new).map(|e| e.delta) != new.map(|e| e.delta);
-        if changed || qty_changed {
-            touched.insert(("account", key.0.to_owned()));
-            touched.insert(("desk", pos.desk.to_owned()));
-            touched.insert(("firm", pos.firm.to_owned()));
+        let old = std::mem::replace(&mut pos.live, new);
+        let changed = old.map(|e| e.delta) != new.map(|e| e.delta);
+        let underlying = inst.underlying_id();
+        for scope in pos.scopes(key.0) {
+            let sums = self.sums.entry(scope.clone()).or_default();
+            if let Some(e) = &old {
+                sums.add(underlying, e, -1);
+            }
+            if let Some(e) = &new {
+                sums.add(underlying, e, 1);
+            }
+            if changed || qty_changed {
+                touched.insert(scope);
+            }
         }
     }
 
@@ -336,43 +381,30 @@ impl<'a> Replay<'a> {
     /// while a rate or a figure is missing).
     fn value(&self, key: &ScopeKey, measure: &Measure) -> Option<f64> {
         let rate = |c: Ccy| if c == self.base { Some(1.0) } else { self.rates.get(&c).copied() };
-        let held = || self.positions.iter().filter(|((a, _), p)| p.in_scope(a, key));
-        // Exact sums per currency, converted once each.
-        let convert = |sums: BTreeMap<Ccy, i128>| -> Option<f64> {
-            sums.into_iter().map(|(c, n)| rate(c).map(|r| n as f64 / 1e9 * r)).sum()
+        let empty = ScopeSums::default();
+        let sums = self.sums.get(key).unwrap_or(&empty);
+        // Exact sums per currency, converted once each, in currency order.
+        let convert = |sums: &mut dyn Iterator<Item = (Ccy, i128)>| -> Option<f64> {
+            sums.map(|(c, n)| rate(c).map(|r| n as f64 / 1e9 * r)).sum()
         };
-        let sum = |pick: fn(i128) -> i128| {
-            let mut sums: BTreeMap<Ccy, i128> = BTreeMap::new();
-            for (_, p) in held() {
-                if let Some(e) = p.live {
-                    *sums.entry(e.delta.ccy).or_default() += pick(e.delta.nanos);
-                }
-            }
-            convert(sums)
-        };
+        let sum =
+            |gross: bool| convert(&mut sums.by_ccy.iter().map(|(c, (_, net, g))| (*c, if gross { *g } else { *net })));
         match measure {
-            Measure::Gross => sum(i128::abs),
-            Measure::Net => sum(|n| n),
+            Measure::Gross => sum(true),
+            Measure::Net => sum(false),
             Measure::Concentration => {
-                let gross = sum(i128::abs)?;
+                let gross = sum(true)?;
                 if gross <= 0.0 {
                     return Some(0.0);
                 }
-                let mut by_underlying: BTreeMap<&str, BTreeMap<Ccy, i128>> = BTreeMap::new();
-                for (_, p) in held() {
-                    if let Some(e) = p.live {
-                        *by_underlying.entry(p.inst.underlying_id()).or_default().entry(e.delta.ccy).or_default() +=
-                            e.delta.nanos;
-                    }
-                }
                 let mut max = 0.0f64;
-                for sums in by_underlying.into_values() {
-                    max = max.max(convert(sums)?.abs());
+                for by_ccy in sums.by_underlying.values() {
+                    max = max.max(convert(&mut by_ccy.iter().map(|(c, (_, n))| (*c, *n)))?.abs());
                 }
                 Some(max / gross)
             }
             Measure::Qty(instrument) => {
-                let qty: i64 = held().filter(|((_, i), _)| i == instrument).map(|(_, p)| p.qty).sum();
+                let qty = sums.qty.get(instrument.as_str()).copied().unwrap_or(0);
                 Some(qty as f64 / Fixed::SCALE as f64)
             }
             Measure::Figure(name) => self.scopes.get(key)?.figures.get(name).copied(),
@@ -453,6 +485,33 @@ mod tests {
     use super::super::{Inputs, Value};
     use super::replay;
     use crate::config::Config;
+
+    #[test]
+    fn scope_sums_count_a_currency_while_a_live_position_is_in_it() {
+        use riskflow_dataflows::exposure::{Ccy, Exposure, Leg};
+        let e = |ccy: &str, nanos: i128| Exposure {
+            delta: Leg { ccy: Ccy::parse(ccy).unwrap(), nanos },
+            gamma: 0,
+            vega: 0,
+            quote: None,
+        };
+        let (usd, eur) = (Ccy::parse("USD").unwrap(), Ccy::parse("EUR").unwrap());
+        let mut sums = super::ScopeSums::default();
+        sums.add("X", &e("USD", 5), 1);
+        sums.add("Y", &e("USD", -3), 1);
+        sums.add("X", &e("EUR", 0), 1);
+        assert_eq!(sums.by_ccy.get(&usd), Some(&(2, 2, 8)));
+        assert_eq!(sums.by_ccy.get(&eur), Some(&(1, 0, 0)));
+        assert_eq!(sums.by_underlying["X"].len(), 2);
+        // Taken out again, a currency and an underlying without a live position are gone,
+        // though their sums were already 0.
+        sums.add("X", &e("EUR", 0), -1);
+        sums.add("Y", &e("USD", -3), -1);
+        assert_eq!(sums.by_ccy.get(&eur), None);
+        assert_eq!(sums.by_ccy.get(&usd), Some(&(1, 5, 5)));
+        assert!(!sums.by_underlying.contains_key("Y"));
+        assert_eq!(sums.by_underlying["X"].keys().collect::<Vec<_>>(), vec![&usd]);
+    }
 
     fn tick(ts: Ts, price: f64) -> Tick {
         Tick { ts, instrument: "A".into(), price: Fixed::from_f64(price).unwrap(), bid: None, ask: None, iv: None }
