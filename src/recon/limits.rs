@@ -361,19 +361,23 @@ impl<'a> Replay<'a> {
         });
         let pos = self.positions.get_mut(&key).expect("position exists");
         let old = std::mem::replace(&mut pos.live, new);
+        // The scopes' sums read only the delta legs: unchanged, there is nothing to move.
         let changed = old.map(|e| e.delta) != new.map(|e| e.delta);
+        if !changed && !qty_changed {
+            return;
+        }
         let underlying = inst.underlying_id();
         for scope in pos.scopes(key.0) {
-            let sums = self.sums.entry(scope.clone()).or_default();
-            if let Some(e) = &old {
-                sums.add(underlying, e, -1);
+            if changed {
+                let sums = self.sums.entry(scope.clone()).or_default();
+                if let Some(e) = &old {
+                    sums.add(underlying, e, -1);
+                }
+                if let Some(e) = &new {
+                    sums.add(underlying, e, 1);
+                }
             }
-            if let Some(e) = &new {
-                sums.add(underlying, e, 1);
-            }
-            if changed || qty_changed {
-                touched.insert(scope);
-            }
+            touched.insert(scope);
         }
     }
 
