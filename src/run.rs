@@ -244,6 +244,7 @@ pub fn run(opts: RunOptions) -> anyhow::Result<Summary> {
     let started = Instant::now();
     let config = timely::Config { communication: communication(&opts), worker: timely::WorkerConfig::default() };
     let worker_opts = opts.clone();
+    let bar = engine_config.analytics.bar_ns;
     let worker_failure = failure.clone();
     let guards = timely::execute(config, move |worker| {
         let opts = &worker_opts;
@@ -259,6 +260,7 @@ pub fn run(opts: RunOptions) -> anyhow::Result<Summary> {
         let mut input = InputHandleVec::<Ts, Envelope>::new();
         let mut dead_input = InputHandleVec::<Ts, DeadLetter>::new();
         let probe = ProbeHandle::new();
+        let figures = ProbeHandle::new();
         let mut handles = None;
         let latency = Rc::new(RefCell::new(new_histogram()));
         let breach_latency = Rc::new(RefCell::new(new_histogram()));
@@ -304,7 +306,9 @@ pub fn run(opts: RunOptions) -> anyhow::Result<Summary> {
                 })
             });
             handles = Some((engine.stats.clone(), engine.limit_states.clone()));
-            let limit_events = engine.limit_events;
+            // The limit events follow the analytics' figures (the limits wait for a bar end's
+            // before taking later changes): a replay paces itself on them too.
+            let limit_events = engine.limit_events.probe_with(&figures);
             let analytics_parts = engine.analytics.map(|t| SnapshotPart::Analytics(Box::new(t)));
 
             // Regime changes are kept for the summary and published with the other events.
@@ -372,7 +376,7 @@ pub fn run(opts: RunOptions) -> anyhow::Result<Summary> {
             (Some(run), Some(feed)) => {
                 crate::kafka_run::drive_kafka(worker, opts, run, feed, &probe, durability.as_mut(), &mut kafka_summary)
             }
-            _ => drive_replay(worker, opts, index, peers, &mut input, &mut dead_input, &probe),
+            _ => drive_replay(worker, opts, index, peers, &mut input, &mut dead_input, (&probe, &figures, bar)),
         };
         let counts = match driven {
             Ok(counts) => counts,
@@ -453,7 +457,8 @@ pub fn run(opts: RunOptions) -> anyhow::Result<Summary> {
 }
 
 /// Feeds this worker's share of the dataset into the dataflow, in event-time order, and
-/// returns what it read.
+/// returns what it read. It paces itself on the live output's probe and on the limit events'
+/// (within a bar of event time of the figures).
 fn drive_replay(
     worker: &mut timely::worker::Worker,
     opts: &RunOptions,
@@ -461,7 +466,7 @@ fn drive_replay(
     peers: usize,
     input: &mut InputHandleVec<Ts, Envelope>,
     dead_input: &mut InputHandleVec<Ts, DeadLetter>,
-    probe: &ProbeHandle<Ts>,
+    (probe, figures, bar): (&ProbeHandle<Ts>, &ProbeHandle<Ts>, Ts),
 ) -> anyhow::Result<Counts> {
     let mut replay = Replay::open(&opts.replay, index, peers)
         .with_context(|| format!("opening dataset {}", opts.replay.display()))?;
@@ -529,6 +534,12 @@ fn drive_replay(
         let lead_limit = input.time().saturating_sub(max_lead);
         while probe.less_than(&lead_limit) {
             worker.step();
+        }
+        // Nor further than a bar ahead of the figures, which the analytics' thread computes
+        // meanwhile: the limits keep the changes after a bar end until its figures are in.
+        let figures_limit = input.time().saturating_sub(bar);
+        while figures.less_than(&figures_limit) {
+            worker.step_or_park(Some(Duration::from_millis(1)));
         }
         progress.show(&counts, *input.time(), None);
     }

@@ -56,6 +56,16 @@ pub struct BookConfig {
     pub rate: f64,
 }
 
+impl BookConfig {
+    /// The latest boundary (a multiple of the snapshot or of the bar interval) before `t`; 0
+    /// if none. The analytics' figures at it come before any record of a later time
+    /// ([`crate::limits::limits`] holds those until they have).
+    pub fn boundary_before(&self, t: Ts) -> Ts {
+        let before = |interval: Ts| t.saturating_sub(1) / interval * interval;
+        before(self.snapshot_interval).max(before(self.bar_interval))
+    }
+}
+
 /// Counters of one worker's book.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct BookStats {
@@ -221,6 +231,16 @@ pub fn book<'scope>(
                 bcap.downgrade(&(boundary + 1));
             }
             if let Some(least) = least {
+                // The bars come next at the next boundary (or the end, after every record):
+                // no earlier than the first boundary after the latest one before the frontier,
+                // which the frontier has passed. Saying so lets the analytics' frontier, and
+                // the limits waiting on it, pass the times up to there, before the first
+                // boundary as between two.
+                let next = state.next_boundary.into_iter().chain(state.next_bar).min();
+                let floor = (state.config.boundary_before(least) + 1).min(next.unwrap_or(Ts::MAX));
+                if floor > *bcap.time() {
+                    bcap.downgrade(&floor);
+                }
                 if !state.settle_until(least.saturating_sub(1), &mut budget) {
                     activator.activate();
                 }

@@ -55,13 +55,14 @@ pub fn engine<'scope>(
     let stats = Rc::new(RefCell::new(BookStats::default()));
     let limit_states = LimitStates::default();
     let book_config = BookConfig { bar_interval: config.analytics.bar_ns, ..config.book.clone() };
-    let book = book(events, book_config, stats.clone());
+    let book = book(events, book_config.clone(), stats.clone());
     let risk = analytics(book.bars, config.analytics.clone(), config.base_ccy(), config.book.rate);
     let limit_events = limits(
         observe(book.live),
         book.limits,
         risk.metrics,
         config.limits.clone(),
+        book_config,
         config.base_ccy(),
         limit_states.clone(),
     );

@@ -22,6 +22,8 @@
 //! returns to ACTIVE. Event times never go backwards for a limit: an event carries the largest
 //! event time that limit has seen.
 
+use std::collections::BTreeMap;
+
 use rustc_hash::FxHashMap as HashMap;
 
 use serde::{Deserialize, Serialize};
@@ -29,8 +31,10 @@ use smallvec::SmallVec;
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::generic::OutputBuilder;
+use timely::dataflow::operators::Capability;
 use timely::dataflow::StreamVec;
 
+use crate::book::BookConfig;
 use crate::event::{LiveUpdate, ScopeChange, Seed, Tally};
 use crate::exposure::{Ccy, Nanos};
 use crate::formulas::from_nanos;
@@ -197,6 +201,7 @@ pub fn limits<'scope>(
     definitions: StreamVec<'scope, Ts, Limit>,
     metrics: StreamVec<'scope, Ts, MetricUpdate>,
     config: LimitsConfig,
+    boundaries: BookConfig,
     base_ccy: Ccy,
     states: LimitStates,
 ) -> StreamVec<'scope, Ts, LimitEvent> {
@@ -220,6 +225,10 @@ pub fn limits<'scope>(
         // An activation's inputs and their messages' capabilities, kept at their size (a tick
         // brings ~50 changes): emptied, never freed.
         let (mut inputs, mut caps) = (Vec::new(), Vec::new());
+        // Inputs that wait for a figure or for the changes before one (see below), in order,
+        // and a capability of each time they hold.
+        let mut held: Vec<Pending> = Vec::new();
+        let mut held_caps: BTreeMap<Ts, Capability<Ts>> = BTreeMap::new();
         move |frontiers| {
             let mut out = out.activate();
             // Processed in event-time order, each event emitted under the capability of the
@@ -241,27 +250,82 @@ pub fn limits<'scope>(
                 inputs.extend(data.drain(..).map(|l| (time, time, caps.len(), Input::Define(Box::new(l)))));
                 caps.push(cap);
             });
+            let mut figures = false;
             metrics.for_each(|cap, data| {
                 let time = crate::time_of(&cap);
+                figures = true;
                 inputs.extend(data.drain(..).map(|m| (time, m.ts, caps.len(), Input::Metric(Box::new(m)))));
                 caps.push(cap);
             });
-            if !inputs.is_sorted_by_key(|(time, ts, _, _)| (*time, *ts)) {
-                inputs.sort_by_key(|(time, ts, _, _)| (*time, *ts));
+            let key = |p: &Pending| (p.0, p.1);
+            if !inputs.is_sorted_by_key(key) {
+                inputs.sort_by_key(key);
             }
+            // A bar end's figures (VaR, ES, stress) come from the analytics' thread after the
+            // records of that time, while later records are already flowing. So that every
+            // limit and trading state sees them in event-time order however the threads run,
+            // a figure waits until every change of its time is in, and a change (or definition)
+            // of a later time until the figures of the boundary before it are.
+            let (live_frontier, figure_frontier) = (&frontiers[0], &frontiers[2]);
+            let waits = |(time, _, _, input): &Pending| match input {
+                Input::Metric(_) => live_frontier.less_equal(time),
+                _ => {
+                    let boundary = boundaries.boundary_before(*time);
+                    boundary > 0 && figure_frontier.less_equal(&boundary)
+                }
+            };
+            let ready = match held.first() {
+                // Still waiting: only what comes before it may go.
+                Some(first) if waits(first) => {
+                    let first = key(first);
+                    inputs.iter().position(|p| key(p) >= first || waits(p)).unwrap_or(inputs.len())
+                }
+                Some(_) => {
+                    inputs.append(&mut held);
+                    inputs.sort_by_key(key);
+                    inputs.iter().position(waits).unwrap_or(inputs.len())
+                }
+                // A figure can wait; a change waits only if the last (latest) one does.
+                None => match inputs.last() {
+                    Some(last) if figures || waits(last) => inputs.iter().position(waits).unwrap_or(inputs.len()),
+                    _ => inputs.len(),
+                },
+            };
             // Loaded ahead a slice at a time: a replay's activation can hold thousands of
             // changes, whose states would push one another out of the cache before use.
-            let mut todo = inputs.drain(..);
+            let mut todo = inputs.drain(..ready);
             while !todo.as_slice().is_empty() {
                 state.prefetch(&todo.as_slice()[..todo.len().min(PREFETCH_SLICE)]);
                 for (time, _, c, input) in todo.by_ref().take(PREFETCH_SLICE) {
                     state.on_input(input, time, &mut buf);
                     if !buf.is_empty() {
-                        out.session(&caps[c]).give_iterator(buf.drain(..));
+                        match caps.get(c) {
+                            Some(cap) => out.session(cap).give_iterator(buf.drain(..)),
+                            None => out.session(&held_caps[&time]).give_iterator(buf.drain(..)),
+                        }
                     }
                 }
             }
-            // Holding a capability past the activation would hold back the frontier.
+            drop(todo);
+            // What waits keeps a capability of its time.
+            if !inputs.is_empty() {
+                for (time, _, c, _) in &mut inputs {
+                    if let Some(cap) = caps.get(*c) {
+                        held_caps.entry(*time).or_insert_with(|| cap.delayed(time, 0));
+                        *c = HELD;
+                    }
+                }
+                let sorted = held.last().zip(inputs.first()).is_none_or(|(last, next)| key(last) <= key(next));
+                held.append(&mut inputs);
+                if !sorted {
+                    held.sort_by_key(key);
+                }
+            }
+            held_caps = match held.first() {
+                Some(first) => held_caps.split_off(&first.0),
+                None => BTreeMap::new(),
+            };
+            // Holding a message's capability past the activation would hold back the frontier.
             caps.clear();
             // Published once the input is exhausted, for the run's summary.
             if frontiers.iter().all(|f| f.is_empty()) {
@@ -274,6 +338,11 @@ pub fn limits<'scope>(
     });
     events
 }
+
+/// An input with its time, event time and the index of its message's capability (`HELD`
+/// while it waits: then its time's kept capability).
+type Pending = (Ts, Ts, usize, Input);
+const HELD: usize = usize::MAX;
 
 /// How many scopes ahead a rate move starts loading a scope's state and limits.
 const AHEAD: usize = 8;

@@ -15,7 +15,7 @@ use riskflow_dataflows::exposure::{position_exposure, Ccy};
 use riskflow_dataflows::limits::{limits, LimitEvent, LimitState, LimitStates, LimitsConfig, Metric, MetricUpdate};
 use riskflow_dataflows::model::*;
 use timely::dataflow::operators::vec::{Map, ToStream};
-use timely::dataflow::operators::Inspect;
+use timely::dataflow::operators::{Inspect, Probe};
 use timely::dataflow::InputHandleVec;
 
 use common::{delta, f, tick};
@@ -72,9 +72,9 @@ fn run_stepping(events: Vec<(Ts, Event)>, workers: usize, step_each: bool) -> Ru
             });
             let config =
                 BookConfig { snapshot_interval: 1_000_000, bar_interval: 1_000_000, base_ccy: Ccy::USD, rate: 0.0 };
-            let b = book(stream, config, Rc::new(RefCell::new(BookStats::default())));
+            let b = book(stream, config.clone(), Rc::new(RefCell::new(BookStats::default())));
             let metrics = Vec::<MetricUpdate>::new().to_stream(scope);
-            limits(b.live, defs, metrics, LimitsConfig::default(), Ccy::USD, states.clone())
+            limits(b.live, defs, metrics, LimitsConfig::default(), config, Ccy::USD, states.clone())
                 .inspect(move |e| o.borrow_mut().push(e.clone()));
         });
         if worker.index() == 0 {
@@ -441,4 +441,68 @@ fn tally_limits_defined_mid_stream_agree_in_any_batching() {
     assert!(["C1", "Q1", "G1"].iter().all(|l| fired.contains(*l)), "every limit changes state: {fired:?}");
     assert_eq!(sequence(&one_by_one.events), sequence(&batched.events));
     assert_eq!(one_by_one.states, batched.states);
+}
+
+/// A bar end's figure reaches the limits after changes of later times (the analytics compute
+/// it on their own thread); the limits still take it first. Here a VaR breach at the bar end
+/// 1000 and a gross breach at 1500 of the same account, both hard: the account starts reducing
+/// at 1000, on the VaR breach, however the figure and the changes arrive.
+#[test]
+fn a_bar_ends_figure_comes_before_the_changes_after_it() {
+    use Scope::Account;
+    let guards = timely::execute(timely::Config::thread(), |worker| {
+        let mut input = InputHandleVec::<Ts, Envelope>::new();
+        let mut figures = InputHandleVec::<Ts, MetricUpdate>::new();
+        let out = Rc::new(RefCell::new(Vec::new()));
+        let o = out.clone();
+        let live = timely::dataflow::ProbeHandle::new();
+        worker.dataflow::<Ts, _, _>(|scope| {
+            let stream = input.to_stream(scope);
+            let defs = stream.clone().flat_map(|e| match e.event {
+                Event::Limit(l) => Some(l),
+                _ => None,
+            });
+            let config = BookConfig { snapshot_interval: 1_000_000, bar_interval: 1000, base_ccy: Ccy::USD, rate: 0.0 };
+            let b = book(stream, config.clone(), Rc::new(RefCell::new(BookStats::default())));
+            let states = LimitStates::default();
+            let changes = b.live.probe_with(&live);
+            limits(changes, defs, figures.to_stream(scope), LimitsConfig::default(), config, Ccy::USD, states)
+                .inspect(move |e| o.borrow_mut().push(e.clone()));
+        });
+        let send = |input: &mut InputHandleVec<Ts, Envelope>, e| {
+            input.send(Envelope { event: e, origin: Origin::Engine, ingest_ns: 0 })
+        };
+        for e in reference() {
+            send(&mut input, e);
+        }
+        send(&mut input, Event::Limit(limit("LV", Account, "A1", "var", 100.0)));
+        send(&mut input, Event::Limit(limit("LG", Account, "A1", "gross", 1000.0)));
+        input.advance_to(500);
+        send(&mut input, tick(500, "AAPL", 10.0));
+        send(&mut input, delta("f1", 500, "A1", "AAPL", 50.0)); // gross 500: OK
+        input.advance_to(1500);
+        send(&mut input, delta("f2", 1500, "A1", "AAPL", 60.0)); // gross 1100: BREACH
+        input.advance_to(1501);
+        // Every change is in before the figure of the bar end at 1000 is.
+        figures.advance_to(1000);
+        while live.less_than(&1501) {
+            worker.step();
+        }
+        let figure = MetricUpdate {
+            scope: Account,
+            scope_id: "A1".into(),
+            metric: Metric::Var,
+            value: 150.0,
+            ts: 1000,
+            ingest_ns: 0,
+        };
+        figures.send(figure);
+        drop((input, figures));
+        while worker.step() {}
+        let events = sequence(&out.borrow());
+        events
+    })
+    .unwrap();
+    let events = guards.join().pop().unwrap().unwrap();
+    assert_eq!(events, vec!["1000 LV Ok->Breach", "1000 A1 Active->Reducing", "1500 LG Ok->Breach"]);
 }

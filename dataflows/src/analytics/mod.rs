@@ -16,14 +16,17 @@ pub mod factors;
 pub mod regimes;
 pub mod risk;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::mpsc::{channel, Receiver, Sender, TryRecvError};
 
 use rustc_hash::FxHashSet as HashSet;
 use serde::{Deserialize, Serialize};
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::vec::Map;
+use timely::dataflow::operators::Capability;
 use timely::dataflow::StreamVec;
+use timely::scheduling::SyncActivator;
 
 pub use config::{AnalyticsConfig, LimitMethod, RegimeConfig, Scenario, Shock};
 pub use regimes::{RegimeEvent, RegimeRow};
@@ -130,6 +133,38 @@ struct State {
 }
 
 impl State {
+    fn new(config: AnalyticsConfig, base: Ccy, rate: f64) -> State {
+        let regimes = Regimes::new(config.regimes.clone(), config.lambda, config.bars_per_year);
+        let model = FactorModel::new(config.lambda, config.window, config.history);
+        State {
+            config,
+            base,
+            rate,
+            positions: Positions::default(),
+            model,
+            regimes,
+            watched: Default::default(),
+            ticked: false,
+        }
+    }
+
+    /// Applies one time's parts and, at a boundary, computes what it emits.
+    fn run(&mut self, time: Ts, parts: Vec<BarPart>) -> Vec<Out> {
+        let (mut bar, mut snapshot) = (false, false);
+        for part in parts {
+            if let BarPart::Boundary { bar: b, snapshot: s } = part {
+                bar |= b;
+                snapshot |= s;
+            }
+            self.apply(part);
+        }
+        let mut out = Vec::new();
+        if bar || snapshot {
+            self.boundary(time, bar, snapshot, &mut out);
+        }
+        out
+    }
+
     fn apply(&mut self, part: BarPart) {
         let p = &mut self.positions;
         match part {
@@ -252,27 +287,69 @@ impl State {
     }
 }
 
-/// Builds the analytics over the book's [`BarPart`]s; all state lives on worker 0.
+/// The analytics' thread: each time's parts in, that time's outputs back, in order.
+struct Helper {
+    jobs: Sender<(Ts, Vec<BarPart>)>,
+    results: Receiver<(Ts, Vec<Out>)>,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Helper {
+    fn spawn(mut state: State, activator: SyncActivator) -> Helper {
+        let (jobs, inbox) = channel::<(Ts, Vec<BarPart>)>();
+        let (outbox, results) = channel();
+        let handle = std::thread::Builder::new()
+            .name("analytics".into())
+            .spawn(move || {
+                // However the thread ends (a panic too), the operator is woken to see it.
+                let _wake = WakeOnExit(activator.clone());
+                for (time, parts) in inbox {
+                    let out = state.run(time, parts);
+                    // The worker is gone when either fails: nothing is waiting for the result.
+                    if outbox.send((time, out)).is_err() || activator.activate().is_err() {
+                        return;
+                    }
+                }
+            })
+            .expect("spawning the analytics thread");
+        Helper { jobs, results, handle: Some(handle) }
+    }
+
+    /// The thread stopped with work outstanding: it panicked. Its panic becomes the worker's.
+    fn failed(&mut self) -> ! {
+        match self.handle.take().map(std::thread::JoinHandle::join) {
+            Some(Err(panic)) => std::panic::resume_unwind(panic),
+            _ => panic!("the analytics thread stopped"),
+        }
+    }
+}
+
+struct WakeOnExit(SyncActivator);
+
+impl Drop for WakeOnExit {
+    fn drop(&mut self) {
+        let _ = self.0.activate();
+    }
+}
+
+/// Builds the analytics over the book's [`BarPart`]s; all state lives on worker 0, and the
+/// work on a thread of its own (`analytics`), so that a bar end's revaluation does not stop
+/// the worker's live path. The operator hands each time's parts to the thread once the
+/// frontier passes that time, in time order, and holds the time's capability until the
+/// thread's outputs for it come back.
 pub fn analytics<'scope>(
     parts: StreamVec<'scope, Ts, BarPart>,
     config: AnalyticsConfig,
     base: Ccy,
     rate: f64,
 ) -> AnalyticsStreams<'scope> {
-    let out = parts.unary_frontier(Exchange::new(|_: &BarPart| 0), "Analytics", move |_cap, _info| {
-        let regimes = Regimes::new(config.regimes.clone(), config.lambda, config.bars_per_year);
-        let model = FactorModel::new(config.lambda, config.window, config.history);
-        let mut state = State {
-            config,
-            base,
-            rate,
-            positions: Positions::default(),
-            model,
-            regimes,
-            watched: Default::default(),
-            ticked: false,
-        };
-        let mut pending: BTreeMap<Ts, (timely::dataflow::operators::Capability<Ts>, Vec<BarPart>)> = BTreeMap::new();
+    let worker = parts.scope().worker();
+    let out = parts.unary_frontier(Exchange::new(|_: &BarPart| 0), "Analytics", move |_cap, info| {
+        let activator = worker.sync_activator_for(info.address.to_vec());
+        let mut config = Some(config);
+        let mut thread: Option<Helper> = None;
+        let mut pending: BTreeMap<Ts, (Capability<Ts>, Vec<BarPart>)> = BTreeMap::new();
+        let mut outstanding: VecDeque<(Ts, Capability<Ts>)> = VecDeque::new();
         move |(input, frontier), output| {
             input.for_each(|cap, data| {
                 let time = crate::time_of(&cap);
@@ -285,18 +362,22 @@ pub fn analytics<'scope>(
                     break;
                 }
                 let (time, (cap, parts)) = entry.remove_entry();
-                let (mut bar, mut snapshot) = (false, false);
-                for part in parts {
-                    if let BarPart::Boundary { bar: b, snapshot: s } = part {
-                        bar |= b;
-                        snapshot |= s;
-                    }
-                    state.apply(part);
-                }
-                let mut out = Vec::new();
-                if bar || snapshot {
-                    state.boundary(time, bar, snapshot, &mut out);
-                }
+                let helper = thread.get_or_insert_with(|| {
+                    let config = config.take().expect("one thread");
+                    Helper::spawn(State::new(config, base, rate), activator.clone())
+                });
+                helper.jobs.send((time, parts)).unwrap_or_else(|_| helper.failed());
+                outstanding.push_back((time, cap));
+            }
+            let Some(helper) = thread.as_mut() else { return };
+            while !outstanding.is_empty() {
+                let (time, out) = match helper.results.try_recv() {
+                    Ok(done) => done,
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => helper.failed(),
+                };
+                let (at, cap) = outstanding.pop_front().expect("a job per result");
+                debug_assert_eq!(at, time);
                 output.session(&cap).give_iterator(out.into_iter());
             }
         }
