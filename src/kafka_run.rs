@@ -320,7 +320,7 @@ pub fn drive_kafka(
     opts: &RunOptions,
     run: &KafkaRun,
     mut feed: Feed,
-    probe: &ProbeHandle<Ts>,
+    (probe, figures, bar): (&ProbeHandle<Ts>, &ProbeHandle<Ts>, Ts),
     mut durability: Option<&mut Durability>,
     summary: &mut KafkaSummary,
 ) -> anyhow::Result<Counts> {
@@ -453,6 +453,13 @@ pub fn drive_kafka(
         let lead_limit = feed.time().saturating_sub(max_lead);
         while probe.less_than(&lead_limit) {
             worker.step();
+        }
+        // Nor more than a bar ahead of the analytics' figures (the limits keep the changes
+        // after a bar end until its figures are in): if the analytics fall behind, the
+        // partitions' lag grows, not the changes waiting in memory.
+        let figures_limit = feed.time().saturating_sub(bar);
+        while figures.less_than(&figures_limit) {
+            worker.step_or_park(Some(Duration::from_millis(1)));
         }
         if let Some(d) = durability.as_deref_mut() {
             d.advance(Some(&source))?;

@@ -307,7 +307,7 @@ pub fn run(opts: RunOptions) -> anyhow::Result<Summary> {
             });
             handles = Some((engine.stats.clone(), engine.limit_states.clone()));
             // The limit events follow the analytics' figures (the limits wait for a bar end's
-            // before taking later changes): a replay paces itself on them too.
+            // before taking later changes): the source paces itself on them too.
             let limit_events = engine.limit_events.probe_with(&figures);
             let analytics_parts = engine.analytics.map(|t| SnapshotPart::Analytics(Box::new(t)));
 
@@ -372,11 +372,12 @@ pub fn run(opts: RunOptions) -> anyhow::Result<Summary> {
         });
 
         let mut kafka_summary = KafkaSummary::default();
+        let probes = (&probe, &figures, bar);
         let driven = match (&opts.kafka, feed) {
             (Some(run), Some(feed)) => {
-                crate::kafka_run::drive_kafka(worker, opts, run, feed, &probe, durability.as_mut(), &mut kafka_summary)
+                crate::kafka_run::drive_kafka(worker, opts, run, feed, probes, durability.as_mut(), &mut kafka_summary)
             }
-            _ => drive_replay(worker, opts, index, peers, &mut input, &mut dead_input, (&probe, &figures, bar)),
+            _ => drive_replay(worker, opts, index, peers, &mut input, &mut dead_input, probes),
         };
         let counts = match driven {
             Ok(counts) => counts,
