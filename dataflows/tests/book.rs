@@ -512,3 +512,46 @@ fn snapshots_and_bars_are_released_while_the_input_is_still_open() {
     assert!(last > 2 * INTERVAL, "the input spans several boundaries");
     assert!(seen_before_end.contains(&INTERVAL), "first snapshot still held back: {seen_before_end:?}");
 }
+
+/// The book's bar output promises no time before its next boundary once the frontier has
+/// passed the latest one before it, also before its first bar end (the limits wait on this
+/// frontier for a bar end's figures: held at 0 until then, they kept every change of the
+/// first bar waiting).
+#[test]
+fn the_bars_frontier_passes_the_boundary_before_the_input() {
+    timely::execute(timely::Config::thread(), |worker| {
+        let mut input = InputHandleVec::<Ts, Envelope>::new();
+        let bars = ProbeHandle::new();
+        worker.dataflow::<Ts, _, _>(|scope| {
+            let config = BookConfig { snapshot_interval: 1_000_000, bar_interval: 1000, base_ccy: Ccy::USD, rate: 0.0 };
+            let b = book(input.to_stream(scope), config, Rc::new(RefCell::new(BookStats::default())));
+            b.bars.probe_with(&bars);
+        });
+        // One thread, no other source of progress: a few steps settle the frontier.
+        let frontier = |worker: &mut timely::worker::Worker| {
+            for _ in 0..10 {
+                worker.step();
+            }
+            bars.with_frontier(|f| f.to_vec())
+        };
+        let instrument = Instrument::equity("AAPL", "USD");
+        input.send(Envelope { event: Event::Instrument(instrument), origin: Origin::Engine, ingest_ns: 0 });
+        input.advance_to(5500);
+        let tick = Tick {
+            ts: 5500,
+            instrument: "AAPL".into(),
+            price: Fixed::from_f64(10.0).unwrap(),
+            bid: None,
+            ask: None,
+            iv: None,
+        };
+        input.send(Envelope { event: Event::Tick(tick), origin: Origin::Engine, ingest_ns: 0 });
+        // No boundary yet: the first is 6000; the latest before the input's time is 5000.
+        assert_eq!(frontier(worker), vec![5001]);
+        input.advance_to(6500);
+        // 6000 is taken; the next is 7000.
+        assert_eq!(frontier(worker), vec![6001]);
+        input.send(Envelope { event: Event::End { max_ts: 6500 }, origin: Origin::Engine, ingest_ns: 0 });
+    })
+    .unwrap();
+}
