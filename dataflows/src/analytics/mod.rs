@@ -9,7 +9,8 @@
 //!
 //! Work happens once per bar end (1 s of event time by default), not per update: the factor
 //! model advances one bar, and the scopes with a `var`, `es` or `stress` limit are revalued
-//! from the settled positions at the bar end. At a snapshot every scope is.
+//! from the settled positions at the bar end. At a snapshot every scope is. The work runs on a
+//! thread of its own, off worker 0's live path ([`analytics`]).
 
 pub mod config;
 pub mod factors;
