@@ -35,7 +35,7 @@ use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::vec::unordered_input::{UnorderedHandle, UnorderedInput};
 use timely::dataflow::operators::ActivateCapability;
-use timely::dataflow::{ProbeHandle, Scope, StreamVec};
+use timely::dataflow::{Scope, StreamVec};
 
 use crate::run::RunOptions;
 use crate::summary::Counts;
@@ -320,7 +320,7 @@ pub fn drive_kafka(
     opts: &RunOptions,
     run: &KafkaRun,
     mut feed: Feed,
-    (probe, figures, bar): (&ProbeHandle<Ts>, &ProbeHandle<Ts>, Ts),
+    pacing: &crate::run::Pacing,
     mut durability: Option<&mut Durability>,
     summary: &mut KafkaSummary,
 ) -> anyhow::Result<Counts> {
@@ -333,7 +333,6 @@ pub fn drive_kafka(
     let epoch = opts.config.engine.epoch.as_nanos() as Ts;
     let interval = opts.config.risk.snapshot_interval.as_nanos() as Ts;
     let batch = opts.config.engine.batch;
-    let max_lead: Ts = interval;
     let committed = Durable::read(&opts.out)?.unwrap_or_default();
 
     // Data partitions have a clock slot; reference partitions carry no event time.
@@ -450,17 +449,7 @@ pub fn drive_kafka(
             }
         }
         worker.step();
-        let lead_limit = feed.time().saturating_sub(max_lead);
-        while probe.less_than(&lead_limit) {
-            worker.step();
-        }
-        // Nor more than a bar ahead of the analytics' figures (the limits keep the changes
-        // after a bar end until its figures are in): if the analytics fall behind, the
-        // partitions' lag grows, not the changes waiting in memory.
-        let figures_limit = feed.time().saturating_sub(bar);
-        while figures.less_than(&figures_limit) {
-            worker.step_or_park(Some(Duration::from_millis(1)));
-        }
+        pacing.wait(worker, feed.time());
         if let Some(d) = durability.as_deref_mut() {
             d.advance(Some(&source))?;
         }

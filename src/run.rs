@@ -372,12 +372,13 @@ pub fn run(opts: RunOptions) -> anyhow::Result<Summary> {
         });
 
         let mut kafka_summary = KafkaSummary::default();
-        let probes = (&probe, &figures, bar);
+        let pacing =
+            Pacing { live: &probe, figures: &figures, lead: opts.config.risk.snapshot_interval.as_nanos() as Ts, bar };
         let driven = match (&opts.kafka, feed) {
             (Some(run), Some(feed)) => {
-                crate::kafka_run::drive_kafka(worker, opts, run, feed, probes, durability.as_mut(), &mut kafka_summary)
+                crate::kafka_run::drive_kafka(worker, opts, run, feed, &pacing, durability.as_mut(), &mut kafka_summary)
             }
-            _ => drive_replay(worker, opts, index, peers, &mut input, &mut dead_input, probes),
+            _ => drive_replay(worker, opts, index, peers, &mut input, &mut dead_input, &pacing),
         };
         let counts = match driven {
             Ok(counts) => counts,
@@ -457,9 +458,33 @@ pub fn run(opts: RunOptions) -> anyhow::Result<Summary> {
     Ok(summary)
 }
 
+/// What a source (replay or Kafka) paces itself on, after each batch it sends.
+pub(crate) struct Pacing<'a> {
+    /// The live output's probe: the source runs ahead of the slowest worker by at most `lead`
+    /// of event time.
+    pub live: &'a ProbeHandle<Ts>,
+    /// The limit events' probe: at most a bar ahead of the analytics' figures, which their
+    /// thread computes meanwhile (the limits keep the changes after a bar end until its
+    /// figures are in; falling behind, a Kafka run's lag grows rather than what they keep).
+    pub figures: &'a ProbeHandle<Ts>,
+    pub lead: Ts,
+    pub bar: Ts,
+}
+
+impl Pacing<'_> {
+    /// Steps the worker until the outputs are close enough behind the input's `time`.
+    pub(crate) fn wait(&self, worker: &mut timely::worker::Worker, time: Ts) {
+        while self.live.less_than(&time.saturating_sub(self.lead)) {
+            worker.step();
+        }
+        while self.figures.less_than(&time.saturating_sub(self.bar)) {
+            worker.step_or_park(Some(Duration::from_millis(1)));
+        }
+    }
+}
+
 /// Feeds this worker's share of the dataset into the dataflow, in event-time order, and
-/// returns what it read. It paces itself on the live output's probe and on the limit events'
-/// (within a bar of event time of the figures).
+/// returns what it read.
 fn drive_replay(
     worker: &mut timely::worker::Worker,
     opts: &RunOptions,
@@ -467,14 +492,12 @@ fn drive_replay(
     peers: usize,
     input: &mut InputHandleVec<Ts, Envelope>,
     dead_input: &mut InputHandleVec<Ts, DeadLetter>,
-    (probe, figures, bar): (&ProbeHandle<Ts>, &ProbeHandle<Ts>, Ts),
+    pacing: &Pacing,
 ) -> anyhow::Result<Counts> {
     let mut replay = Replay::open(&opts.replay, index, peers)
         .with_context(|| format!("opening dataset {}", opts.replay.display()))?;
     let epoch = opts.config.engine.epoch.as_nanos() as Ts;
     let batch = opts.config.engine.batch;
-    // A source may run ahead of the slowest worker by this much event time before it waits.
-    let max_lead: Ts = opts.config.risk.snapshot_interval.as_nanos() as Ts;
     let mut counts = Counts::default();
     if index == 0 {
         for limit in &opts.config.limits.rules {
@@ -532,16 +555,7 @@ fn drive_replay(
             send(record, ingest_ns, &mut counts, input, dead_input);
         }
         worker.step();
-        let lead_limit = input.time().saturating_sub(max_lead);
-        while probe.less_than(&lead_limit) {
-            worker.step();
-        }
-        // Nor further than a bar ahead of the figures, which the analytics' thread computes
-        // meanwhile: the limits keep the changes after a bar end until its figures are in.
-        let figures_limit = input.time().saturating_sub(bar);
-        while figures.less_than(&figures_limit) {
-            worker.step_or_park(Some(Duration::from_millis(1)));
-        }
+        pacing.wait(worker, *input.time());
         progress.show(&counts, *input.time(), None);
     }
     // The closing snapshot is at the end of the last epoch read, so that it comes after every
