@@ -60,8 +60,12 @@ pub struct FactorModel {
     /// c_ij for i ≥ j at `cov[i][j]`; NaN until both have had a return at the same bar (a
     /// plain f64 keeps the rows dense for eᵀΣe).
     cov: Vec<Vec<f64>>,
-    /// Return vectors of the last N bars with any return (factor index → r; 0 if none).
-    pub history_bars: VecDeque<Vec<f64>>,
+    /// How many bars, of the last N, had any return: the historical P&L's sample.
+    pub history_bars: usize,
+    /// Those bars' returns by factor, oldest first: `past[i][b]` is factor i's return at the
+    /// b-th of them, 0 if it had none (or was not yet known). A scope's P&L reads only the
+    /// columns of its factors.
+    past: Vec<VecDeque<f64>>,
     /// The last bar end closed.
     pub bar_end: Option<u64>,
 }
@@ -75,7 +79,8 @@ impl FactorModel {
             factors: Vec::new(),
             index: HashMap::default(),
             cov: Vec::new(),
-            history_bars: VecDeque::new(),
+            history_bars: 0,
+            past: Vec::new(),
             bar_end: None,
         }
     }
@@ -92,6 +97,7 @@ impl FactorModel {
         self.factors.push(Factor { name: name.to_owned(), ..Factor::default() });
         self.index.insert(name.to_owned(), i);
         self.cov.push(vec![f64::NAN; i + 1]);
+        self.past.push(VecDeque::from(vec![0.0; self.history_bars]));
         i
     }
 
@@ -155,13 +161,14 @@ impl FactorModel {
             }
         }
         if !returns.is_empty() {
-            let mut vector = vec![0.0; self.factors.len()];
+            self.past.iter_mut().for_each(|column| column.push_back(0.0));
             for &(i, r) in &returns {
-                vector[i] = r;
+                *self.past[i].back_mut().expect("a bar was just added") = r;
             }
-            self.history_bars.push_back(vector);
-            if self.history_bars.len() > self.history {
-                self.history_bars.pop_front();
+            self.history_bars += 1;
+            if self.history_bars > self.history {
+                self.past.iter_mut().for_each(|column| _ = column.pop_front());
+                self.history_bars -= 1;
             }
         }
         self.bar_end = Some(bar_end);
@@ -275,7 +282,15 @@ impl FactorModel {
 
     /// P&L_s = Σ_f e_f·r_f,s over the bars of the history, oldest first.
     pub fn historical_pnl(&self, e: &[(usize, f64)]) -> Vec<f64> {
-        self.history_bars.iter().map(|v| e.iter().map(|&(i, ei)| ei * v.get(i).copied().unwrap_or(0.0)).sum()).collect()
+        // Factor by factor, each bar's sum still adds e's terms in e's order, from the value
+        // an empty f64 sum starts from: the same bits as summing each bar's terms in turn.
+        let mut pnl = vec![std::iter::empty::<f64>().sum::<f64>(); self.history_bars];
+        for &(i, ei) in e {
+            for (p, r) in pnl.iter_mut().zip(&self.past[i]) {
+                *p += ei * r;
+            }
+        }
+        pnl
     }
 }
 
@@ -320,7 +335,22 @@ mod tests {
         assert_eq!(n, 2);
         assert_eq!(m.factors[1].window_sum, (rb2 * rb2 * SQUARE_UNITS).round() as i128);
         assert!(near(v.unwrap(), rb2 * rb2 / 2.0));
-        assert_eq!(m.history_bars.len(), 3);
+        assert_eq!(m.history_bars, 3);
+    }
+
+    #[test]
+    fn historical_pnl_keeps_the_last_bars_and_counts_a_late_factor_from_its_first_return() {
+        let mut m = FactorModel::new(0.94, 250, 2);
+        close(&mut m, 1, &[("A", 100.0)]);
+        close(&mut m, 2, &[("A", 110.0)]);
+        close(&mut m, 3, &[("A", 121.0), ("B", 10.0)]);
+        close(&mut m, 4, &[("A", 110.0), ("B", 12.0)]);
+        // Three bars had returns; two are kept: bar 3 (B not yet returned: 0) and bar 4.
+        assert_eq!(m.history_bars, 2);
+        let (a3, a4, b4) = (1.1f64.ln(), (110.0f64 / 121.0).ln(), 1.2f64.ln());
+        let pnl = m.historical_pnl(&[(1, -500.0), (0, 1000.0)]);
+        assert_eq!(pnl, vec![-500.0 * 0.0 + 1000.0 * a3, -500.0 * b4 + 1000.0 * a4]);
+        assert_eq!(m.historical_pnl(&[]), vec![0.0, 0.0]);
     }
 
     #[test]

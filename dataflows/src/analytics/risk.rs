@@ -78,18 +78,87 @@ pub struct RiskRow {
 /// What one scope accumulates from its positions.
 #[derive(Default)]
 struct Acc {
-    /// Nanos per (factor, currency) of every delta and quote leg but options' (they are
+    /// Nanos per (factor, currency) slot of every delta and quote leg but options' (they are
     /// revalued in full under stress).
-    linear: HashMap<(u32, Ccy), i128>,
+    linear: Vec<(u32, i128)>,
     /// The same of options' delta legs: with `linear`, the scope's factor exposures. Kept
     /// apart so that a leg is added once.
-    options_delta: HashMap<(u32, Ccy), i128>,
+    options_delta: Vec<(u32, i128)>,
     /// Option revaluation P&L per scenario, base currency.
     options: Vec<f64>,
     /// Once accumulated: the factor exposures in base currency, by factor index in the model.
     e: Vec<(usize, f64)>,
+    /// And `linear` alone in base currency, by factor number: stress P&L's linear part.
+    linear_base: Vec<(u32, f64)>,
     /// And the parametric σ = √(eᵀΣe), if any of them has a variance.
     sigma: Option<f64>,
+}
+
+/// A leg's factor number and currency.
+type LegKey = (u32, Ccy);
+
+/// The (factor, currency) pairs a call of [`Positions::risk`] has met, numbered as met: the
+/// slots exact sums are kept in.
+#[derive(Default)]
+struct Slots {
+    keys: Vec<LegKey>,
+    ids: HashMap<LegKey, u32>,
+    /// Per instrument, the slots of its legs last looked up.
+    last: Vec<[Option<(LegKey, u32)>; 2]>,
+}
+
+impl Slots {
+    fn of(&mut self, instrument: u32, leg: usize, key: LegKey) -> u32 {
+        let i = instrument as usize;
+        if i >= self.last.len() {
+            self.last.resize(i + 1, [None; 2]);
+        }
+        match self.last[i][leg] {
+            Some((k, slot)) if k == key => slot,
+            _ => {
+                let next = self.keys.len() as u32;
+                let slot = *self.ids.entry(key).or_insert(next);
+                if slot == next {
+                    self.keys.push(key);
+                }
+                self.last[i][leg] = Some((key, slot));
+                slot
+            }
+        }
+    }
+}
+
+/// Exact sums by slot, for a scope many positions add to: one array entry per slot, and the
+/// slots held in the order first added.
+#[derive(Default)]
+struct SlotSums {
+    nanos: Vec<i128>,
+    held: Vec<bool>,
+    order: Vec<u32>,
+}
+
+impl SlotSums {
+    fn add(&mut self, slot: u32, nanos: i128) {
+        let s = slot as usize;
+        if s >= self.nanos.len() {
+            self.nanos.resize(s + 1, 0);
+            self.held.resize(s + 1, false);
+        }
+        if !self.held[s] {
+            self.held[s] = true;
+            self.order.push(slot);
+        }
+        self.nanos[s] += nanos;
+    }
+
+    /// The sums held, in the order first added, and an empty table after.
+    fn take(&mut self) -> Vec<(u32, i128)> {
+        let out = self.order.iter().map(|&s| (s, self.nanos[s as usize])).collect();
+        for s in self.order.drain(..) {
+            (self.nanos[s as usize], self.held[s as usize]) = (0, false);
+        }
+        out
+    }
 }
 
 /// What a call of [`Positions::risk`] looks up once per factor.
@@ -283,6 +352,11 @@ impl Positions {
         };
         let mut index: HashMap<(Scope, &str), usize> = HashMap::default();
         let mut scopes: Vec<((Scope, &str), Acc)> = Vec::new();
+        // A desk's or the firm's sums, by scope number: they add up many accounts'.
+        let mut shared: Vec<Option<Box<[SlotSums; 2]>>> = Vec::new();
+        let mut slots = Slots::default();
+        // One account's sums (linear, options' delta legs), then added to each of its scopes.
+        let mut own: [SlotSums; 2] = Default::default();
         let mut owners: Vec<(Scope, &str)> = Vec::with_capacity(3);
         let mut accs: Vec<usize> = Vec::with_capacity(3);
         let mut shocked: Vec<f64> = Vec::with_capacity(config.scenarios.len());
@@ -306,45 +380,67 @@ impl Positions {
                     for owner in &owners {
                         let n = *index.entry(*owner).or_insert_with(|| {
                             scopes.push((*owner, Acc::default()));
+                            shared.push((owner.0 != Scope::Account).then(Default::default));
                             scopes.len() - 1
                         });
                         accs.push(n);
                     }
                 }
                 let option = idef.asset_class == AssetClass::Option;
-                shocked.clear();
-                if option {
-                    let moves = options.entry(i).or_insert_with(|| {
-                        let factor = instr.factor.expect("an option's delta leg maps to its underlying") as usize;
-                        let shocks: Vec<_> = per_factor.shocks.iter().map(|s| s[factor]).collect();
-                        self.option_moves(instr, idef, now, r, &shocks)
-                    });
-                    match moves {
-                        Some((dv, rate)) => {
-                            shocked.extend(dv.iter().map(|d| qty.to_f64() * idef.multiplier.to_f64() * d * *rate))
-                        }
-                        None => shocked.resize(per_factor.shocks.len(), 0.0),
-                    }
+                for (k, leg) in self.legs(instr, idef, &e, base).into_iter().enumerate() {
+                    let Some((factor, ccy, nanos)) = leg else { continue };
+                    own[option as usize].add(slots.of(i, k, (factor, ccy)), nanos);
                 }
-                let legs = self.legs(instr, idef, &e, base);
+                if !option {
+                    continue;
+                }
+                shocked.clear();
+                let moves = options.entry(i).or_insert_with(|| {
+                    let factor = instr.factor.expect("an option's delta leg maps to its underlying") as usize;
+                    let shocks: Vec<_> = per_factor.shocks.iter().map(|s| s[factor]).collect();
+                    self.option_moves(instr, idef, now, r, &shocks)
+                });
+                match moves {
+                    Some((dv, rate)) => {
+                        shocked.extend(dv.iter().map(|d| qty.to_f64() * idef.multiplier.to_f64() * d * *rate))
+                    }
+                    None => shocked.resize(per_factor.shocks.len(), 0.0),
+                }
                 for &n in &accs {
                     let acc = &mut scopes[n].1;
-                    for &(factor, ccy, nanos) in legs.iter().flatten() {
-                        let sums = if option { &mut acc.options_delta } else { &mut acc.linear };
-                        *sums.entry((factor, ccy)).or_default() += nanos;
+                    acc.options.resize(shocked.len(), 0.0);
+                    acc.options.iter_mut().zip(&shocked).for_each(|(a, s)| *a += s);
+                }
+            }
+            // The account's sums into each of its scopes: its own takes them as they are.
+            let sums = [own[0].take(), own[1].take()];
+            for &n in &accs {
+                match &mut shared[n] {
+                    Some(dense) => {
+                        for (part, sums) in dense.iter_mut().zip(&sums) {
+                            sums.iter().for_each(|&(slot, nanos)| part.add(slot, nanos));
+                        }
                     }
-                    if option {
-                        acc.options.resize(shocked.len(), 0.0);
-                        acc.options.iter_mut().zip(&shocked).for_each(|(a, s)| *a += s);
+                    None => {
+                        let acc = &mut scopes[n].1;
+                        acc.linear.extend_from_slice(&sums[0]);
+                        acc.options_delta.extend_from_slice(&sums[1]);
                     }
                 }
+            }
+        }
+        for (n, dense) in shared.iter_mut().enumerate() {
+            if let Some(dense) = dense {
+                let acc = &mut scopes[n].1;
+                (acc.linear, acc.options_delta) = (dense[0].take(), dense[1].take());
             }
         }
         scopes.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         // Each scope's factor exposures in the model's numbering; the eᵀΣe of all at once.
         for (_, acc) in &mut scopes {
-            let exposures = self.to_base(&[&acc.linear, &acc.options_delta]);
+            let exposures = self.to_base(&slots.keys, &[&acc.linear, &acc.options_delta]);
             acc.e = exposures.iter().filter_map(|&(f, v)| Some((per_factor.model[f as usize]?, v))).collect();
+            acc.linear_base = self.to_base(&slots.keys, &[&acc.linear]);
         }
         let with_variance: Vec<usize> =
             (0..scopes.len()).filter(|&n| scopes[n].1.e.iter().any(|&(i, _)| model.cov(i, i).is_some())).collect();
@@ -358,13 +454,17 @@ impl Positions {
             .collect()
     }
 
-    /// Adds up the exact sums of `parts` per (factor, currency), converts each to the base
-    /// currency and adds them up per factor, in factor-name order (currencies in order within
-    /// a factor).
-    fn to_base(&self, parts: &[&HashMap<(u32, Ccy), i128>]) -> Vec<(u32, f64)> {
+    /// Adds up the exact sums of `parts` (by slot, `keys` naming each slot's factor and
+    /// currency) per (factor, currency), converts each to the base currency and adds them up
+    /// per factor, in factor-name order (currencies in order within a factor).
+    fn to_base(&self, keys: &[LegKey], parts: &[&[(u32, i128)]]) -> Vec<(u32, f64)> {
         let rank = self.rank();
-        let mut sorted: Vec<_> =
-            parts.iter().flat_map(|sums| sums.iter()).map(|(&(f, c), &n)| (rank[f as usize], c, f, n)).collect();
+        let mut sorted: Vec<_> = (parts.iter().flat_map(|sums| sums.iter()))
+            .map(|&(slot, n)| {
+                let (f, c) = keys[slot as usize];
+                (rank[f as usize], c, f, n)
+            })
+            .collect();
         sorted.sort_unstable_by_key(|&(rank, ccy, _, _)| (rank, ccy));
         let mut out: Vec<(u32, f64)> = Vec::with_capacity(sorted.len());
         let mut i = 0;
@@ -398,10 +498,9 @@ impl Positions {
         let (e, sigma) = (&acc.e, acc.sigma);
         let pnl = model.historical_pnl(e);
         let historical = |alpha| historical_var_es(&pnl, alpha);
-        let linear = self.to_base(&[&acc.linear]);
         let stress: Vec<f64> = (per_factor.shocks.iter().enumerate())
             .map(|(k, shocks)| {
-                let lin: f64 = linear.iter().map(|&(f, v)| v * shocks[f as usize].0).sum();
+                let lin: f64 = acc.linear_base.iter().map(|&(f, v)| v * shocks[f as usize].0).sum();
                 lin + acc.options.get(k).copied().unwrap_or(0.0)
             })
             .collect();
@@ -413,7 +512,7 @@ impl Positions {
             es_parametric: sigma.map(|s| parametric_es(s, c.es_confidence, c.horizon_bars)),
             var_historical: historical(c.var_confidence).map(|v| v.0),
             es_historical: historical(c.es_confidence).map(|v| v.1),
-            history_bars: model.history_bars.len() as u64,
+            history_bars: model.history_bars as u64,
             stress_worst: worst.map_or(0.0, |(_, p)| (-p).max(0.0)),
             worst_scenario: worst.filter(|(_, p)| **p < 0.0).map(|(k, _)| c.scenarios[k].name.clone()),
             stress,
