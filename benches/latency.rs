@@ -14,7 +14,14 @@
 //! the book holds its positions and the limits their tallies as through a trading day (the
 //! throughput bench's *sustained*); with 0 the book starts empty and grows while measured.
 //!
-//! `cargo bench --bench latency -- [rate per second] [seconds] [workers] [epoch µs] [warm-up]`
+//! With `--bars`, records carry event times as a live feed does: each its scheduled time, at
+//! the epoch of that time, so that one-second bars end while measured (the other lines' times
+//! are epoch counters, which cross no bar end). VaR limits on the firm, every desk and every
+//! fourth account make each bar end revalue every position on the analytics' thread, and the
+//! limits take a change after a bar end only once that bar's figures are in (event-time
+//! order): the breach-detection line then shows that wait. The warm-up spans ten bars before.
+//!
+//! `cargo bench --bench latency -- [rate per second] [seconds] [workers] [epoch µs] [warm-up] [--bars]`
 //! (defaults 100000 5 1 100000 1000000: the engine's default `engine.epoch`, 100 ms).
 
 mod baseline;
@@ -28,14 +35,15 @@ use baseline::{Baseline, Flat};
 use hdrhistogram::Histogram;
 use riskflow_dataflows::clock::now_ns;
 use riskflow_dataflows::engine::engine;
-use riskflow_dataflows::event::Event;
+use riskflow_dataflows::event::{Envelope, Event};
 use riskflow_dataflows::model::Ts;
 use rustc_hash::FxHashMap;
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::Operator;
-use timely::dataflow::operators::vec::unordered_input::UnorderedInput;
+use timely::dataflow::operators::vec::unordered_input::{UnorderedHandle, UnorderedInput};
+use timely::dataflow::operators::ActivateCapability;
 use timely::dataflow::operators::Inspect;
-use workload::{arg, envelope, workload};
+use workload::{arg, envelope, retimed, var_limits, workload};
 
 fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("valid bounds")
@@ -55,13 +63,33 @@ fn open_loop<'w>(updates: &'w [Event], rate: usize, mut apply: impl FnMut(&'w Ev
     h
 }
 
+/// Sends records given with their times, in time order: each run of one time under its own
+/// capability.
+fn send_timed(input: &mut UnorderedHandle<Ts, Envelope>, cap: &ActivateCapability<Ts>, batch: Vec<(Ts, Envelope)>) {
+    let (mut batch, mut run) = (batch.into_iter().peekable(), Vec::new());
+    while let Some((time, e)) = batch.next() {
+        run.push(e);
+        if batch.peek().map(|(t, _)| *t) != Some(time) {
+            input.activate().session(&cap.delayed(&time)).give_container(&mut run);
+            run.clear();
+        }
+    }
+}
+
 fn main() {
     workload::allocator::configure();
     let (rate, seconds, workers, epoch_us, warm) =
         (arg(0, 100_000), arg(1, 5), arg(2, 1), arg(3, 100_000), arg(4, 1_000_000));
     let n = rate * seconds;
+    let bars = std::env::args().any(|a| a == "--bars");
     let w = Arc::new(workload(10_000, 5_000, 20, warm + n, 11));
     let config = workload::engine_config();
+    // With `--bars`: the warm-up's event times span WARM_BARS bars from `t0`, the measured
+    // records' start at `measured_from`, the bar end after them.
+    const WARM_BARS: u64 = 10;
+    let bar = config.analytics.bar_ns;
+    let t0: Ts = 1_000 * bar;
+    let measured_from = t0 + WARM_BARS * bar;
     // Per output: live updates, limit events; per record: ingest time → last live update.
     let totals = Arc::new(Mutex::new((histogram(), histogram(), FxHashMap::<u64, u64>::default())));
     let t2 = totals.clone();
@@ -75,9 +103,9 @@ fn main() {
         // stall of the worker that the measurement itself would cause and then count.
         let last_out = Rc::new(RefCell::new(FxHashMap::<u64, u64>::with_capacity_and_hasher(n, Default::default())));
         let (l2, b2, o2) = (live.clone(), breach.clone(), last_out.clone());
-        // How far the live output has got: the warm-up waits on it.
-        let reached = Rc::new(std::cell::Cell::new(0 as Ts));
-        let r2 = reached.clone();
+        // How far the live output and the limit events have got: the warm-up waits on them.
+        let (reached, settled) = (Rc::new(std::cell::Cell::new(0 as Ts)), Rc::new(std::cell::Cell::new(0 as Ts)));
+        let (r2, s2) = (reached.clone(), settled.clone());
         let (mut input, mut cap) = worker.dataflow::<Ts, _, _>(|scope| {
             let (input, events) = scope.new_unordered_input();
             let e = engine(events, &config, |live| {
@@ -98,35 +126,53 @@ fn main() {
                     }
                 })
             });
-            e.limit_events.sink(Pipeline, "BreachLatency", move |(input, _)| {
+            e.limit_events.sink(Pipeline, "BreachLatency", move |(input, frontier)| {
                 input.for_each(|_, data| {
                     let now = now_ns();
                     for ev in data.drain(..) {
                         b2.borrow_mut().saturating_record(now.saturating_sub(ev.ingest_ns()));
                     }
                 });
+                s2.set(frontier.frontier().first().copied().unwrap_or(Ts::MAX));
             });
             input
         });
         if index == 0 {
-            let mut reference: Vec<_> = w.reference.iter().map(|e| envelope(e.clone(), now_ns())).collect();
+            let var = if bars { var_limits(10_000) } else { Vec::new() };
+            let mut reference: Vec<_> = w.reference.iter().chain(&var).map(|e| envelope(e.clone(), now_ns())).collect();
             input.activate().session(&cap).give_container(&mut reference);
         }
-        let share = |updates: &[riskflow_dataflows::event::Event]| -> Vec<_> {
-            updates.iter().skip(index).step_by(peers).cloned().collect()
-        };
+        let epoch_ns = epoch_us as u64 * 1_000;
+        let epoch_of = |ts: Ts| ts.div_ceil(epoch_ns) * epoch_ns;
+        let share = |updates: &[Event]| -> Vec<_> { updates.iter().skip(index).step_by(peers).cloned().collect() };
         let (warm_up, mine) = (share(&w.updates[..warm]), share(&w.updates[warm..]));
-        cap.downgrade(&1);
-        // The warm-up: epochs of 1,000 records, each let through before the next.
-        let mut time: Ts = 1;
-        for chunk in warm_up.chunks(1000) {
-            let mut batch: Vec<_> = chunk.iter().map(|e| envelope(e.clone(), now_ns())).collect();
-            input.activate().session(&cap).give_container(&mut batch);
-            time += 1;
+        // The warm-up: epochs of 1,000 records, each let through before the next (with `--bars`,
+        // 1,000 records at their own epochs).
+        let mut time: Ts = if bars { t0 } else { 1 };
+        cap.downgrade(&time);
+        let span = (WARM_BARS * bar) as f64 / warm.max(1) as f64;
+        for (c, chunk) in warm_up.chunks(1000).enumerate() {
+            if bars {
+                let ts = |k: usize| t0 + 1 + (((c * 1000 + k) * peers + index) as f64 * span) as Ts;
+                let batch: Vec<_> = (chunk.iter().enumerate())
+                    .map(|(k, e)| (epoch_of(ts(k)), envelope(retimed(e, ts(k)), now_ns())))
+                    .collect();
+                time = batch.last().map_or(time, |(at, _)| *at);
+                send_timed(&mut input, &cap, batch);
+            } else {
+                let mut batch: Vec<_> = chunk.iter().map(|e| envelope(e.clone(), now_ns())).collect();
+                input.activate().session(&cap).give_container(&mut batch);
+                time += 1;
+            }
             cap.downgrade(&time);
             while reached.get() < time {
                 worker.step();
             }
+        }
+        // With bars, also every bar end's figures and the changes they held back: the limit
+        // events pass the last bar end before the input time (its figures' frontier stops there).
+        while bars && settled.get() <= (time - 1) / bar * bar {
+            worker.step();
         }
         for _ in 0..1000 {
             worker.step();
@@ -135,33 +181,53 @@ fn main() {
         breach.borrow_mut().reset();
         last_out.borrow_mut().clear();
         let per_worker = rate as f64 / peers as f64;
-        let epoch_ns = epoch_us as u64 * 1_000;
         let start = now_ns();
         let mut sent = 0;
         let base = time;
-        while sent < mine.len() {
+        // With bars: record j's event time is its scheduled time from `measured_from`; the input
+        // time never passes the last record's epoch.
+        let event_ts = |j: usize| measured_from + 1 + ((j * peers + index) as f64 * 1e9 / rate as f64) as Ts;
+        let last = epoch_of(event_ts(mine.len().saturating_sub(1)));
+        // With bars, the input time then goes on to the last record's epoch, as a live feed's
+        // watermark would, so that the last records' bar end comes before the input closes.
+        while sent < mine.len() || (bars && time < last) {
             let now = now_ns();
             // Record j is scheduled at start + j / rate: due once that time has come.
             let due = (((now - start) as f64 * per_worker / 1e9) as usize + 1).min(mine.len());
             if due > sent {
-                let mut batch: Vec<_> = (sent..due)
-                    .map(|j| envelope(mine[j].clone(), start + (j as f64 * 1e9 / per_worker) as u64))
-                    .collect();
-                input.activate().session(&cap).give_container(&mut batch);
+                let scheduled = |j: usize| start + (j as f64 * 1e9 / per_worker) as u64;
+                if bars {
+                    let batch = (sent..due)
+                        .map(|j| (epoch_of(event_ts(j)), envelope(retimed(&mine[j], event_ts(j)), scheduled(j))));
+                    send_timed(&mut input, &cap, batch.collect());
+                } else {
+                    let mut batch: Vec<_> = (sent..due).map(|j| envelope(mine[j].clone(), scheduled(j))).collect();
+                    input.activate().session(&cap).give_container(&mut batch);
+                }
                 sent = due;
             }
-            let epoch = base + (now - start) / epoch_ns;
+            let epoch = if bars {
+                (measured_from + (now - start) / epoch_ns * epoch_ns).min(last)
+            } else {
+                base + (now - start) / epoch_ns
+            };
             if epoch > time {
                 time = epoch;
                 cap.downgrade(&time);
             }
             worker.step();
         }
+        while bars && settled.get() <= (last - 1) / bar * bar {
+            worker.step();
+        }
+        // Every measured record's events are out. With bars, closing the input takes a last
+        // revaluation of every scope, whose figures' events are not any record's: left out.
+        let measured_breach = bars.then(|| breach.borrow().clone());
         drop((input, cap));
         while worker.step() {}
         let mut t = t2.lock().unwrap();
         t.0.add(&*live.borrow()).unwrap();
-        t.1.add(&*breach.borrow()).unwrap();
+        t.1.add(measured_breach.as_ref().unwrap_or(&*breach.borrow())).unwrap();
         for (ingest, out) in last_out.borrow_mut().drain() {
             let latest = t.2.entry(ingest).or_insert(out);
             *latest = (*latest).max(out);
@@ -182,7 +248,15 @@ fn main() {
     for (ingest, out) in &t.2 {
         per_record.saturating_record(out.saturating_sub(*ingest));
     }
-    println!("latency: open loop, {rate} updates/s offered for {seconds} s, {workers} worker(s), {epoch_us} µs epochs, 10000 accounts × 5000 instruments, after {warm} updates of warm-up");
+    let timing = if bars {
+        format!(
+            "event times, {} ms bars ending while measured, VaR limits on the firm, desks and every fourth account",
+            bar / 1_000_000
+        )
+    } else {
+        "epoch counters (no bar end)".to_owned()
+    };
+    println!("latency: open loop, {rate} updates/s offered for {seconds} s, {workers} worker(s), {epoch_us} µs epochs, 10000 accounts × 5000 instruments, after {warm} updates of warm-up; {timing}");
     let lines = [
         ("ingest → live exposure update", &t.0),
         ("ingest → a record's last live update", &per_record),

@@ -43,10 +43,10 @@ pub fn workload(accounts: usize, instruments: usize, per_account: usize, updates
     }
     for a in 0..accounts {
         reference.push(Event::Account(Account { id: format!("A{a}"), desk: format!("D{}", a % 10), firm: None }));
-        reference.push(Event::Limit(limit(format!("LA{a}"), Scope::Account, format!("A{a}"), 5e6)));
+        reference.push(Event::Limit(limit(format!("LA{a}"), Scope::Account, format!("A{a}"), "gross", 5e6)));
     }
     for d in 0..10 {
-        reference.push(Event::Limit(limit(format!("LD{d}"), Scope::Desk, format!("D{d}"), 5e9)));
+        reference.push(Event::Limit(limit(format!("LD{d}"), Scope::Desk, format!("D{d}"), "gross", 5e9)));
     }
     let books: Vec<Vec<usize>> =
         (0..accounts).map(|_| (0..per_account).map(|_| rng.below(instruments as u64) as usize).collect()).collect();
@@ -83,12 +83,36 @@ fn tick(ts: Ts, i: usize, price: i64) -> Tick {
     Tick { ts, instrument: format!("I{i}"), price: Fixed(price), bid: None, ask: None, iv: None }
 }
 
-fn limit(id: String, scope: Scope, scope_id: String, value: f64) -> Limit {
+/// Value-at-risk limits on the firm, each of the 10 desks and every fourth account: with a
+/// firm-wide one, every bar end revalues every position.
+#[allow(dead_code)] // the latency bench's `--bars` uses it; the throughput bench does not
+pub fn var_limits(accounts: usize) -> Vec<Event> {
+    let mut out = vec![Event::Limit(limit("VF".into(), Scope::Firm, Account::DEFAULT_FIRM.into(), "var", 1e12))];
+    out.extend((0..10).map(|d| Event::Limit(limit(format!("VD{d}"), Scope::Desk, format!("D{d}"), "var", 1e11))));
+    out.extend(
+        (0..accounts)
+            .step_by(4)
+            .map(|a| Event::Limit(limit(format!("VA{a}"), Scope::Account, format!("A{a}"), "var", 1e6))),
+    );
+    out
+}
+
+/// A tick or delta at another event time.
+#[allow(dead_code)] // as `var_limits`
+pub fn retimed(event: &Event, ts: Ts) -> Event {
+    match event {
+        Event::Tick(t) => Event::Tick(Tick { ts, ..t.clone() }),
+        Event::Delta(d) => Event::Delta(Delta { ts, ..d.clone() }),
+        other => other.clone(),
+    }
+}
+
+fn limit(id: String, scope: Scope, scope_id: String, metric: &str, value: f64) -> Limit {
     Limit {
         id,
         scope,
         scope_id,
-        metric: "gross".into(),
+        metric: metric.into(),
         limit: value,
         warn_at: None,
         hard: None,
