@@ -24,6 +24,10 @@ use crate::model::{Account, AssetClass, Fixed, Instrument, Scope, Ts};
 pub struct Positions {
     instr_ids: HashMap<String, u32>,
     instruments: Vec<Instr>,
+    /// Instrument numbers in id order, and each instrument's place in it: an account's
+    /// positions are kept in that order, found by comparing places, not ids.
+    instr_order: Vec<u32>,
+    instr_rank: Vec<u32>,
     acct_ids: HashMap<String, u32>,
     accounts: Vec<Acct>,
     /// Account numbers in id order.
@@ -178,6 +182,13 @@ impl Positions {
         let slot = Instr { id: id.to_owned(), def: None, price: None, underlying: None, factor: None };
         self.instruments.push(slot);
         self.instr_ids.insert(id.to_owned(), n);
+        let instruments = &self.instruments;
+        let at = self.instr_order.partition_point(|&j| instruments[j as usize].id.as_str() < id);
+        self.instr_order.insert(at, n);
+        self.instr_rank.push(at as u32);
+        for &j in &self.instr_order[at + 1..] {
+            self.instr_rank[j as usize] += 1;
+        }
         n
     }
 
@@ -235,9 +246,9 @@ impl Positions {
     /// Adds a settled quantity change to a position.
     pub fn add_qty(&mut self, account: &str, instrument: &str, qty: Fixed) {
         let (a, i) = (self.intern_account(account), self.intern_instrument(instrument));
-        let instruments = &self.instruments;
+        let rank = &self.instr_rank;
         let held = &mut self.accounts[a as usize].qty;
-        match held.binary_search_by(|(j, _)| instruments[*j as usize].id.as_str().cmp(instrument)) {
+        match held.binary_search_by_key(&rank[i as usize], |(j, _)| rank[*j as usize]) {
             Ok(at) => {
                 let q = held[at].1 .0 + qty.0;
                 if q == 0 {
