@@ -396,7 +396,6 @@ struct Instr {
 }
 
 struct Acct {
-    def: Account,
     /// Interned names of itself, its desk and its firm.
     name: usize,
     desk: usize,
@@ -713,16 +712,19 @@ impl State {
     /// What changed in the settled book since the last boundary, and the boundary.
     fn bar_parts(&mut self, bar: bool, snapshot: bool) -> Vec<BarPart> {
         let mut parts = Vec::with_capacity(self.changed_qty.len() + self.changed_price.len() + 1);
+        // Names are the interned ones: a part shares them, it does not copy them.
         for (pos, qty) in self.changed_qty.drain() {
             let p = &self.positions[pos];
-            let (account, instrument) =
-                (self.accts[p.account as usize].def.id.clone(), self.instrs[p.instr as usize].def.id.clone());
+            let (account, instrument) = (
+                self.names[self.accts[p.account as usize].name].clone(),
+                self.names[self.instrs[p.instr as usize].name].clone(),
+            );
             parts.push(BarPart::Qty { account, instrument, qty: Fixed(qty) });
         }
         for instr in self.changed_price.drain() {
             let i = &self.instrs[instr];
             let Some(price) = i.settled.price else { continue };
-            parts.push(BarPart::Price { instrument: i.def.id.clone(), price, iv: i.settled.iv });
+            parts.push(BarPart::Price { instrument: self.names[i.name].clone(), price, iv: i.settled.iv });
         }
         if self.worker == 0 {
             for ccy in self.rate_sources.keys().copied().chain([self.config.base_ccy]) {
@@ -835,13 +837,13 @@ impl State {
         match self.acct_ids.entry(id.clone()) {
             Entry::Occupied(e) => {
                 self.acct_keys[*e.get()] = account_keys(&def);
-                self.accts[*e.get()] = Acct { def, name, desk, firm };
+                self.accts[*e.get()] = Acct { name, desk, firm };
             }
             Entry::Vacant(e) => {
                 e.insert(self.accts.len());
                 self.acct_keys.push(account_keys(&def));
                 self.acct_positions.push(Vec::new());
-                self.accts.push(Acct { def, name, desk, firm });
+                self.accts.push(Acct { name, desk, firm });
             }
         }
         self.release(&id, time, live, dead);

@@ -19,6 +19,7 @@ pub mod risk;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::mpsc::{channel, Receiver, Sender, TryRecvError};
+use std::sync::Arc;
 
 use rustc_hash::FxHashSet as HashSet;
 use serde::{Deserialize, Serialize};
@@ -51,15 +52,15 @@ pub enum BarPart {
     Watch(Scope, String),
     /// A settled price that changed since the previous boundary.
     Price {
-        instrument: String,
+        instrument: Arc<str>,
         price: Fixed,
         iv: Option<f64>,
     },
     Rate(Ccy, f64),
     /// A settled quantity change since the previous boundary.
     Qty {
-        account: String,
-        instrument: String,
+        account: Arc<str>,
+        instrument: Arc<str>,
         qty: Fixed,
     },
     /// The boundary itself: a bar end, a snapshot, or both.
