@@ -20,6 +20,7 @@ cargo test --workspace
 step "benches compile and run (smoke size)"
 cargo bench --quiet --bench throughput -- 200 100 20000 100
 cargo bench --quiet --bench latency -- 2000 1 1 100000 20000
+cargo bench --quiet --bench latency -- 2000 1 1 100000 20000 --bars
 cargo bench --quiet --bench bar_close -- 50 20
 cargo bench --quiet --bench stalls -- 1 2
 step "broker (tansu on 127.0.0.1, scripts/kafka-up.sh)"
