@@ -16,7 +16,8 @@
 //!
 //! With `--bars`, records carry event times as a live feed does: each its scheduled time, at
 //! the epoch of that time, so that one-second bars end while measured (the other lines' times
-//! are epoch counters, which cross no bar end). VaR limits on the firm, every desk and every
+//! are epoch counters, which cross no bar end); the input time is the epoch of the latest
+//! event time sent, as the Kafka driver's watermark is with no lateness. VaR limits on the firm, every desk and every
 //! fourth account make each bar end revalue every position on the analytics' thread, and the
 //! limits take a change after a bar end only once that bar's figures are in (event-time
 //! order): the breach-detection line then shows that wait. The warm-up spans ten bars before.
@@ -206,8 +207,10 @@ fn main() {
                 }
                 sent = due;
             }
+            // With bars, the input time is the epoch of the latest event time sent: the Kafka
+            // driver's watermark (with no lateness), so a bar closes with its first later record.
             let epoch = if bars {
-                (measured_from + (now - start) / epoch_ns * epoch_ns).min(last)
+                epoch_of(event_ts(sent.saturating_sub(1))).min(last)
             } else {
                 base + (now - start) / epoch_ns
             };
