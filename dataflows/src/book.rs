@@ -503,6 +503,9 @@ struct State {
     /// strings (a snapshot of the day dataset has ~185k rows and ~240k partial aggregates).
     names: Vec<Arc<str>>,
     name_ids: FxHashMap<String, usize>,
+    /// How many of `names` the analytics were sent: a bar's parts number positions and
+    /// instruments by name, each name sent once ([`BarPart::Name`]).
+    names_sent: usize,
     /// Records waiting for a reference (by its id), each with its time and the reason it
     /// would fail.
     held: HashMap<String, Vec<(Ts, Envelope, String)>>,
@@ -553,6 +556,7 @@ impl State {
             seeded_qty: HashSet::default(),
             names: Vec::new(),
             name_ids: FxHashMap::default(),
+            names_sent: 0,
             held: HashMap::default(),
             stash: Stash::default(),
             changes: Changes::default(),
@@ -711,20 +715,23 @@ impl State {
 
     /// What changed in the settled book since the last boundary, and the boundary.
     fn bar_parts(&mut self, bar: bool, snapshot: bool) -> Vec<BarPart> {
-        let mut parts = Vec::with_capacity(self.changed_qty.len() + self.changed_price.len() + 1);
-        // Names are the interned ones: a part shares them, it does not copy them.
+        let new_names = self.names.len() - self.names_sent;
+        let mut parts = Vec::with_capacity(new_names + self.changed_qty.len() + self.changed_price.len() + 1);
+        // Names by their numbers in this book, each once, before the parts that use them.
+        let book = self.worker as u32;
+        for (number, name) in self.names.iter().enumerate().skip(self.names_sent) {
+            parts.push(BarPart::Name { book, number: number as u32, name: name.clone() });
+        }
+        self.names_sent = self.names.len();
         for (pos, qty) in self.changed_qty.drain() {
             let p = &self.positions[pos];
-            let (account, instrument) = (
-                self.names[self.accts[p.account as usize].name].clone(),
-                self.names[self.instrs[p.instr as usize].name].clone(),
-            );
-            parts.push(BarPart::Qty { account, instrument, qty: Fixed(qty) });
+            let (account, instrument) = (self.accts[p.account as usize].name, self.instrs[p.instr as usize].name);
+            parts.push(BarPart::Qty { book, account: account as u32, instrument: instrument as u32, qty: Fixed(qty) });
         }
         for instr in self.changed_price.drain() {
             let i = &self.instrs[instr];
             let Some(price) = i.settled.price else { continue };
-            parts.push(BarPart::Price { instrument: self.names[i.name].clone(), price, iv: i.settled.iv });
+            parts.push(BarPart::Price { book, instrument: i.name as u32, price, iv: i.settled.iv });
         }
         if self.worker == 0 {
             for ccy in self.rate_sources.keys().copied().chain([self.config.base_ccy]) {
@@ -792,7 +799,7 @@ impl State {
         };
         let def = self.instrs[idx].def.clone();
         if self.worker == 0 {
-            self.definitions.push(BarPart::Instrument(def.clone()));
+            self.definitions.push(BarPart::Instrument(Box::new(def.clone())));
         }
         if def.asset_class == AssetClass::Fx {
             let base = self.config.base_ccy;
@@ -832,7 +839,7 @@ impl State {
         let id = def.id.clone();
         let (name, desk, firm) = (self.intern(&def.id), self.intern(&def.desk), self.intern(def.firm()));
         if self.worker == 0 {
-            self.definitions.push(BarPart::Account(def.clone()));
+            self.definitions.push(BarPart::Account(Box::new(def.clone())));
         }
         match self.acct_ids.entry(id.clone()) {
             Entry::Occupied(e) => {

@@ -174,7 +174,8 @@ struct PerFactor {
 }
 
 impl Positions {
-    fn intern_instrument(&mut self, id: &str) -> u32 {
+    /// An instrument's number here (its place in definition order), given on first sight.
+    pub fn instrument_number(&mut self, id: &str) -> u32 {
         if let Some(&n) = self.instr_ids.get(id) {
             return n;
         }
@@ -204,19 +205,20 @@ impl Positions {
     }
 
     pub fn define_instrument(&mut self, def: Instrument) {
-        let n = self.intern_instrument(&def.id);
-        let underlying = def.underlying.as_deref().map(|u| self.intern_instrument(u));
+        let n = self.instrument_number(&def.id);
+        let underlying = def.underlying.as_deref().map(|u| self.instrument_number(u));
         let factor = (def.asset_class != AssetClass::Fx).then(|| self.intern_factor(def.underlying_id()));
         let slot = &mut self.instruments[n as usize];
         (slot.underlying, slot.factor, slot.def) = (underlying, factor, Some(def));
     }
 
     pub fn define_account(&mut self, def: Account) {
-        let n = self.intern_account(&def.id);
+        let n = self.account_number(&def.id);
         self.accounts[n as usize].def = Some(def);
     }
 
-    fn intern_account(&mut self, id: &str) -> u32 {
+    /// An account's number here, given on first sight.
+    pub fn account_number(&mut self, id: &str) -> u32 {
         if let Some(&n) = self.acct_ids.get(id) {
             return n;
         }
@@ -231,8 +233,13 @@ impl Positions {
 
     /// The last settled price (and implied vol) of an instrument.
     pub fn set_price(&mut self, instrument: &str, price: Fixed, iv: Option<f64>) {
-        let n = self.intern_instrument(instrument);
-        self.instruments[n as usize].price = Some((price, iv));
+        let n = self.instrument_number(instrument);
+        self.set_price_of(n, price, iv);
+    }
+
+    /// [`Self::set_price`] of an instrument by its number.
+    pub fn set_price_of(&mut self, instrument: u32, price: Fixed, iv: Option<f64>) {
+        self.instruments[instrument as usize].price = Some((price, iv));
     }
 
     pub fn set_rate(&mut self, ccy: Ccy, rate: f64) {
@@ -245,7 +252,12 @@ impl Positions {
 
     /// Adds a settled quantity change to a position.
     pub fn add_qty(&mut self, account: &str, instrument: &str, qty: Fixed) {
-        let (a, i) = (self.intern_account(account), self.intern_instrument(instrument));
+        let (a, i) = (self.account_number(account), self.instrument_number(instrument));
+        self.add_qty_of(a, i, qty);
+    }
+
+    /// [`Self::add_qty`] of an account and an instrument by their numbers.
+    pub fn add_qty_of(&mut self, a: u32, i: u32, qty: Fixed) {
         let rank = &self.instr_rank;
         let held = &mut self.accounts[a as usize].qty;
         match held.binary_search_by_key(&rank[i as usize], |(j, _)| rank[*j as usize]) {
