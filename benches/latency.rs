@@ -17,10 +17,11 @@
 //! With `--bars`, records carry event times as a live feed does: each its scheduled time, at
 //! the epoch of that time, so that one-second bars end while measured (the other lines' times
 //! are epoch counters, which cross no bar end); the input time is the epoch of the latest
-//! event time sent, as the Kafka driver's watermark is with no lateness. VaR limits on the firm, every desk and every
-//! fourth account make each bar end revalue every position on the analytics' thread, and the
-//! limits take a change after a bar end only once that bar's figures are in (event-time
-//! order): the breach-detection line then shows that wait. The warm-up spans ten bars before.
+//! event time sent, as the Kafka driver's watermark is with no lateness. VaR limits on the
+//! firm, every desk and every fourth account make each bar end revalue every position on the
+//! analytics' thread, and the limits take a change after a bar end only once that bar's
+//! figures are in (event-time order): the breach-detection line then shows that wait. The
+//! warm-up spans ten bars before.
 //!
 //! `cargo bench --bench latency -- [rate per second] [seconds] [workers] [epoch µs] [warm-up] [--bars]`
 //! (defaults 100000 5 1 100000 1000000: the engine's default `engine.epoch`, 100 ms).

@@ -174,7 +174,7 @@ struct PerFactor {
 }
 
 impl Positions {
-    /// An instrument's number here (its place in definition order), given on first sight.
+    /// An instrument's number here, given when it is first named.
     pub fn instrument_number(&mut self, id: &str) -> u32 {
         if let Some(&n) = self.instr_ids.get(id) {
             return n;
@@ -217,7 +217,7 @@ impl Positions {
         self.accounts[n as usize].def = Some(def);
     }
 
-    /// An account's number here, given on first sight.
+    /// An account's number here, given when it is first named.
     pub fn account_number(&mut self, id: &str) -> u32 {
         if let Some(&n) = self.acct_ids.get(id) {
             return n;
