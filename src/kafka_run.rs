@@ -167,6 +167,30 @@ impl KafkaSummary {
     }
 }
 
+/// What a restart finds: what the output topics hold (nothing on a first run), and its horizon,
+/// the time by which the recomputed state has passed every event they hold and the durable
+/// point. Up to it, events already on the topics are not published again; at it, the limits
+/// report where they stand and the topics are corrected where they say otherwise.
+#[derive(Debug, Default)]
+pub struct Restart {
+    pub published: Published,
+    pub horizon: Option<Ts>,
+}
+
+impl Restart {
+    /// Reads the durable record of a previous run in `out` and, if there is one, the output
+    /// topics. Every process of a cluster reads them: each one's limits need the horizon.
+    pub fn read(opts: &RunOptions) -> anyhow::Result<Restart> {
+        let k = &opts.config.kafka;
+        let Some(previous) = Durable::read(&opts.out)? else { return Ok(Restart::default()) };
+        let published = Published::read(&k.client_settings(), &k.topics, k.timeout)?;
+        let epoch = opts.config.engine.epoch.as_nanos() as Ts;
+        let after = (previous.as_of > 0).then_some(previous.as_of);
+        let held = published.states.max_ts.map(|ts| ts.div_ceil(epoch) * epoch);
+        Ok(Restart { horizon: after.max(held), published })
+    }
+}
+
 /// Worker 0's durable progress: moves `_offsets.json` forward when a snapshot is complete,
 /// its output events delivered and every worker's progress marks in.
 pub struct Durability {
@@ -184,14 +208,11 @@ impl Durability {
     /// Opens worker 0's side of a Kafka run: reads the durable record of a previous run in
     /// `out` (writing an empty one if there is none, so that a restart knows it is one), and
     /// what the output topics already hold if it is a restart.
-    pub fn open(opts: &RunOptions, complete: Arc<AtomicU64>) -> anyhow::Result<Durability> {
+    pub fn open(opts: &RunOptions, complete: Arc<AtomicU64>, restart: Restart) -> anyhow::Result<Durability> {
         let k = &opts.config.kafka;
         let settings = k.client_settings();
         let previous = Durable::read(&opts.out)?;
-        let published = match &previous {
-            Some(_) => Published::read(&settings, &k.topics, k.timeout)?,
-            None => Published::default(),
-        };
+        let Restart { published, horizon } = restart;
         let durable = previous.clone().unwrap_or_default();
         if previous.is_none() {
             durable.write(&opts.out)?;
@@ -201,7 +222,7 @@ impl Durability {
             tracing::info!(as_of, published = published.messages, "resuming after the durable snapshot");
         }
         let publisher = Publisher::new(&settings)?;
-        let outputs = KafkaOutputs::new(publisher, k.topics.clone(), resume.as_of, published);
+        let outputs = KafkaOutputs::new(publisher, k.topics.clone(), resume.as_of, horizon, published);
         Ok(Durability {
             out: opts.out.clone(),
             complete,
@@ -528,12 +549,13 @@ pub fn fmt_summary(f: &mut std::fmt::Formatter<'_>, k: &KafkaSummary) -> std::fm
     write!(
         f,
         "published      {} delivered of {} sent to the output topics (dead letters to the dead-letter topic); \
-         {} retried, {} failed, {} not published again; durable through {}; {} commit errors",
+         {} retried, {} failed, {} not published again, {} corrections; durable through {}; {} commit errors",
         o.publish.delivered,
         o.publish.sent,
         o.publish.retried,
         o.publish.failed,
         o.suppressed,
+        o.corrected,
         k.durable_as_of.map_or("-".to_owned(), crate::summary::format_ts),
         k.commit_errors
     )

@@ -226,6 +226,11 @@ pub fn run(opts: RunOptions) -> anyhow::Result<Summary> {
         "the bar length ({} ns) must be a multiple of engine.epoch ({epoch} ns)",
         analytics.bar_ns
     );
+    // A Kafka restart's output topics, read before the workers start: the limits need its horizon.
+    let restart = match &opts.kafka {
+        Some(_) => crate::kafka_run::Restart::read(&opts)?,
+        None => Default::default(),
+    };
     let engine_config = EngineConfig {
         book: BookConfig {
             snapshot_interval: opts.config.risk.snapshot_interval.as_nanos() as Ts,
@@ -237,6 +242,7 @@ pub fn run(opts: RunOptions) -> anyhow::Result<Summary> {
             warn_at: opts.config.limits.warn_at,
             hysteresis: opts.config.limits.hysteresis,
             breach_action: opts.config.limits.breach_action,
+            standing_at: restart.horizon,
         },
         analytics,
     };
@@ -246,6 +252,7 @@ pub fn run(opts: RunOptions) -> anyhow::Result<Summary> {
     let worker_opts = opts.clone();
     let bar = engine_config.analytics.bar_ns;
     let worker_failure = failure.clone();
+    let restart = Mutex::new(Some(restart));
     let guards = timely::execute(config, move |worker| {
         let opts = &worker_opts;
         let fail = {
@@ -269,7 +276,11 @@ pub fn run(opts: RunOptions) -> anyhow::Result<Summary> {
         // Kafka: worker 0 keeps the durable progress and publishes the outputs.
         let complete = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let mut durability = match (&opts.kafka, index) {
-            (Some(_), 0) => match Durability::open(opts, complete.clone()) {
+            (Some(_), 0) => match Durability::open(
+                opts,
+                complete.clone(),
+                restart.lock().expect("not poisoned").take().unwrap_or_default(),
+            ) {
                 Ok(d) => Some(d),
                 Err(e) => {
                     fail(format!("{e:#}"));
@@ -343,9 +354,10 @@ pub fn run(opts: RunOptions) -> anyhow::Result<Summary> {
             let writer = (index == 0)
                 .then(|| snapshot_writer_thread(&opts.out, fail.clone(), complete.clone(), written_through));
             let kept = snapshots.clone();
-            let event_parts = limit_events.map(|e| match e {
-                LimitEvent::Breach(b) => SnapshotPart::Breach(b),
-                LimitEvent::Action(a) => SnapshotPart::Action(a),
+            let event_parts = limit_events.flat_map(|e| match e {
+                LimitEvent::Breach(b) => Some(SnapshotPart::Breach(b)),
+                LimitEvent::Action(a) => Some(SnapshotPart::Action(a)),
+                LimitEvent::Standing(_) => None,
             });
             let mut writer = writer;
             collect_snapshots(engine.snapshots.concat(event_parts).concat(analytics_parts)).sink(

@@ -58,12 +58,17 @@ pub struct Output {
     pub json: String,
     /// When the input record that caused it entered the dataflow, if one did (latency).
     pub ingest_ns: Option<u64>,
+    /// Not an event but where a limit or scope stands at a restart's horizon
+    /// ([`LimitEvent::Standing`]): a sink publishes it only as a correction of what its
+    /// topic says.
+    pub standing: bool,
 }
 
 impl Output {
     /// A breach or action event, keyed by its scope.
     pub fn limit_event(event: &LimitEvent) -> Output {
         let (topic, key, json) = match event {
+            LimitEvent::Standing(now) => return Output { standing: true, ingest_ns: None, ..Output::limit_event(now) },
             LimitEvent::Breach(b) => {
                 (OutTopic::Breaches, format!("{}:{}", b.scope.as_str(), b.scope_id), serde_json::to_string(b))
             }
@@ -76,13 +81,14 @@ impl Output {
             key,
             json: without_ingest(json.expect("limit events serialise")),
             ingest_ns: Some(event.ingest_ns()),
+            standing: false,
         }
     }
 
     /// A regime change, keyed by its signal.
     pub fn regime(event: &RegimeEvent) -> Output {
         let json = serde_json::to_string(event).expect("regime events serialise");
-        Output { topic: OutTopic::Regimes, key: event.signal.clone(), json, ingest_ns: None }
+        Output { topic: OutTopic::Regimes, key: event.signal.clone(), json, ingest_ns: None, standing: false }
     }
 
     /// A dead letter, keyed by where it came from, in the format of [`crate::dead_letter`];
@@ -94,6 +100,7 @@ impl Output {
             key,
             json: crate::dead_letter::to_json_with(d, topic_of),
             ingest_ns: None,
+            standing: false,
         }
     }
 }
@@ -137,8 +144,9 @@ impl JsonlOutputs {
 }
 
 impl OutputSink for JsonlOutputs {
+    /// A replay has no restart, and so no standing report to publish.
     fn publish(&mut self, _time: Ts, output: &Output) -> Result<(), ConnectorError> {
-        match self.files.iter_mut().find(|(t, _)| *t == output.topic) {
+        match self.files.iter_mut().find(|(t, _)| *t == output.topic && !output.standing) {
             Some((_, file)) => file.write_line(&output.json),
             None => Ok(()),
         }

@@ -47,11 +47,15 @@ pub struct LimitsConfig {
     pub warn_at: f64,
     pub hysteresis: f64,
     pub breach_action: TradingState,
+    /// A restart's horizon (Kafka): once every input is past this time, each worker reports
+    /// where its limits and scopes stand ([`LimitEvent::Standing`]), at the time just after and
+    /// before any later input, so that the sink can bring the output topics to those states.
+    pub standing_at: Option<Ts>,
 }
 
 impl Default for LimitsConfig {
     fn default() -> Self {
-        LimitsConfig { warn_at: 0.8, hysteresis: 0.05, breach_action: TradingState::Reducing }
+        LimitsConfig { warn_at: 0.8, hysteresis: 0.05, breach_action: TradingState::Reducing, standing_at: None }
     }
 }
 
@@ -157,6 +161,9 @@ pub struct ActionEvent {
 pub enum LimitEvent {
     Breach(BreachEvent),
     Action(ActionEvent),
+    /// Not a change: where a limit (a `Breach` with `prev_state == state`) or a scope's trading
+    /// state (an `Action`) stands at a restart's horizon ([`LimitsConfig::standing_at`]).
+    Standing(Box<LimitEvent>),
 }
 
 impl LimitEvent {
@@ -164,6 +171,7 @@ impl LimitEvent {
         match self {
             LimitEvent::Breach(b) => b.ingest_ns,
             LimitEvent::Action(a) => a.ingest_ns,
+            LimitEvent::Standing(e) => e.ingest_ns(),
         }
     }
 }
@@ -219,7 +227,9 @@ pub fn limits<'scope>(
     let mut metrics = builder.new_input(metrics, Exchange::new(|m: &MetricUpdate| crate::route_hash(&m.scope_id)));
     let (out, events) = builder.new_output();
     let mut out = OutputBuilder::from(out);
-    builder.build(move |_caps| {
+    builder.build(move |caps| {
+        // A restart's horizon, and the capability its standing report goes out under.
+        let mut standing = config.standing_at.map(|h| (h, caps[0].delayed(&(h + 1))));
         let mut state = State::new(config, base_ccy, peers);
         let mut buf = Vec::new();
         // An activation's inputs and their messages' capabilities, kept at their size (a tick
@@ -265,14 +275,20 @@ pub fn limits<'scope>(
             // records of that time, while later records are already flowing. So that every
             // limit and trading state sees them in event-time order however the threads run,
             // a figure waits until every change of its time is in, and a change (or definition)
-            // of a later time until the figures of the boundary before it are.
+            // of a later time until the figures of the boundary before it are. Nothing after a
+            // restart's horizon goes before the standing report.
             let (live_frontier, figure_frontier) = (&frontiers[0], &frontiers[2]);
-            let waits = |(time, _, _, input): &Pending| match input {
-                Input::Metric(_) => live_frontier.less_equal(time),
-                _ => {
-                    let boundary = boundaries.boundary_before(*time);
-                    boundary > 0 && figure_frontier.less_equal(&boundary)
-                }
+            let horizon = standing.as_ref().map(|(h, _)| *h);
+            let passed = horizon.is_some_and(|h| frontiers.iter().all(|f| !f.less_equal(&h)));
+            let waits = |(time, _, _, input): &Pending| {
+                horizon.is_some_and(|h| *time > h && !passed)
+                    || match input {
+                        Input::Metric(_) => live_frontier.less_equal(time),
+                        _ => {
+                            let boundary = boundaries.boundary_before(*time);
+                            boundary > 0 && figure_frontier.less_equal(&boundary)
+                        }
+                    }
             };
             let ready = match held.first() {
                 // Still waiting: only what comes before it may go.
@@ -292,21 +308,29 @@ pub fn limits<'scope>(
                 },
             };
             // Loaded ahead a slice at a time: a replay's activation can hold thousands of
-            // changes, whose states would push one another out of the cache before use.
-            let mut todo = inputs.drain(..ready);
-            while !todo.as_slice().is_empty() {
-                state.prefetch(&todo.as_slice()[..todo.len().min(PREFETCH_SLICE)]);
-                for (time, _, c, input) in todo.by_ref().take(PREFETCH_SLICE) {
-                    state.on_input(input, time, &mut buf);
-                    if !buf.is_empty() {
-                        match caps.get(c) {
-                            Some(cap) => out.session(cap).give_iterator(buf.drain(..)),
-                            None => out.session(&held_caps[&time]).give_iterator(buf.drain(..)),
+            // changes, whose states would push one another out of the cache before use. The
+            // standing report goes between those up to the horizon and those after.
+            let before = horizon.map_or(ready, |h| inputs[..ready].partition_point(|p| p.0 <= h));
+            for (pass, n) in [before, ready - before].into_iter().enumerate() {
+                if pass == 1 && passed {
+                    let (_, cap) = standing.take().expect("a horizon is pending");
+                    state.standing(&mut buf);
+                    out.session(&cap).give_iterator(buf.drain(..));
+                }
+                let mut todo = inputs.drain(..n);
+                while !todo.as_slice().is_empty() {
+                    state.prefetch(&todo.as_slice()[..todo.len().min(PREFETCH_SLICE)]);
+                    for (time, _, c, input) in todo.by_ref().take(PREFETCH_SLICE) {
+                        state.on_input(input, time, &mut buf);
+                        if !buf.is_empty() {
+                            match caps.get(c) {
+                                Some(cap) => out.session(cap).give_iterator(buf.drain(..)),
+                                None => out.session(&held_caps[&time]).give_iterator(buf.drain(..)),
+                            }
                         }
                     }
                 }
             }
-            drop(todo);
             // What waits keeps a capability of its time.
             if !inputs.is_empty() {
                 for (time, _, c, _) in &mut inputs {
@@ -357,6 +381,8 @@ struct LimitSlot {
     def: Limit,
     metric: Metric,
     state: LimitState,
+    /// The metric's value at the last evaluation, and its utilisation.
+    value: f64,
     utilisation: f64,
     last_ts: Ts,
 }
@@ -797,7 +823,8 @@ impl State {
         } else if def.enabled == Some(false) {
             return;
         } else {
-            self.limits[slot] = Some(LimitSlot { def, metric, state: LimitState::Ok, utilisation: 0.0, last_ts: 0 });
+            let fresh = LimitSlot { def, metric, state: LimitState::Ok, value: 0.0, utilisation: 0.0, last_ts: 0 };
+            self.limits[slot] = Some(fresh);
         }
         let si = self.scope(key);
         let s = &mut self.scopes[si];
@@ -902,6 +929,7 @@ impl State {
         let (warn_at, hysteresis) = (limit.def.warn_at.unwrap_or(self.config.warn_at), self.config.hysteresis);
         let utilisation = value.abs() / limit.def.limit;
         let limit = self.limits[slot].as_mut().expect("a scope's limits are defined");
+        limit.value = value;
         limit.utilisation = utilisation;
         limit.last_ts = limit.last_ts.max(ts);
         let next = LimitState::next(limit.state, utilisation, warn_at, hysteresis);
@@ -923,6 +951,44 @@ impl State {
             ingest_ns,
         }));
         true
+    }
+
+    /// Where every limit and every scope with limits stands: a `Standing` breach per limit and
+    /// action per scope, with `prev_state` equal to `state`. A scope that is not ACTIVE names
+    /// the hard limit in BREACH that sets its state; an ACTIVE one names none.
+    fn standing(&self, out: &mut Vec<LimitEvent>) {
+        let now = |e: LimitEvent| LimitEvent::Standing(Box::new(e));
+        for limit in self.limits.iter().flatten() {
+            out.push(now(LimitEvent::Breach(BreachEvent {
+                ts: limit.last_ts,
+                limit_id: limit.def.id.clone(),
+                scope: limit.def.scope,
+                scope_id: limit.def.scope_id.clone(),
+                metric: limit.def.metric.clone(),
+                value: limit.value,
+                limit: limit.def.limit,
+                utilisation: limit.utilisation,
+                state: limit.state,
+                prev_state: limit.state,
+                ingest_ns: 0,
+            })));
+        }
+        for scope in self.scopes.iter().filter(|s| !s.limits.is_empty() || s.trading.is_some()) {
+            let state = scope.trading.unwrap_or(TradingState::Active);
+            let limits = || scope.limits.iter().map(|slot| self.slot(*slot));
+            let cause = limits()
+                .filter(|l| l.def.hard != Some(false) && l.state == LimitState::Breach)
+                .find(|l| l.def.action.unwrap_or(self.config.breach_action) == state);
+            out.push(now(LimitEvent::Action(ActionEvent {
+                ts: limits().map(|l| l.last_ts).max().unwrap_or(scope.last_ts),
+                scope: scope.key.0,
+                scope_id: scope.id.clone().unwrap_or_default(),
+                state,
+                prev_state: state,
+                limit_id: cause.map(|l| l.def.id.clone()).unwrap_or_default(),
+                ingest_ns: 0,
+            })));
+        }
     }
 
     /// Sets a scope's trading state from its hard limits in BREACH; emits an action on change.
@@ -1280,7 +1346,7 @@ mod tests {
             .iter()
             .filter_map(|e| match e {
                 LimitEvent::Breach(b) => Some(b.limit_id.as_str()),
-                LimitEvent::Action(_) => None,
+                _ => None,
             })
             .collect();
         assert_eq!(breached, ids);
@@ -1344,7 +1410,7 @@ mod tests {
             .iter()
             .filter_map(|e| match e {
                 LimitEvent::Breach(b) => Some((b.limit_id.as_str(), b.utilisation)),
-                LimitEvent::Action(_) => None,
+                _ => None,
             })
             .collect();
         assert_eq!(breached, [("C-F", 2.0), ("Q-F", 2.0)]);

@@ -59,6 +59,10 @@ fn run(events: Vec<(Ts, Event)>, workers: usize) -> Run {
 /// Book and limits; events are sent at their event time, with a step after each one
 /// (`step_each`) or all before the first step, so that the operators see them in one batch.
 fn run_stepping(events: Vec<(Ts, Event)>, workers: usize, step_each: bool) -> Run {
+    run_with(events, workers, step_each, LimitsConfig::default())
+}
+
+fn run_with(events: Vec<(Ts, Event)>, workers: usize, step_each: bool, limits_config: LimitsConfig) -> Run {
     let guards = timely::execute(timely::Config::process(workers), move |worker| {
         let mut input = InputHandleVec::<Ts, Envelope>::new();
         let out = Rc::new(RefCell::new(Vec::new()));
@@ -74,7 +78,7 @@ fn run_stepping(events: Vec<(Ts, Event)>, workers: usize, step_each: bool) -> Ru
                 BookConfig { snapshot_interval: 1_000_000, bar_interval: 1_000_000, base_ccy: Ccy::USD, rate: 0.0 };
             let b = book(stream, config.clone(), Rc::new(RefCell::new(BookStats::default())));
             let metrics = Vec::<MetricUpdate>::new().to_stream(scope);
-            limits(b.live, defs, metrics, LimitsConfig::default(), config, Ccy::USD, states.clone())
+            limits(b.live, defs, metrics, limits_config.clone(), config, Ccy::USD, states.clone())
                 .inspect(move |e| o.borrow_mut().push(e.clone()));
         });
         if worker.index() == 0 {
@@ -116,6 +120,7 @@ fn sequence(events: &[LimitEvent]) -> Vec<String> {
                 format!("{} {} {:?}->{:?}", b.ts, b.limit_id, b.prev_state, b.state)
             }
             LimitEvent::Action(a) => format!("{} {} {:?}->{:?}", a.ts, a.scope_id, a.prev_state, a.state),
+            LimitEvent::Standing(now) => format!("standing {}", sequence(std::slice::from_ref(now))[0]),
         })
         .collect()
 }
@@ -170,6 +175,63 @@ fn scripted_scenario_yields_exactly_these_events() {
         out.states,
         vec![("L1".into(), LimitState::Ok, 943.5 / 2000.0), ("L2".into(), LimitState::Ok, 943.5 / 1300.0)]
     );
+}
+
+/// A restart's horizon: every event up to it, then where each limit and scope stands (a scope
+/// in REDUCING naming the hard limit that holds it there), then the later events, in that
+/// order on the worker that owns them.
+#[test]
+fn the_standing_report_comes_between_the_horizon_and_what_follows() {
+    use Scope::*;
+    let events = vec![
+        (1, Event::Limit(limit("L1", Account, "A1", "gross", 1000.0))),
+        (1, Event::Limit(limit("L2", Desk, "D1", "gross", 1200.0))),
+        (1, tick(1, "AAPL", 10.0)),
+        (10, delta("f1", 10, "A1", "AAPL", 85.0)),  // A1 850: WARN
+        (30, tick(30, "AAPL", 12.0)),               // A1 1020: BREACH, REDUCING; D1 1020/1200 WARN
+        (40, delta("f3", 40, "A1", "AAPL", -10.0)), // A1 900: WARN, ACTIVE; D1 OK
+        (50, delta("f4", 50, "A2", "AAPL", 50.0)),  // D1 1500: BREACH, REDUCING
+    ];
+    let config = LimitsConfig { standing_at: Some(35), ..LimitsConfig::default() };
+    let out = run_with(events.clone(), 1, true, config.clone());
+    assert_eq!(
+        sequence(&out.events),
+        vec![
+            "10 L1 Ok->Warn",
+            "30 L1 Warn->Breach",
+            "30 A1 Active->Reducing",
+            "30 L2 Ok->Warn",
+            "standing 30 L1 Breach->Breach",
+            "standing 30 L2 Warn->Warn",
+            "standing 30 A1 Reducing->Reducing",
+            "standing 30 D1 Active->Active",
+            "40 L1 Breach->Warn",
+            "40 A1 Reducing->Active",
+            "40 L2 Warn->Ok",
+            "50 L2 Ok->Breach",
+            "50 D1 Active->Reducing",
+        ]
+    );
+    let standing: Vec<_> = out.events.iter().filter(|e| matches!(e, LimitEvent::Standing(_))).collect();
+    let LimitEvent::Standing(now) = standing[2] else { unreachable!() };
+    let LimitEvent::Action(a) = &**now else { panic!("a scope's standing is an action") };
+    assert_eq!(a.limit_id, "L1", "the hard limit that holds A1 in REDUCING");
+    let LimitEvent::Standing(now) = standing[0] else { unreachable!() };
+    let LimitEvent::Breach(b) = &**now else { panic!("a limit's standing is a breach") };
+    assert_eq!((b.value, b.utilisation), (1020.0, 1.02));
+
+    // Two workers, each its own limits and scopes: the same report, each after its own events
+    // up to the horizon and before its later ones.
+    let two = run_with(events.clone(), 2, true, config);
+    let mut reported = sequence(&two.events);
+    reported.retain(|e| e.starts_with("standing"));
+    reported.sort();
+    let mut one: Vec<_> = sequence(&out.events).into_iter().filter(|e| e.starts_with("standing")).collect();
+    one.sort();
+    assert_eq!(reported, one);
+    // Without a horizon there is no report.
+    let plain = run_with(events, 1, true, LimitsConfig::default());
+    assert!(plain.events.iter().all(|e| !matches!(e, LimitEvent::Standing(_))));
 }
 
 #[test]

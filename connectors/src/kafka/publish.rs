@@ -7,6 +7,7 @@
 //! times in all, and counted. A message never delivered keeps the durable point from moving
 //! past it and makes [`Publisher::flush`] fail.
 
+use std::borrow::Cow;
 use std::cell::RefCell;
 use std::collections::{BTreeSet, HashMap};
 use std::hash::{Hash, Hasher};
@@ -20,7 +21,7 @@ use rdkafka::message::DeliveryResult;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer, ProducerContext};
 use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
 use riskflow_dataflows::model::Ts;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::source::partitions_of;
 use super::{consumer_config, producer_config, ClientSettings, KafkaError, Topics};
@@ -217,11 +218,76 @@ fn content_hash(topic: OutTopic, key: &[u8], payload: &[u8]) -> u64 {
 }
 
 /// What the output topics already hold, to publish nothing twice after a restart: how many
-/// times each (topic, key, payload) appears.
+/// times each (topic, key, payload) appears, and the state each limit and scope ends in there.
 #[derive(Debug, Default)]
 pub struct Published {
     seen: HashMap<u64, u32>,
     pub messages: u64,
+    pub states: TopicStates,
+}
+
+/// What the output topics say of each limit and scope: the state of its last event there (a
+/// limit by `limit_id` on the breaches topic, a scope by its key on the actions topic; one key
+/// lies in one partition, so its events are read in the order they were published).
+#[derive(Debug, Default)]
+pub struct TopicStates {
+    said: HashMap<(OutTopic, String), Said>,
+    /// The largest event time of the limit events read.
+    pub max_ts: Option<Ts>,
+}
+
+/// The last event of a limit or scope on its topic.
+#[derive(Clone, Debug, Deserialize)]
+struct Said {
+    ts: Ts,
+    state: String,
+    #[serde(default)]
+    limit_id: String,
+}
+
+impl TopicStates {
+    /// What a limit or scope is called on its topic; none for the other topics.
+    fn name(topic: OutTopic, key: &str, said: &Said) -> Option<(OutTopic, String)> {
+        match topic {
+            OutTopic::Breaches => Some((topic, said.limit_id.clone())),
+            OutTopic::Actions => Some((topic, key.to_owned())),
+            OutTopic::Regimes | OutTopic::DeadLetter => None,
+        }
+    }
+
+    /// Records an event found on, or published to, `topic`; an unreadable one changes nothing.
+    pub fn record(&mut self, topic: OutTopic, key: &str, json: &str) {
+        let Ok(said) = serde_json::from_str::<Said>(json) else { return };
+        if let Some(name) = TopicStates::name(topic, key, &said) {
+            self.max_ts = self.max_ts.max(Some(said.ts));
+            self.said.insert(name, said);
+        }
+    }
+
+    /// The event that brings a limit's or scope's topic to where a standing report says it
+    /// stands, if the topic says otherwise (one without events says OK, or ACTIVE): the
+    /// report with `prev_state` what the topic says, `ts` no earlier than the topic's last
+    /// event of it, and a scope's cause, when the report names none, the one the topic names.
+    pub fn correction(&self, standing: &Output) -> Option<String> {
+        let mut report: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&standing.json).ok()?;
+        let state = report.get("state")?.as_str()?.to_owned();
+        let probe = Said { ts: 0, state: state.clone(), limit_id: report.get("limit_id")?.as_str()?.to_owned() };
+        let said = self.said.get(&TopicStates::name(standing.topic, &standing.key, &probe)?);
+        let start = if standing.topic == OutTopic::Breaches { "OK" } else { "ACTIVE" };
+        let topic_state = said.map_or(start, |s| s.state.as_str());
+        if topic_state == state {
+            return None;
+        }
+        report.insert("prev_state".into(), topic_state.into());
+        if let Some(said) = said {
+            let ts = report.get("ts").and_then(|t| t.as_u64()).unwrap_or(0).max(said.ts);
+            report.insert("ts".into(), ts.into());
+            if probe.limit_id.is_empty() {
+                report.insert("limit_id".into(), said.limit_id.clone().into());
+            }
+        }
+        Some(serde_json::Value::Object(report).to_string())
+    }
 }
 
 impl Published {
@@ -265,9 +331,12 @@ impl Published {
             let message = message.map_err(KafkaError::client("reading the output topics"))?;
             let key = (message.topic().to_owned(), message.partition());
             if let Some(&out) = kinds.get(message.topic()) {
-                let hash = content_hash(out, message.key().unwrap_or_default(), message.payload().unwrap_or_default());
-                *published.seen.entry(hash).or_default() += 1;
+                let (key, payload) = (message.key().unwrap_or_default(), message.payload().unwrap_or_default());
+                *published.seen.entry(content_hash(out, key, payload)).or_default() += 1;
                 published.messages += 1;
+                if let (Ok(key), Ok(json)) = (std::str::from_utf8(key), std::str::from_utf8(payload)) {
+                    published.states.record(out, key, json);
+                }
             }
             if ends.get(&key).is_some_and(|&end| message.offset() + 1 >= end) {
                 ends.remove(&key);
@@ -296,16 +365,24 @@ pub struct OutputStats {
     /// Events not published again after a restart: at or before the durable snapshot, or
     /// found on the output topic.
     pub suppressed: u64,
+    /// Events published at a restart's horizon to bring a limit's or scope's topic to where
+    /// the engine has it.
+    pub corrected: u64,
 }
 
 /// The engine's output sink on Kafka. After a restart it publishes no limit or regime event at
-/// or before the durable point (`after`), and nothing the output topics already hold.
+/// or before the durable point (`after`), and up to the restart's `horizon` nothing the output
+/// topics already hold. The recomputed path of a limit can differ from the one the topics hold
+/// (arrival order), so at the horizon the limits report where each stands, and a limit or
+/// scope whose topic says otherwise gets the event that brings it there.
 pub struct KafkaOutputs {
     publisher: Publisher,
     topics: Topics,
     after: Option<Ts>,
+    horizon: Option<Ts>,
     published: Published,
     suppressed: u64,
+    corrected: u64,
     /// The sink's input frontier, and the first sequence number handed over after it was seen.
     frontier: Option<Ts>,
     frontier_seq: u64,
@@ -313,13 +390,21 @@ pub struct KafkaOutputs {
 }
 
 impl KafkaOutputs {
-    pub fn new(publisher: Publisher, topics: Topics, after: Option<Ts>, published: Published) -> KafkaOutputs {
+    pub fn new(
+        publisher: Publisher,
+        topics: Topics,
+        after: Option<Ts>,
+        horizon: Option<Ts>,
+        published: Published,
+    ) -> KafkaOutputs {
         KafkaOutputs {
             publisher,
             topics,
             after,
+            horizon,
             published,
             suppressed: 0,
+            corrected: 0,
             frontier: Some(0),
             frontier_seq: 0,
             done: false,
@@ -342,7 +427,7 @@ impl KafkaOutputs {
     }
 
     pub fn stats(&self) -> OutputStats {
-        OutputStats { publish: self.publisher.stats(), suppressed: self.suppressed }
+        OutputStats { publish: self.publisher.stats(), suppressed: self.suppressed, corrected: self.corrected }
     }
 }
 
@@ -354,15 +439,32 @@ impl OutputSink for Rc<RefCell<KafkaOutputs>> {
         // became durable (their recomputation may differ in arrival order, so they are not
         // matched by content). A dead letter's content is exact, and the time a restart reads a
         // bad record again is not the time it was first read: dead letters are matched by content.
-        let durable = output.topic != OutTopic::DeadLetter && me.after.is_some_and(|after| time <= after);
-        if durable || me.published.take(output) {
-            tracing::debug!(time, durable, key = output.key, "not published again");
-            me.suppressed += 1;
-            return Ok(());
+        // After the horizon the topics agree with the engine, and every limit event is new.
+        let limit_event = matches!(output.topic, OutTopic::Breaches | OutTopic::Actions);
+        let json = if output.standing {
+            match me.published.states.correction(output) {
+                Some(json) => {
+                    me.corrected += 1;
+                    Cow::Owned(json)
+                }
+                None => return Ok(()),
+            }
+        } else {
+            let durable = output.topic != OutTopic::DeadLetter && me.after.is_some_and(|after| time <= after);
+            let copy = (!limit_event || me.horizon.is_some_and(|h| time <= h)) && me.published.take(output);
+            if durable || copy {
+                tracing::debug!(time, durable, key = output.key, "not published again");
+                me.suppressed += 1;
+                return Ok(());
+            }
+            Cow::Borrowed(output.json.as_str())
+        };
+        if limit_event && me.horizon.is_some() {
+            me.published.states.record(output.topic, &output.key, &json);
         }
         let topic = me.topics.output(output.topic).to_owned();
         me.publisher
-            .send(&topic, Some(output.key.as_bytes()), output.json.as_bytes())
+            .send(&topic, Some(output.key.as_bytes()), json.as_bytes())
             .map(|_| ())
             .map_err(|e| ConnectorError::Kafka(e.to_string()))
     }
@@ -379,5 +481,57 @@ impl OutputSink for Rc<RefCell<KafkaOutputs>> {
 
     fn poll(&mut self) -> Result<(), ConnectorError> {
         self.borrow_mut().publisher.poll().map_err(|e| ConnectorError::Kafka(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn standing(topic: OutTopic, key: &str, json: &str) -> Output {
+        Output { topic, key: key.into(), json: json.into(), ingest_ns: None, standing: true }
+    }
+
+    fn breach(ts: Ts, limit: &str, state: &str, prev: &str) -> String {
+        format!(
+            r#"{{"limit":100.0,"limit_id":"{limit}","metric":"gross","prev_state":"{prev}","scope":"account","scope_id":"A1","state":"{state}","ts":{ts},"utilisation":0.5,"value":50.0}}"#
+        )
+    }
+
+    fn action(ts: Ts, cause: &str, state: &str, prev: &str) -> String {
+        format!(
+            r#"{{"limit_id":"{cause}","prev_state":"{prev}","scope":"account","scope_id":"A1","state":"{state}","ts":{ts}}}"#
+        )
+    }
+
+    fn parsed(json: &str) -> serde_json::Value {
+        serde_json::from_str(json).unwrap()
+    }
+
+    #[test]
+    fn a_topic_that_ends_elsewhere_gets_the_event_that_brings_it_to_the_standing() {
+        let mut states = TopicStates::default();
+        states.record(OutTopic::Breaches, "account:A1", &breach(40, "L1", "WARN", "OK"));
+        states.record(OutTopic::Breaches, "account:A1", &breach(70, "L1", "BREACH", "WARN"));
+        states.record(OutTopic::Breaches, "account:A1", &breach(20, "L2", "WARN", "OK"));
+        states.record(OutTopic::Actions, "account:A1", &action(70, "L1", "REDUCING", "ACTIVE"));
+        assert_eq!(states.max_ts, Some(70));
+
+        // L1: the topic says BREACH (its last event), the engine has it in WARN since ts 50.
+        let fix = states.correction(&standing(OutTopic::Breaches, "account:A1", &breach(50, "L1", "WARN", "WARN")));
+        assert_eq!(parsed(&fix.unwrap()), parsed(&breach(70, "L1", "WARN", "BREACH")));
+        // L2 stands where the topic has it: nothing to publish.
+        let same = standing(OutTopic::Breaches, "account:A1", &breach(90, "L2", "WARN", "WARN"));
+        assert_eq!(states.correction(&same), None);
+        // L3 has no event on the topic (OK there): the engine's BREACH is published from OK,
+        // at the engine's own time.
+        let fix = states.correction(&standing(OutTopic::Breaches, "account:A1", &breach(30, "L3", "BREACH", "BREACH")));
+        assert_eq!(parsed(&fix.unwrap()), parsed(&breach(30, "L3", "BREACH", "OK")));
+        // The scope is ACTIVE again: no limit holds it, so the cause is the one the topic names.
+        let fix = states.correction(&standing(OutTopic::Actions, "account:A1", &action(50, "", "ACTIVE", "ACTIVE")));
+        assert_eq!(parsed(&fix.unwrap()), parsed(&action(70, "L1", "ACTIVE", "REDUCING")));
+        // A scope without events on the topic that stands ACTIVE needs nothing.
+        let other = standing(OutTopic::Actions, "desk:D1", &action(50, "", "ACTIVE", "ACTIVE"));
+        assert_eq!(states.correction(&other), None);
     }
 }
