@@ -136,13 +136,12 @@ which never reach a bar end. Here each record carries its scheduled time as its 
 enters at that time's epoch, the input time follows the latest event time sent (as the Kafka
 driver's watermark, with no lateness), and one-second bars end while measured (three of them);
 VaR limits on the firm, every desk and every fourth account make each bar end revalue all ~200k
-positions on the analytics' thread. The limits take a change after a bar end only once that bar's figures
-are in, so that every state sees them in event-time order (docs/architecture.md, Limits): the
-breach-detection line shows that wait (the bar's revaluation), and
-the live lines the worker's own work at a bar end (the bar's parts for the analytics, then the
-changes the limits held, taken at once). One second is the engine's default bar
-(docs/configuration.md); with the day replay's five-minute bars below, 1/300 as many records
-fall in that wait.
+positions on the analytics' thread. The limits take a change after a bar end only once that
+bar's figures are in, so that every state sees them in event-time order (docs/architecture.md,
+Limits): the breach-detection line shows that wait (the bar's revaluation), and the live lines
+the worker's own work at a bar end (the bar's parts for the analytics, then the changes the
+limits held, taken at once). One second is the engine's default bar (docs/configuration.md);
+with the day replay's five-minute bars below, 1/300 as many records fall in that wait.
 
 \`\`\`
 $lat_100k_bars

@@ -247,9 +247,9 @@ struct Said {
 
 impl TopicStates {
     /// What a limit or scope is called on its topic; none for the other topics.
-    fn name(topic: OutTopic, key: &str, said: &Said) -> Option<(OutTopic, String)> {
+    fn name(topic: OutTopic, key: &str, limit_id: &str) -> Option<(OutTopic, String)> {
         match topic {
-            OutTopic::Breaches => Some((topic, said.limit_id.clone())),
+            OutTopic::Breaches => Some((topic, limit_id.to_owned())),
             OutTopic::Actions => Some((topic, key.to_owned())),
             OutTopic::Regimes | OutTopic::DeadLetter => None,
         }
@@ -258,7 +258,7 @@ impl TopicStates {
     /// Records an event found on, or published to, `topic`; an unreadable one changes nothing.
     pub fn record(&mut self, topic: OutTopic, key: &str, json: &str) {
         let Ok(said) = serde_json::from_str::<Said>(json) else { return };
-        if let Some(name) = TopicStates::name(topic, key, &said) {
+        if let Some(name) = TopicStates::name(topic, key, &said.limit_id) {
             self.max_ts = self.max_ts.max(Some(said.ts));
             self.said.insert(name, said);
         }
@@ -270,19 +270,19 @@ impl TopicStates {
     /// event of it, and a scope's cause, when the report names none, the one the topic names.
     pub fn correction(&self, standing: &Output) -> Option<String> {
         let mut report: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&standing.json).ok()?;
-        let state = report.get("state")?.as_str()?.to_owned();
-        let probe = Said { ts: 0, state: state.clone(), limit_id: report.get("limit_id")?.as_str()?.to_owned() };
-        let said = self.said.get(&TopicStates::name(standing.topic, &standing.key, &probe)?);
+        let (state, limit_id) = (report.get("state")?.as_str()?, report.get("limit_id")?.as_str()?);
+        let said = self.said.get(&TopicStates::name(standing.topic, &standing.key, limit_id)?);
         let start = if standing.topic == OutTopic::Breaches { "OK" } else { "ACTIVE" };
         let topic_state = said.map_or(start, |s| s.state.as_str());
         if topic_state == state {
             return None;
         }
+        let named = !limit_id.is_empty();
         report.insert("prev_state".into(), topic_state.into());
         if let Some(said) = said {
             let ts = report.get("ts").and_then(|t| t.as_u64()).unwrap_or(0).max(said.ts);
             report.insert("ts".into(), ts.into());
-            if probe.limit_id.is_empty() {
+            if !named {
                 report.insert("limit_id".into(), said.limit_id.clone().into());
             }
         }
@@ -459,7 +459,8 @@ impl OutputSink for Rc<RefCell<KafkaOutputs>> {
             }
             Cow::Borrowed(output.json.as_str())
         };
-        if limit_event && me.horizon.is_some() {
+        // What the topics say is needed until the standing report, just after the horizon.
+        if limit_event && me.horizon.is_some_and(|h| time <= h + 1) {
             me.published.states.record(output.topic, &output.key, &json);
         }
         let topic = me.topics.output(output.topic).to_owned();
