@@ -254,10 +254,10 @@ proptest! {
         qy in (-1000i32..1000, -1000i32..1000),
         k in 1i32..20,
     ) {
-        let m = model(&moves);
+        let mut m = model(&moves);
         let c = AnalyticsConfig::default();
-        let var = |p: &Positions, id: &str| {
-            p.risk(0, Ccy::USD, 0.0, &c, &m, &|_, _| true)
+        let mut var = |p: &Positions, id: &str| {
+            p.risk(0, Ccy::USD, 0.0, &c, &mut m, &|_, _| true)
                 .into_iter()
                 .find(|r| r.scope_id == id)
                 .and_then(|r| r.var_parametric)
@@ -322,7 +322,7 @@ fn risk_rows_do_not_depend_on_the_order_of_the_parts() {
         }
         m.close_bar(t, closes.clone());
     }
-    let build = |reversed: bool| {
+    let mut build = |reversed: bool| {
         let mut p = Positions::default();
         let (mut defs, mut accts, mut parts) = (instruments.clone(), accounts.clone(), held.clone());
         if reversed {
@@ -344,7 +344,7 @@ fn risk_rows_do_not_depend_on_the_order_of_the_parts() {
             p.define_instrument(def);
         }
         accts.into_iter().for_each(|a| p.define_account(a));
-        p.risk(0, Ccy::USD, 0.01, &AnalyticsConfig::default(), &m, &|_, _| true)
+        p.risk(0, Ccy::USD, 0.01, &AnalyticsConfig::default(), &mut m, &|_, _| true)
     };
     let (forward, reversed) = (build(false), build(true));
     assert_eq!(forward.len(), 40 + 4 + 1);

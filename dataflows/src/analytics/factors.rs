@@ -11,11 +11,9 @@ use crate::formulas::ewma;
 /// return leaving the window subtracts exactly what it added.
 const SQUARE_UNITS: f64 = 1e30;
 
-/// Exposure vectors taken together in one pass over Σ by [`FactorModel::portfolio_variances`].
-const LANES: usize = 4;
-
-/// Rows of Σ taken together in that pass.
-const ROWS: usize = 4;
+/// Exposure vectors taken together in one pass over Σ by [`FactorModel::portfolio_variances`]:
+/// at most this many, in a pass as wide as the next multiple of four of them.
+const LANES: usize = 16;
 
 /// A covariance not yet known counts as 0.
 #[inline(always)]
@@ -27,22 +25,83 @@ fn known(c: f64) -> f64 {
     }
 }
 
-/// [`FactorModel::lanes_pass`], compiled for AVX2 when the CPU has it (checked at each call):
-/// the four lanes of a row's sums then take one register instead of two. The operations and
-/// their order are the same (Rust fuses no multiply and add), so the bits are too.
-fn lanes_total(m: &FactorModel, x: &[[f64; LANES]], held: &[[bool; LANES]]) -> [f64; LANES] {
+/// Up to `W` exposure vectors side by side, by factor: each lane's exposure (0.0 where it
+/// holds none) and whether it holds one.
+struct Lanes<const W: usize> {
+    x: Vec<[f64; W]>,
+    held: Vec<[bool; W]>,
+}
+
+impl<const W: usize> Lanes<W> {
+    fn of(k: usize, es: &[&[(usize, f64)]]) -> Lanes<W> {
+        let mut lanes = Lanes { x: vec![[0.0; W]; k], held: vec![[false; W]; k] };
+        for (l, e) in es.iter().enumerate() {
+            for &(i, ei) in e.iter() {
+                (lanes.x[i][l], lanes.held[i][l]) = (ei, true);
+            }
+        }
+        lanes
+    }
+}
+
+/// eᵀΣe of up to [`LANES`] vectors in one pass over Σ, which takes Σ's pending step as well.
+/// The width is the next multiple of four, four lanes to a register (AVX2); four rows are taken
+/// together, two at the widest, so that their sums stay in the sixteen registers. (5k factors,
+/// 11 vectors: the step and the sums of one pass at width 12 took 31–35 ms, against 17 ms
+/// for the step and 33–39 ms for three passes at width 4.)
+fn dense_pass(m: &mut FactorModel, es: &[&[(usize, f64)]]) -> Vec<f64> {
+    match es.len() {
+        0..=4 => pass::<4, 4>(m, es),
+        5..=8 => pass::<8, 4>(m, es),
+        9..=12 => pass::<12, 4>(m, es),
+        _ => pass::<16, 2>(m, es),
+    }
+}
+
+/// [`FactorModel::pass`], compiled for AVX2 when the CPU has it (checked at each call): four
+/// lanes of a row's sums then take one register instead of two. The operations and their
+/// order are the same (Rust fuses no multiply and add), so the bits are too.
+fn pass<const W: usize, const ROWS: usize>(m: &mut FactorModel, es: &[&[(usize, f64)]]) -> Vec<f64> {
+    let lanes = Lanes::<W>::of(m.cov.len(), es);
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") {
         // SAFETY: the CPU supports AVX2, checked just above.
-        return unsafe { lanes_total_avx2(m, x, held) };
+        return unsafe { pass_avx2::<W, ROWS>(m, &lanes) }[..es.len()].to_vec();
     }
-    m.lanes_pass(x, held)
+    m.pass::<W, ROWS>(&lanes)[..es.len()].to_vec()
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn lanes_total_avx2(m: &FactorModel, x: &[[f64; LANES]], held: &[[bool; LANES]]) -> [f64; LANES] {
-    m.lanes_pass(x, held)
+unsafe fn pass_avx2<const W: usize, const ROWS: usize>(m: &mut FactorModel, lanes: &Lanes<W>) -> [f64; W] {
+    m.pass::<W, ROWS>(lanes)
+}
+
+/// Σ's step at a bar end: the returns of the bar by factor index.
+#[derive(Clone, Debug, Default)]
+struct Step {
+    /// Each factor's return, 0.0 for those that had none.
+    r: Vec<f64>,
+    /// The factors that had a return, in index order, with their returns.
+    rows: Vec<(usize, f64)>,
+    /// Those factors as runs of consecutive indices, [start, end).
+    runs: Vec<(usize, usize)>,
+}
+
+impl Step {
+    /// Steps row `a` (return `ra`): each pair's entry takes its own update, so the row's
+    /// entries are visited in index order; in a run they are one loop over contiguous memory.
+    #[inline(always)]
+    fn row(&self, row: &mut [f64], a: usize, ra: f64, lambda: f64) {
+        for &(start, end) in self.runs.iter().take_while(|&&(start, _)| start <= a) {
+            let end = end.min(a + 1);
+            for (c, rb) in row[start..end].iter_mut().zip(&self.r[start..end]) {
+                // Both sides computed and one kept, so that the loop has no branch.
+                let (seed, step) = (ra * rb, ewma(Some(*c), lambda, ra * rb));
+                *c = if c.is_nan() { seed } else { step };
+            }
+        }
+    }
 }
 
 /// One factor's series.
@@ -87,6 +146,10 @@ pub struct FactorModel {
     past: Vec<VecDeque<f64>>,
     /// The last bar end closed.
     pub bar_end: Option<u64>,
+    /// Σ's step at the last bar end, until a pass over Σ takes it: [`Self::portfolio_variances`]
+    /// takes it in the same pass as the dense exposure vectors, [`Self::settle`] alone. Σ is
+    /// larger than the caches, so a pass that does both reads it from memory once.
+    pending: Option<Step>,
 }
 
 impl FactorModel {
@@ -101,6 +164,7 @@ impl FactorModel {
             history_bars: 0,
             past: Vec::new(),
             bar_end: None,
+            pending: None,
         }
     }
 
@@ -122,6 +186,7 @@ impl FactorModel {
 
     /// c_ij (symmetric).
     pub fn cov(&self, i: usize, j: usize) -> Option<f64> {
+        debug_assert!(self.pending.is_none(), "Σ read before its step");
         let (a, b) = if i >= j { (i, j) } else { (j, i) };
         Some(self.cov[a][b]).filter(|c| !c.is_nan())
     }
@@ -130,6 +195,19 @@ impl FactorModel {
     /// carried forward by the caller passing every priced factor at every bar). Returns the
     /// indices of the factors that had a return at this bar, with their returns.
     pub fn close_bar(&mut self, bar_end: u64, closes: impl IntoIterator<Item = (String, f64)>) -> Vec<(usize, f64)> {
+        let returns = self.close_bar_but_sigma(bar_end, closes);
+        self.settle();
+        returns
+    }
+
+    /// [`Self::close_bar`] but for Σ's step, which waits for the next
+    /// [`Self::portfolio_variances`] or [`Self::settle`]; Σ must not be read before.
+    pub fn close_bar_but_sigma(
+        &mut self,
+        bar_end: u64,
+        closes: impl IntoIterator<Item = (String, f64)>,
+    ) -> Vec<(usize, f64)> {
+        self.settle();
         let mut returns = Vec::new();
         for (name, close) in closes {
             let i = self.intern(&name);
@@ -151,34 +229,19 @@ impl FactorModel {
             }
             f.close = Some(close);
         }
-        // Factors not priced at this bar (none, with carry-forward) have no return either.
-        // Each pair's entry takes its own update, so the pairs are visited in index order: row
-        // by row, each row forwards (Σ is larger than the caches). The factors with a return
-        // come in runs of consecutive indices (all of them but the newly priced, with
-        // carry-forward), and a row's entries in a run are one loop over contiguous memory.
-        let mut r = vec![0.0; self.factors.len()];
-        let mut runs: Vec<(usize, usize)> = Vec::new();
-        let mut by_index = returns.clone();
-        by_index.sort_unstable_by_key(|&(i, _)| i);
-        for &(i, ri) in &by_index {
-            r[i] = ri;
-            match runs.last_mut() {
+        // Factors not priced at this bar (none, with carry-forward) have no return either. Σ's
+        // step waits for the pass over Σ that takes it (see `Self::pending`).
+        let mut step = Step { r: vec![0.0; self.factors.len()], ..Step::default() };
+        step.rows = returns.clone();
+        step.rows.sort_unstable_by_key(|&(i, _)| i);
+        for &(i, ri) in &step.rows {
+            step.r[i] = ri;
+            match step.runs.last_mut() {
                 Some((_, end)) if *end == i => *end = i + 1,
-                _ => runs.push((i, i + 1)),
+                _ => step.runs.push((i, i + 1)),
             }
         }
-        let lambda = self.lambda;
-        for &(a, ra) in &by_index {
-            let row = &mut self.cov[a];
-            for &(start, end) in runs.iter().take_while(|&&(start, _)| start <= a) {
-                let end = end.min(a + 1);
-                for (c, rb) in row[start..end].iter_mut().zip(&r[start..end]) {
-                    // Both sides computed and one kept, so that the loop has no branch.
-                    let (seed, step) = (ra * rb, ewma(Some(*c), lambda, ra * rb));
-                    *c = if c.is_nan() { seed } else { step };
-                }
-            }
-        }
+        self.pending = (!step.rows.is_empty()).then_some(step);
         if !returns.is_empty() {
             self.past.iter_mut().for_each(|column| column.push_back(0.0));
             for &(i, r) in &returns {
@@ -194,6 +257,15 @@ impl FactorModel {
         returns
     }
 
+    /// Takes Σ's pending step, if any.
+    pub fn settle(&mut self) {
+        if let Some(step) = self.pending.take() {
+            for &(a, ra) in &step.rows {
+                step.row(&mut self.cov[a], a, ra, self.lambda);
+            }
+        }
+    }
+
     /// ρ_ij, if both variances are positive.
     pub fn correlation(&self, i: usize, j: usize) -> Option<f64> {
         let (c, vi, vj) = (self.cov(i, j)?, self.cov(i, i)?, self.cov(j, j)?);
@@ -204,6 +276,7 @@ impl FactorModel {
     /// `e` holds each factor once. Computed over the lower triangle, Σ_i e_i·(c_ii·e_i +
     /// 2·Σ_{j<i} c_ij·e_j), with the factors in index order so that each row is read forwards.
     pub fn portfolio_variance(&self, e: &[(usize, f64)]) -> f64 {
+        debug_assert!(self.pending.is_none(), "Σ read before its step");
         let mut e = e.to_vec();
         e.sort_unstable_by_key(|&(i, _)| i);
         let mut total = 0.0;
@@ -215,63 +288,63 @@ impl FactorModel {
         total
     }
 
-    /// eᵀΣe of each exposure vector, each the same f64 as [`Self::portfolio_variance`] gives it.
-    /// The vectors that hold a quarter of the factors or more (the firm's and the desks') are
-    /// taken [`LANES`] at a time in one pass over the triangle: Σ is larger than the caches
-    /// (5k factors: 100 MB), and a pass per scope reads all of it from memory each time.
-    pub fn portfolio_variances(&self, es: &[&[(usize, f64)]]) -> Vec<f64> {
+    /// eᵀΣe of each exposure vector, each the same f64 as [`Self::portfolio_variance`] gives it,
+    /// after Σ's pending step. The vectors that hold a quarter of the factors or more (the
+    /// firm's and the desks') are taken together, [`LANES`] at a time, in one pass over the
+    /// triangle, the first of which takes the step as well: Σ is larger than the caches (5k
+    /// factors: 100 MB), and a pass per vector, or for the step, reads all of it each time.
+    pub fn portfolio_variances(&mut self, es: &[&[(usize, f64)]]) -> Vec<f64> {
         let k = self.cov.len();
-        let mut out = vec![0.0; es.len()];
         let (dense, sparse): (Vec<usize>, Vec<usize>) = (0..es.len()).partition(|&s| es[s].len() * 4 >= k && k > 0);
-        for s in sparse {
-            out[s] = self.portfolio_variance(es[s]);
-        }
+        let mut out = vec![0.0; es.len()];
         for group in dense.chunks(LANES) {
-            let totals = self.dense_variances(group.iter().map(|&s| es[s]));
-            for (&s, total) in group.iter().zip(totals) {
+            let group_es: Vec<_> = group.iter().map(|&s| es[s]).collect();
+            for (&s, total) in group.iter().zip(dense_pass(self, &group_es)) {
                 out[s] = total;
             }
+        }
+        self.settle();
+        for s in sparse {
+            out[s] = self.portfolio_variance(es[s]);
         }
         out
     }
 
-    /// Up to [`LANES`] vectors' eᵀΣe in one pass over the triangle, each lane a vector with
-    /// 0.0 at the factors it does not hold. A lane adds the sparse sum's terms in the same
-    /// (index) order and, between them, zeros: a row's sum can differ from the sparse one only
-    /// in the sign of a zero, and a zero added to the total (from +0.0) leaves its bits.
-    fn dense_variances<'a>(&self, es: impl Iterator<Item = &'a [(usize, f64)]>) -> Vec<f64> {
-        let k = self.cov.len();
-        let (mut x, mut held) = (vec![[0.0; LANES]; k], vec![[false; LANES]; k]);
-        let mut lanes = 0;
-        for (l, e) in es.enumerate() {
-            for &(i, ei) in e {
-                (x[i][l], held[i][l]) = (ei, true);
-            }
-            lanes = l + 1;
-        }
-        lanes_total(self, &x, &held)[..lanes].to_vec()
-    }
-
-    /// The pass of [`Self::dense_variances`] over Σ, inlined where [`lanes_total`] picks.
+    /// Σ's pending step and the lanes' eᵀΣe in one pass over the triangle, inlined where
+    /// [`pass`] picks. Rows are taken `ROWS` at a time: a block's rows are stepped, then the
+    /// lanes read them from the cache, one read of x[j] serving each of the block's rows.
     #[inline(always)]
-    fn lanes_pass(&self, x: &[[f64; LANES]], held: &[[bool; LANES]]) -> [f64; LANES] {
-        let k = self.cov.len();
-        // Rows are taken [`ROWS`] at a time: one read of x[j] serves each of them, and each
-        // row's sums still run in index order. A block none of the lanes holds is skipped.
-        let add = |off: &mut [f64; LANES], c: f64, x: &[f64; LANES]| {
-            for l in 0..LANES {
-                off[l] += c * x[l];
+    fn pass<const W: usize, const ROWS: usize>(&mut self, lanes: &Lanes<W>) -> [f64; W] {
+        let step = self.pending.take();
+        let (k, x, held) = (self.cov.len(), &lanes.x, &lanes.held);
+        let mut total = [0.0; W];
+        let mut stepped = 0;
+        // By four lanes: each four is one register's worth (AVX2).
+        let add = |off: &mut [f64; W], c: f64, x: &[f64; W]| {
+            for (off, x) in off.chunks_exact_mut(4).zip(x.chunks_exact(4)) {
+                for l in 0..4 {
+                    off[l] += c * x[l];
+                }
             }
         };
-        let mut total = [0.0; LANES];
         let mut i = 0;
         while i < k {
             let n = ROWS.min(k - i);
-            if held[i..i + n].iter().all(|h| *h == [false; LANES]) {
+            if let Some(step) = &step {
+                while let Some(&(a, ra)) = step.rows.get(stepped).filter(|&&(a, _)| a < i + n) {
+                    step.row(&mut self.cov[a], a, ra, self.lambda);
+                    stepped += 1;
+                }
+            }
+            // A block none of the lanes holds adds nothing. Each row's sums run in index order:
+            // a lane adds the sparse sum's terms in the same order and, between them, zeros, so
+            // a row's sum can differ from the sparse one only in the sign of a zero, and a zero
+            // added to the total (from +0.0) leaves its bits.
+            if held[i..i + n].iter().all(|h| *h == [false; W]) {
                 i += n;
                 continue;
             }
-            let mut off = [[0.0; LANES]; ROWS];
+            let mut off = [[0.0; W]; ROWS];
             if n == ROWS {
                 let rows: [&[f64]; ROWS] = std::array::from_fn(|r| &self.cov[i + r][..i]);
                 for (j, x) in x[..i].iter().enumerate() {
@@ -295,7 +368,7 @@ impl FactorModel {
             for (r, off) in off[..n].iter().enumerate() {
                 let d = i + r;
                 let c = known(self.cov[d][d]);
-                for l in 0..LANES {
+                for l in 0..W {
                     if held[d][l] {
                         total[l] += x[d][l] * (c * x[d][l] + 2.0 * off[l]);
                     }
@@ -472,26 +545,36 @@ mod tests {
         use rand::rngs::SmallRng;
         use rand::{Rng, SeedableRng};
         // 42 factors (ten blocks of rows and a short one), three of them late (no covariance
-        // with the rest before bar 10), one never returned; six vectors, five of them dense
-        // enough to share a pass over Σ.
+        // with the rest before bar 10), one never returned; 21 vectors, all but the first dense
+        // enough to share a pass over Σ. The last bar is closed twice: once with Σ's step taken
+        // alone, once with the step left to the pass that takes the vectors.
         let mut m = FactorModel::new(0.94, 10, 10);
         let mut rng = SmallRng::seed_from_u64(11);
         let mut next = || rng.random::<f64>();
         let names: Vec<String> = (0..42).map(|i| format!("F{i:02}")).collect();
+        let mut last = Vec::new();
         for t in 1..12u64 {
             let listed = [38, 38, 38, 38, 38, 38, 38, 38, 41, 41, 42][t as usize - 1];
-            let closes: Vec<(String, f64)> =
-                names[..listed].iter().map(|n| (n.clone(), 100.0 * (1.0 + next() / 50.0))).collect();
-            m.close_bar(t, closes);
+            last = names[..listed].iter().map(|n| (n.clone(), 100.0 * (1.0 + next() / 50.0))).collect();
+            if t < 11 {
+                m.close_bar(t, last.clone());
+            }
         }
+        let before = m.clone();
+        m.close_bar(11, last.clone());
         assert!(m.cov(39, 0).is_some() && m.cov(41, 0).is_none());
         let mut vectors: Vec<Vec<(usize, f64)>> = Vec::new();
-        for v in 0..6 {
-            // Held with a probability of 1 in 6 for the first vector, 2 in 3 for the others;
-            // some exposures exactly zero or negative; unsorted.
+        for v in 0..21 {
+            // Held with a probability of 1 in 6 for the first vector, all of the first 30
+            // factors for the second (the pass skips the blocks after them), 2 in 3 for the
+            // others; some exposures exactly zero or negative; unsorted.
             let mut e: Vec<(usize, f64)> = (0..42)
                 .filter_map(|i| {
-                    let held = next() < if v == 0 { 1.0 / 6.0 } else { 2.0 / 3.0 };
+                    let held = match v {
+                        0 => next() < 1.0 / 6.0,
+                        1 => i < 30,
+                        _ => next() < 2.0 / 3.0,
+                    };
                     let value = if next() < 0.1 { 0.0 } else { (next() - 0.4) * 1e7 };
                     held.then_some((i, value))
                 })
@@ -500,13 +583,32 @@ mod tests {
             vectors.push(e);
         }
         let refs: Vec<&[(usize, f64)]> = vectors.iter().map(|e| &e[..]).collect();
-        let together = m.portfolio_variances(&refs);
-        for (e, v) in vectors.iter().zip(&together) {
-            assert_eq!(v.to_bits(), m.portfolio_variance(e).to_bits(), "{e:?}");
+        let bits = |m: &FactorModel| -> Vec<Vec<u64>> {
+            m.cov.iter().map(|row| row.iter().map(|c| c.to_bits()).collect()).collect()
+        };
+        // No dense vector, then passes 4, 8, 12 and 16 wide, then a second pass.
+        for n in 1..=21 {
+            let mut lazy = before.clone();
+            lazy.close_bar_but_sigma(11, last.clone());
+            let together = lazy.portfolio_variances(&refs[..n]);
+            for (e, v) in vectors.iter().zip(&together) {
+                assert_eq!(v.to_bits(), m.portfolio_variance(e).to_bits(), "{n} vectors: {e:?}");
+            }
+            assert!(bits(&lazy) == bits(&m), "{n} vectors: Σ's step");
         }
         // Exposures that are all -0.0, in a dense group: the same bits as alone too.
         let zeros: Vec<(usize, f64)> = (0..20).map(|i| (i, -0.0)).collect();
         let alone = m.portfolio_variance(&zeros);
         assert_eq!(m.portfolio_variances(&[&zeros[..], refs[1], refs[2]])[0].to_bits(), alone.to_bits());
+    }
+
+    #[test]
+    #[cfg(debug_assertions)]
+    #[should_panic(expected = "Σ read before its step")]
+    fn sigma_is_not_read_before_its_step() {
+        let mut m = FactorModel::new(0.94, 10, 10);
+        m.close_bar(1, [("A".to_string(), 100.0)]);
+        m.close_bar_but_sigma(2, [("A".to_string(), 101.0)]);
+        m.cov(0, 0);
     }
 }

@@ -260,34 +260,42 @@ impl State {
 
     /// Closes the bar ending at `t`: every equity with a price and every currency with a rate.
     /// A bar in which nothing ticked is skipped (the market was closed): it has no returns.
-    fn close_bar(&mut self, t: Ts, out: &mut Vec<Out>) {
+    /// Σ's step is left to the pass that revalues the scopes ([`Positions::risk`]).
+    fn close_bar(&mut self, t: Ts) -> Option<Vec<(usize, f64)>> {
         if !std::mem::take(&mut self.ticked) {
-            return;
+            return None;
         }
         let closes = self.positions.closes(self.base);
-        let returns = self.model.close_bar(t, closes);
+        Some(self.model.close_bar_but_sigma(t, closes))
+    }
+
+    /// The regime signals of the bar just closed, once Σ has taken its step.
+    fn regimes(&mut self, t: Ts, returns: &[(usize, f64)], out: &mut Vec<Out>) {
         for i in 0..self.model.factors.len() {
             if self.is_benchmark(&self.model.factors[i].name) {
                 self.regimes.add_benchmark(i);
             }
         }
         let mut events = Vec::new();
-        self.regimes.on_bar(t, &returns, &self.model, &mut events);
+        self.regimes.on_bar(t, returns, &self.model, &mut events);
         out.extend(events.into_iter().map(Out::Regime));
     }
 
     fn boundary(&mut self, t: Ts, bar: bool, snapshot: bool, out: &mut Vec<Out>) {
-        if bar {
-            self.close_bar(t, out);
-        }
+        let returns = if bar { self.close_bar(t) } else { None };
         let watched = &self.watched;
         let all = |_: Scope, _: &str| true;
         let some = |s: Scope, id: &str| watched[s as usize].contains(id);
         let wanted: &dyn Fn(Scope, &str) -> bool = if snapshot { &all } else { &some };
-        if !snapshot && watched.iter().all(HashSet::is_empty) {
-            return;
+        let rows = (snapshot || watched.iter().any(|w| !w.is_empty()))
+            .then(|| self.positions.risk(t, self.base, self.rate, &self.config, &mut self.model, wanted));
+        // Σ's step, if `risk` did not take it.
+        self.model.settle();
+        if let Some(returns) = returns {
+            self.regimes(t, &returns, out);
         }
-        let rows = self.positions.risk(t, self.base, self.rate, &self.config, &self.model, wanted);
+        let Some(rows) = rows else { return };
+        let watched = &self.watched;
         let ingest_ns = now_ns();
         for row in rows.iter().filter(|r| watched[r.scope as usize].contains(&r.scope_id)) {
             let (var, es) = match self.config.limit_method {
@@ -498,8 +506,8 @@ mod tests {
         by_name.set_price("B", Fixed::from_int(50), None);
         parts.into_iter().for_each(|part| state.apply(part));
         let config = AnalyticsConfig::default();
-        let model = FactorModel::new(config.lambda, config.window, config.history);
-        let rows = |p: &Positions| p.risk(1, Ccy::USD, 0.0, &config, &model, &|_, _| true);
+        let mut model = FactorModel::new(config.lambda, config.window, config.history);
+        let mut rows = |p: &Positions| p.risk(1, Ccy::USD, 0.0, &config, &mut model, &|_, _| true);
         let (got, want) = (rows(&state.positions), rows(&by_name));
         // X holds 10 A at 100: it loses in the 2020-03-16 crash (A −11.98%); Y, 5 B at 50 and
         // −3 A at 100, gains in it.

@@ -362,7 +362,7 @@ impl Positions {
         base: Ccy,
         r: f64,
         config: &AnalyticsConfig,
-        model: &FactorModel,
+        model: &mut FactorModel,
         wanted: &dyn Fn(Scope, &str) -> bool,
     ) -> Vec<RiskRow> {
         let per_factor = PerFactor {
@@ -459,18 +459,19 @@ impl Positions {
             }
         }
         scopes.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        // Each scope's factor exposures in the model's numbering; the eᵀΣe of all at once.
+        // Each scope's factor exposures in the model's numbering; the eᵀΣe of all at once,
+        // with Σ's step if the bar left it (so Σ is read only after).
         for (_, acc) in &mut scopes {
             let exposures = self.to_base(&slots.keys, &[&acc.linear, &acc.options_delta]);
             acc.e = exposures.iter().filter_map(|&(f, v)| Some((per_factor.model[f as usize]?, v))).collect();
             acc.linear_base = self.to_base(&slots.keys, &[&acc.linear]);
         }
-        let with_variance: Vec<usize> =
-            (0..scopes.len()).filter(|&n| scopes[n].1.e.iter().any(|&(i, _)| model.cov(i, i).is_some())).collect();
-        let es: Vec<&[(usize, f64)]> = with_variance.iter().map(|&n| &scopes[n].1.e[..]).collect();
+        let es: Vec<&[(usize, f64)]> = scopes.iter().map(|(_, acc)| &acc.e[..]).collect();
         let variances = model.portfolio_variances(&es);
-        for (n, variance) in with_variance.into_iter().zip(variances) {
-            scopes[n].1.sigma = Some(variance.max(0.0).sqrt());
+        for ((_, acc), variance) in scopes.iter_mut().zip(variances) {
+            if acc.e.iter().any(|&(i, _)| model.cov(i, i).is_some()) {
+                acc.sigma = Some(variance.max(0.0).sqrt());
+            }
         }
         (scopes.into_iter())
             .map(|((scope, scope_id), acc)| self.scope_row(scope, scope_id.to_owned(), acc, config, model, &per_factor))
