@@ -81,7 +81,8 @@ pub struct BookStreams<'scope> {
     pub live: StreamVec<'scope, Ts, LiveUpdate>,
     pub snapshots: StreamVec<'scope, Ts, SnapshotPart>,
     pub dead: StreamVec<'scope, Ts, DeadLetter>,
-    /// The analytics' view: definitions, and the settled changes at every bar end and snapshot.
+    /// The analytics' view: definitions, and the settled changes at every bar end and snapshot
+    /// (and ahead of it, once there are thousands).
     pub bars: StreamVec<'scope, Ts, BarPart>,
     /// Limit definitions, each once, as they arrived: for the limits operator.
     pub limits: StreamVec<'scope, Ts, Limit>,
@@ -243,6 +244,15 @@ pub fn book<'scope>(
                 }
                 if !state.settle_until(least.saturating_sub(1), &mut budget) {
                     activator.activate();
+                    return;
+                }
+                // Everything before the frontier is settled: the changes so far may go ahead of
+                // the boundary, at the frontier's last time (no boundary lies before it now).
+                if let Some(early) = least.checked_sub(1).filter(|early| early >= bcap.time()) {
+                    if let Some(changes) = state.early_parts() {
+                        bars_handle.session(&bcap.delayed(&early)).give_iterator(changes.into_iter());
+                        bcap.downgrade(&least);
+                    }
                 }
                 return;
             }
@@ -281,6 +291,12 @@ pub fn book<'scope>(
 /// (`cargo bench --bench latency`, 100k/s); with 16, about as often.
 const SETTLE_SLICE: usize = 16;
 const SETTLE_PER_RECORD: usize = 2;
+
+/// Settled changes that go to the analytics ahead of the boundary once there are this many
+/// (`State::early_parts`): a bar end then waits for the book to build, and the analytics to
+/// apply, at most about as many (~0.5 ms each at 4k), not all of the bar's (~77k, 8 + 9 ms,
+/// at 100k records/s with one-second bars on a 200k-position book).
+const EARLY_PARTS: usize = 4096;
 
 /// How many records ahead the positions their deltas change are loaded; at most 64, the bits
 /// of [`State::prepare`]'s mask.
@@ -713,8 +729,29 @@ impl State {
         live.push(LiveUpdate::Seed(Box::new(Seed { scope, key, tally, time, ingest_ns, parts })));
     }
 
-    /// What changed in the settled book since the last boundary, and the boundary.
+    /// What changed in the settled book since the last parts, and the boundary.
     fn bar_parts(&mut self, bar: bool, snapshot: bool) -> Vec<BarPart> {
+        let mut parts = self.changed_parts();
+        if self.worker == 0 {
+            for ccy in self.rate_sources.keys().copied().chain([self.config.base_ccy]) {
+                if let Some(r) = self.rate(ccy, true) {
+                    parts.push(BarPart::Rate(ccy, r));
+                }
+            }
+        }
+        parts.push(BarPart::Boundary { bar, snapshot });
+        parts
+    }
+
+    /// Settled quantity changes and prices since the last parts, if there are at least
+    /// [`EARLY_PARTS`] of them: sent ahead of the boundary, so that at the boundary the book
+    /// builds, and the analytics apply, only the changes since.
+    fn early_parts(&mut self) -> Option<Vec<BarPart>> {
+        (self.changed_qty.len() + self.changed_price.len() >= EARLY_PARTS).then(|| self.changed_parts())
+    }
+
+    /// Settled quantity changes and prices since the last parts, after the names they use.
+    fn changed_parts(&mut self) -> Vec<BarPart> {
         let new_names = self.names.len() - self.names_sent;
         let mut parts = Vec::with_capacity(new_names + self.changed_qty.len() + self.changed_price.len() + 1);
         // Names by their numbers in this book, each once, before the parts that use them.
@@ -733,14 +770,6 @@ impl State {
             let Some(price) = i.settled.price else { continue };
             parts.push(BarPart::Price { book, instrument: i.name as u32, price, iv: i.settled.iv });
         }
-        if self.worker == 0 {
-            for ccy in self.rate_sources.keys().copied().chain([self.config.base_ccy]) {
-                if let Some(r) = self.rate(ccy, true) {
-                    parts.push(BarPart::Rate(ccy, r));
-                }
-            }
-        }
-        parts.push(BarPart::Boundary { bar, snapshot });
         parts
     }
 

@@ -555,3 +555,125 @@ fn the_bars_frontier_passes_the_boundary_before_the_input() {
     })
     .unwrap();
 }
+
+/// A bar with thousands of settled changes sends them to the analytics ahead of its end, at
+/// the frontier's last time, and the rest at the end: per position, the quantities of all the
+/// parts up to each bar end add up to the net of the deltas up to it, and each instrument's
+/// last price is its last tick.
+#[test]
+fn a_bars_changes_go_ahead_of_its_end_and_add_up_to_the_settled_book() {
+    use riskflow_dataflows::analytics::BarPart;
+    use timely::dataflow::channels::pact::Pipeline;
+    use timely::dataflow::operators::generic::Operator;
+    const BAR: Ts = 1000;
+    let accounts = 6000;
+    let mut events = Vec::new();
+    let mut rng = SmallRng::seed_from_u64(21);
+    // Two bars of nine epochs each: each epoch a tick of every instrument and 1,000 deltas to
+    // accounts in turn, so each bar changes every account's AAPL position at least once.
+    for epoch in 1..20u64 {
+        let time = epoch * BAR / 10;
+        if time % BAR == 0 {
+            continue;
+        }
+        for (k, inst) in ["AAPL", "SAP"].into_iter().enumerate() {
+            let price = f(100.0 + k as f64 + rng.random_range(0..100) as f64 / 100.0);
+            events.push(Event::Tick(Tick { ts: time, instrument: inst.into(), price, bid: None, ask: None, iv: None }));
+        }
+        for j in 0..1000u64 {
+            let a = ((epoch * 1000 + j) % accounts) as usize;
+            let qty = f(rng.random_range(-50..50) as f64);
+            let instrument = if j % 7 == 0 { "SAP" } else { "AAPL" };
+            let id = format!("d{epoch}-{j}");
+            events.push(Event::Delta(Delta {
+                id,
+                ts: time,
+                account: format!("A{a}"),
+                instrument: instrument.into(),
+                qty,
+            }));
+        }
+    }
+    let reference: Vec<Event> = (instruments().into_iter().take(2).map(Event::Instrument))
+        .chain((0..accounts).map(|a| Event::Account(Account { id: format!("A{a}"), desk: "D".into(), firm: None })))
+        .collect();
+    let input_events = events.clone();
+    let parts = timely::execute(timely::Config::thread(), move |worker| {
+        let mut input = InputHandleVec::<Ts, Envelope>::new();
+        let parts = Rc::new(RefCell::new(Vec::new()));
+        let p = parts.clone();
+        worker.dataflow::<Ts, _, _>(|scope| {
+            let config = BookConfig { snapshot_interval: 1_000_000, bar_interval: BAR, base_ccy: Ccy::USD, rate: 0.0 };
+            let b = book(input.to_stream(scope), config, Rc::new(RefCell::new(BookStats::default())));
+            b.bars.sink(Pipeline, "Collect", move |(input, _)| {
+                input.for_each(|cap, data| {
+                    let time = *cap.least().expect("a time");
+                    p.borrow_mut().extend(data.drain(..).map(|part| (time, part)));
+                })
+            });
+        });
+        let env = |event| Envelope { event, origin: Origin::Engine, ingest_ns: 0 };
+        reference.iter().cloned().for_each(|e| input.send(env(e)));
+        for e in input_events.iter().cloned() {
+            let time = e.ts().unwrap();
+            if time > *input.time() {
+                input.advance_to(time);
+                for _ in 0..20 {
+                    worker.step();
+                }
+            }
+            input.send(env(e));
+        }
+        input.send(env(Event::End { max_ts: 19 * BAR / 10 }));
+        drop(input);
+        while worker.step() {}
+        parts.take()
+    })
+    .unwrap()
+    .join()
+    .remove(0)
+    .unwrap();
+
+    let boundaries: Vec<Ts> =
+        parts.iter().filter(|(_, p)| matches!(p, BarPart::Boundary { .. })).map(|(t, _)| *t).collect();
+    assert_eq!(boundaries, [BAR, 19 * BAR / 10]);
+    let ahead = |from: Ts, to: Ts| {
+        parts.iter().filter(|(t, p)| (from + 1..to).contains(t) && matches!(p, BarPart::Qty { .. })).count()
+    };
+    assert!(ahead(0, BAR) >= 4096, "the first bar's changes wait for its end: {}", ahead(0, BAR));
+    assert!(ahead(BAR, 19 * BAR / 10) >= 4096, "the last changes wait for the end: {}", ahead(BAR, 19 * BAR / 10));
+    let mut names: HashMap<u32, String> = HashMap::new();
+    let mut qty: BTreeMap<(String, String), i128> = BTreeMap::new();
+    let mut price: BTreeMap<String, Fixed> = BTreeMap::new();
+    let mut previous = 0;
+    for &bar_end in &boundaries {
+        for (_, part) in parts.iter().filter(|(t, _)| *t <= bar_end && *t > previous) {
+            match part {
+                BarPart::Name { number, name, .. } => _ = names.insert(*number, name.to_string()),
+                BarPart::Qty { account, instrument, qty: q, .. } => {
+                    *qty.entry((names[account].clone(), names[instrument].clone())).or_default() += q.0 as i128
+                }
+                BarPart::Price { instrument, price: p, .. } => _ = price.insert(names[instrument].clone(), *p),
+                _ => {}
+            }
+        }
+        let mut want_qty: BTreeMap<(String, String), i128> = BTreeMap::new();
+        let mut want_price: BTreeMap<String, Fixed> = BTreeMap::new();
+        for e in events.iter().filter(|e| e.ts().unwrap() <= bar_end) {
+            match e {
+                Event::Delta(d) => {
+                    *want_qty.entry((d.account.clone(), d.instrument.clone())).or_default() += d.qty.0 as i128
+                }
+                Event::Tick(t) => _ = want_price.insert(t.instrument.clone(), t.price),
+                _ => {}
+            }
+        }
+        qty.retain(|_, q| *q != 0);
+        want_qty.retain(|_, q| *q != 0);
+        assert!(want_qty.len() > 5000);
+        let wrong = want_qty.iter().filter(|(k, q)| qty.get(*k) != Some(*q)).count();
+        assert!(qty.len() == want_qty.len() && wrong == 0, "at {bar_end}: {wrong} quantities differ");
+        assert_eq!(price, want_price, "prices at {bar_end}");
+        previous = bar_end;
+    }
+}

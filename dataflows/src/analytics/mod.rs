@@ -2,7 +2,7 @@
 //! covariance and correlation, VaR/ES, stress and regime signals.
 //!
 //! ```text
-//!   Book (every worker) ── BarPart @ bar ends and snapshots ──exchange(→0)──> Analytics ─┬─> MetricUpdate (var, es, stress) → limits
+//!   Book (every worker) ── BarPart @ boundaries, and ahead ───exchange(→0)──> Analytics ─┬─> MetricUpdate (var, es, stress) → limits
 //!     definitions, settled prices, rates (worker 0); settled quantity changes (all)      ├─> RegimeEvent → risk-regimes
 //!                                                                                        └─> AnalyticsTables @ as_of → snapshot
 //! ```
@@ -61,8 +61,9 @@ pub enum BarPart {
         number: u32,
         name: Arc<str>,
     },
-    /// A settled price that changed since the previous boundary (the instrument by its
-    /// number in `book`).
+    /// A settled price that changed since the book's previous parts (the instrument by its
+    /// number in `book`). A book sends its changes at each boundary, and ahead of it once it
+    /// has a few thousand (`book.rs`, `EARLY_PARTS`).
     Price {
         book: u32,
         instrument: u32,
@@ -70,8 +71,8 @@ pub enum BarPart {
         iv: Option<f64>,
     },
     Rate(Ccy, f64),
-    /// A settled quantity change since the previous boundary (account and instrument by their
-    /// numbers in `book`).
+    /// A settled quantity change since the book's previous parts (account and instrument by
+    /// their numbers in `book`).
     Qty {
         book: u32,
         account: u32,
