@@ -248,10 +248,12 @@ pub fn book<'scope>(
                 }
                 // Everything before the frontier is settled: the changes so far may go ahead of
                 // the boundary, at the frontier's last time (no boundary lies before it now).
+                // A slice at a time, as settling is: several slices go at the same time, which the
+                // analytics take once the frontier passes it.
                 if let Some(early) = least.checked_sub(1).filter(|early| early >= bcap.time()) {
-                    if let Some(changes) = state.early_parts() {
+                    if let Some(changes) = state.early_parts(EARLY_SLICE + arrived) {
                         bars_handle.session(&bcap.delayed(&early)).give_iterator(changes.into_iter());
-                        bcap.downgrade(&least);
+                        bcap.downgrade(&early);
                     }
                 }
                 return;
@@ -297,6 +299,10 @@ const SETTLE_PER_RECORD: usize = 2;
 /// apply, at most about as many (~0.5 ms each at 4k), not all of the bar's (~77k, 8 + 9 ms,
 /// at 100k records/s with one-second bars on a 200k-position book).
 const EARLY_PARTS: usize = 4096;
+/// Changes an activation sends ahead: a slice (~6 µs to build), and one per record that
+/// arrived (a record changes at most one position and one price), so that sending keeps up
+/// with any input rate.
+const EARLY_SLICE: usize = 64;
 
 /// How many records ahead the positions their deltas change are loaded; at most 64, the bits
 /// of [`State::prepare`]'s mask.
@@ -731,7 +737,7 @@ impl State {
 
     /// What changed in the settled book since the last parts, and the boundary.
     fn bar_parts(&mut self, bar: bool, snapshot: bool) -> Vec<BarPart> {
-        let mut parts = self.changed_parts();
+        let mut parts = self.changed_parts(usize::MAX);
         if self.worker == 0 {
             for ccy in self.rate_sources.keys().copied().chain([self.config.base_ccy]) {
                 if let Some(r) = self.rate(ccy, true) {
@@ -743,34 +749,63 @@ impl State {
         parts
     }
 
-    /// Settled quantity changes and prices since the last parts, if there are at least
-    /// [`EARLY_PARTS`] of them: sent ahead of the boundary, so that at the boundary the book
-    /// builds, and the analytics apply, only the changes since.
-    fn early_parts(&mut self) -> Option<Vec<BarPart>> {
-        (self.changed_qty.len() + self.changed_price.len() >= EARLY_PARTS).then(|| self.changed_parts())
+    /// Up to `slice` of the settled quantity changes and prices since the last parts, if there
+    /// are at least [`EARLY_PARTS`] of them: sent ahead of the boundary, so that at the
+    /// boundary the book builds, and the analytics apply, only about as many.
+    fn early_parts(&mut self, slice: usize) -> Option<Vec<BarPart>> {
+        (self.changed_qty.len() + self.changed_price.len() >= EARLY_PARTS).then(|| self.changed_parts(slice))
     }
 
-    /// Settled quantity changes and prices since the last parts, after the names they use.
-    fn changed_parts(&mut self) -> Vec<BarPart> {
+    /// Up to `limit` of the settled quantity changes and prices since the last parts, after the
+    /// names they use.
+    fn changed_parts(&mut self, limit: usize) -> Vec<BarPart> {
         let new_names = self.names.len() - self.names_sent;
-        let mut parts = Vec::with_capacity(new_names + self.changed_qty.len() + self.changed_price.len() + 1);
+        let changes = (self.changed_qty.len() + self.changed_price.len()).min(limit);
+        let mut parts = Vec::with_capacity(new_names + changes + 1);
         // Names by their numbers in this book, each once, before the parts that use them.
         let book = self.worker as u32;
         for (number, name) in self.names.iter().enumerate().skip(self.names_sent) {
             parts.push(BarPart::Name { book, number: number as u32, name: name.clone() });
         }
         self.names_sent = self.names.len();
-        for (pos, qty) in self.changed_qty.drain() {
-            let p = &self.positions[pos];
-            let (account, instrument) = (self.accts[p.account as usize].name, self.instrs[p.instr as usize].name);
-            parts.push(BarPart::Qty { book, account: account as u32, instrument: instrument as u32, qty: Fixed(qty) });
-        }
-        for instr in self.changed_price.drain() {
-            let i = &self.instrs[instr];
-            let Some(price) = i.settled.price else { continue };
-            parts.push(BarPart::Price { book, instrument: i.name as u32, price, iv: i.settled.iv });
+        if changes == self.changed_qty.len() + self.changed_price.len() {
+            let qty: Vec<_> = self.changed_qty.drain().collect();
+            parts.extend(qty.into_iter().map(|(pos, qty)| self.qty_part(pos, qty)));
+            let prices: Vec<_> = self.changed_price.drain().collect();
+            parts.extend(prices.into_iter().filter_map(|instr| self.price_part(instr)));
+        } else {
+            let qty: Vec<usize> = self.changed_qty.keys().take(changes).copied().collect();
+            for pos in qty {
+                let qty = self.changed_qty.remove(&pos).expect("a key just listed");
+                parts.push(self.qty_part(pos, qty));
+            }
+            let prices: Vec<usize> =
+                self.changed_price.iter().take(changes + new_names - parts.len()).copied().collect();
+            for instr in prices {
+                self.changed_price.remove(&instr);
+                parts.extend(self.price_part(instr));
+            }
         }
         parts
+    }
+
+    /// A position's settled quantity change, by the numbers of its account and instrument.
+    fn qty_part(&self, pos: usize, qty: i64) -> BarPart {
+        let p = &self.positions[pos];
+        let (account, instrument) = (self.accts[p.account as usize].name, self.instrs[p.instr as usize].name);
+        BarPart::Qty {
+            book: self.worker as u32,
+            account: account as u32,
+            instrument: instrument as u32,
+            qty: Fixed(qty),
+        }
+    }
+
+    /// An instrument's settled price, if it has one.
+    fn price_part(&self, instr: usize) -> Option<BarPart> {
+        let i = &self.instrs[instr];
+        let price = i.settled.price?;
+        Some(BarPart::Price { book: self.worker as u32, instrument: i.name as u32, price, iv: i.settled.iv })
     }
 
     fn hold(&mut self, missing: &str, time: Ts, env: Envelope, reason: String) {

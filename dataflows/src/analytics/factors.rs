@@ -47,8 +47,8 @@ impl<const W: usize> Lanes<W> {
 /// eᵀΣe of up to [`LANES`] vectors in one pass over Σ, which takes Σ's pending step as well.
 /// The width is the next multiple of four, four lanes to a register (AVX2); four rows are taken
 /// together, two at the widest, so that their sums stay in the sixteen registers. (5k factors,
-/// 11 vectors: the step and the sums of one pass at width 12 took 31–35 ms, against 17 ms
-/// for the step and 33–39 ms for three passes at width 4.)
+/// 11 vectors: the step and the sums of one pass at width 12 took 31–34 ms, against 17–19 ms
+/// for the step and 36–38 ms for three passes at width 4, docs/performance.md.)
 fn dense_pass(m: &mut FactorModel, es: &[&[(usize, f64)]]) -> Vec<f64> {
     match es.len() {
         0..=4 => pass::<4, 4>(m, es),
@@ -291,8 +291,8 @@ impl FactorModel {
     /// eᵀΣe of each exposure vector, each the same f64 as [`Self::portfolio_variance`] gives it,
     /// after Σ's pending step. The vectors that hold a quarter of the factors or more (the
     /// firm's and the desks') are taken together, [`LANES`] at a time, in one pass over the
-    /// triangle, the first of which takes the step as well: Σ is larger than the caches (5k
-    /// factors: 100 MB), and a pass per vector, or for the step, reads all of it each time.
+    /// triangle, the first of which takes the step as well: each entry of Σ is then loaded and
+    /// checked once for all of them, and Σ (5k factors: 100 MB) is read from memory once.
     pub fn portfolio_variances(&mut self, es: &[&[(usize, f64)]]) -> Vec<f64> {
         let k = self.cov.len();
         let (dense, sparse): (Vec<usize>, Vec<usize>) = (0..es.len()).partition(|&s| es[s].len() * 4 >= k && k > 0);
