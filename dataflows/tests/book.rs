@@ -573,7 +573,7 @@ fn a_bars_changes_go_ahead_of_its_end_and_add_up_to_the_settled_book() {
     // accounts in turn, so each bar changes every account's AAPL position at least once.
     for epoch in 1..20u64 {
         let time = epoch * BAR / 10;
-        if time % BAR == 0 {
+        if time.is_multiple_of(BAR) {
             continue;
         }
         for (k, inst) in ["AAPL", "SAP"].into_iter().enumerate() {
