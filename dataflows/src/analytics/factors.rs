@@ -49,32 +49,97 @@ impl<const W: usize> Lanes<W> {
 /// together, two at the widest, so that their sums stay in the sixteen registers. (5k factors,
 /// 11 vectors: the step and the sums of one pass at width 12 took 31–34 ms, against 17–19 ms
 /// for the step and 36–38 ms for three passes at width 4, docs/performance.md.)
-fn dense_pass(m: &mut FactorModel, es: &[&[(usize, f64)]]) -> Vec<f64> {
+fn dense_pass(m: &mut FactorModel, es: &[&[(usize, f64)]], sparse: Option<&mut Sparse>) -> Vec<f64> {
     match es.len() {
-        0..=4 => pass::<4, 4>(m, es),
-        5..=8 => pass::<8, 4>(m, es),
-        9..=12 => pass::<12, 4>(m, es),
-        _ => pass::<16, 2>(m, es),
+        0..=4 => pass::<4, 4>(m, es, sparse),
+        5..=8 => pass::<8, 4>(m, es, sparse),
+        9..=12 => pass::<12, 4>(m, es, sparse),
+        _ => pass::<16, 2>(m, es, sparse),
     }
 }
 
 /// [`FactorModel::pass`], compiled for AVX2 when the CPU has it (checked at each call): four
 /// lanes of a row's sums then take one register instead of two. The operations and their
 /// order are the same (Rust fuses no multiply and add), so the bits are too.
-fn pass<const W: usize, const ROWS: usize>(m: &mut FactorModel, es: &[&[(usize, f64)]]) -> Vec<f64> {
+fn pass<const W: usize, const ROWS: usize>(
+    m: &mut FactorModel,
+    es: &[&[(usize, f64)]],
+    sparse: Option<&mut Sparse>,
+) -> Vec<f64> {
     let lanes = Lanes::<W>::of(m.cov.len(), es);
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") {
         // SAFETY: the CPU supports AVX2, checked just above.
-        return unsafe { pass_avx2::<W, ROWS>(m, &lanes) }[..es.len()].to_vec();
+        return unsafe { pass_avx2::<W, ROWS>(m, &lanes, sparse) }[..es.len()].to_vec();
     }
-    m.pass::<W, ROWS>(&lanes)[..es.len()].to_vec()
+    m.pass::<W, ROWS>(&lanes, sparse)[..es.len()].to_vec()
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn pass_avx2<const W: usize, const ROWS: usize>(m: &mut FactorModel, lanes: &Lanes<W>) -> [f64; W] {
-    m.pass::<W, ROWS>(lanes)
+unsafe fn pass_avx2<const W: usize, const ROWS: usize>(
+    m: &mut FactorModel,
+    lanes: &Lanes<W>,
+    sparse: Option<&mut Sparse>,
+) -> [f64; W] {
+    m.pass::<W, ROWS>(lanes, sparse)
+}
+
+/// Row i's term of eᵀΣe, e sorted by factor with e[place] = (i, e_i): e_i·(c_ii·e_i +
+/// 2·Σ_{j<i} c_ij·e_j), the terms of the sum in index order.
+#[inline(always)]
+fn row_term(row: &[f64], e: &[(usize, f64)], place: usize) -> f64 {
+    let (i, ei) = e[place];
+    let off: f64 = e[..place].iter().map(|&(j, ej)| known(row[j]) * ej).sum();
+    ei * (known(row[i]) * ei + 2.0 * off)
+}
+
+/// The vectors too sparse for the lanes, each sorted by factor, with their eᵀΣe so far: each
+/// adds its rows' terms ([`row_term`]) as [`FactorModel::portfolio_variance`] does, in the
+/// same order (rows ascending), so to the same bits, but while the pass has the row in the
+/// cache.
+struct Sparse {
+    es: Vec<Vec<(usize, f64)>>,
+    /// Row a's (vector, place in it) at `at[starts[a]..starts[a + 1]]`.
+    starts: Vec<usize>,
+    at: Vec<(usize, usize)>,
+    totals: Vec<f64>,
+}
+
+impl Sparse {
+    fn of(k: usize, es: &[&[(usize, f64)]]) -> Sparse {
+        let es: Vec<Vec<(usize, f64)>> = es
+            .iter()
+            .map(|e| {
+                let mut e = e.to_vec();
+                e.sort_unstable_by_key(|&(i, _)| i);
+                e
+            })
+            .collect();
+        // Counted by row, then placed: no sort of the (row, vector, place) list.
+        let mut starts = vec![0; k + 1];
+        es.iter().flatten().for_each(|&(i, _)| starts[i + 1] += 1);
+        (0..k).for_each(|a| starts[a + 1] += starts[a]);
+        let mut next = starts.clone();
+        let mut at = vec![(0, 0); starts[k]];
+        for (v, e) in es.iter().enumerate() {
+            for (place, &(i, _)) in e.iter().enumerate() {
+                at[next[i]] = (v, place);
+                next[i] += 1;
+            }
+        }
+        Sparse { totals: vec![0.0; es.len()], es, starts, at }
+    }
+
+    /// Adds rows [i, i + n) of Σ (stepped) to the vectors that hold them.
+    #[inline(always)]
+    fn add_rows(&mut self, cov: &[Vec<f64>], i: usize, n: usize) {
+        for (a, row) in cov.iter().enumerate().skip(i).take(n) {
+            for &(v, place) in &self.at[self.starts[a]..self.starts[a + 1]] {
+                self.totals[v] += row_term(row, &self.es[v], place);
+            }
+        }
+    }
 }
 
 /// Σ's step at a bar end: the returns of the bar by factor index.
@@ -280,10 +345,8 @@ impl FactorModel {
         let mut e = e.to_vec();
         e.sort_unstable_by_key(|&(i, _)| i);
         let mut total = 0.0;
-        for (n, &(i, ei)) in e.iter().enumerate() {
-            let row = &self.cov[i];
-            let off: f64 = e[..n].iter().map(|&(j, ej)| known(row[j]) * ej).sum();
-            total += ei * (known(row[i]) * ei + 2.0 * off);
+        for (n, &(i, _)) in e.iter().enumerate() {
+            total += row_term(&self.cov[i], &e, n);
         }
         total
     }
@@ -291,21 +354,27 @@ impl FactorModel {
     /// eᵀΣe of each exposure vector, each the same f64 as [`Self::portfolio_variance`] gives it,
     /// after Σ's pending step. The vectors that hold a quarter of the factors or more (the
     /// firm's and the desks') are taken together, [`LANES`] at a time, in one pass over the
-    /// triangle, the first of which takes the step as well: each entry of Σ is then loaded and
-    /// checked once for all of them, and Σ (5k factors: 100 MB) is read from memory once.
+    /// triangle, the first of which takes the step and the sparser vectors as well: each entry
+    /// of Σ is then loaded and checked once for all the dense ones, and Σ (5k factors: 100 MB)
+    /// is read from memory once.
     pub fn portfolio_variances(&mut self, es: &[&[(usize, f64)]]) -> Vec<f64> {
         let k = self.cov.len();
         let (dense, sparse): (Vec<usize>, Vec<usize>) = (0..es.len()).partition(|&s| es[s].len() * 4 >= k && k > 0);
         let mut out = vec![0.0; es.len()];
-        for group in dense.chunks(LANES) {
+        let sparse_es: Vec<&[(usize, f64)]> = sparse.iter().map(|&s| es[s]).collect();
+        let mut sums = Sparse::of(k, &sparse_es);
+        for (g, group) in dense.chunks(LANES).enumerate() {
             let group_es: Vec<_> = group.iter().map(|&s| es[s]).collect();
-            for (&s, total) in group.iter().zip(dense_pass(self, &group_es)) {
+            for (&s, total) in group.iter().zip(dense_pass(self, &group_es, (g == 0).then_some(&mut sums))) {
                 out[s] = total;
             }
         }
-        self.settle();
-        for s in sparse {
-            out[s] = self.portfolio_variance(es[s]);
+        if dense.is_empty() {
+            self.settle();
+            sums.add_rows(&self.cov, 0, k);
+        }
+        for (s, total) in sparse.into_iter().zip(sums.totals) {
+            out[s] = total;
         }
         out
     }
@@ -314,7 +383,11 @@ impl FactorModel {
     /// [`pass`] picks. Rows are taken `ROWS` at a time: a block's rows are stepped, then the
     /// lanes read them from the cache, one read of x[j] serving each of the block's rows.
     #[inline(always)]
-    fn pass<const W: usize, const ROWS: usize>(&mut self, lanes: &Lanes<W>) -> [f64; W] {
+    fn pass<const W: usize, const ROWS: usize>(
+        &mut self,
+        lanes: &Lanes<W>,
+        mut sparse: Option<&mut Sparse>,
+    ) -> [f64; W] {
         let step = self.pending.take();
         let (k, x, held) = (self.cov.len(), &lanes.x, &lanes.held);
         let mut total = [0.0; W];
@@ -335,6 +408,9 @@ impl FactorModel {
                     step.row(&mut self.cov[a], a, ra, self.lambda);
                     stepped += 1;
                 }
+            }
+            if let Some(sparse) = sparse.as_deref_mut() {
+                sparse.add_rows(&self.cov, i, n);
             }
             // A block none of the lanes holds adds nothing. Each row's sums run in index order:
             // a lane adds the sparse sum's terms in the same order and, between them, zeros, so
@@ -545,7 +621,7 @@ mod tests {
         use rand::rngs::SmallRng;
         use rand::{Rng, SeedableRng};
         // 42 factors (ten blocks of rows and a short one), three of them late (no covariance
-        // with the rest before bar 10), one never returned; 21 vectors, all but the first dense
+        // with the rest before bar 10), one never returned; 21 vectors, all but every fifth dense
         // enough to share a pass over Σ. The last bar is closed twice: once with Σ's step taken
         // alone, once with the step left to the pass that takes the vectors.
         let mut m = FactorModel::new(0.94, 10, 10);
@@ -565,13 +641,14 @@ mod tests {
         assert!(m.cov(39, 0).is_some() && m.cov(41, 0).is_none());
         let mut vectors: Vec<Vec<(usize, f64)>> = Vec::new();
         for v in 0..21 {
-            // Held with a probability of 1 in 6 for the first vector, all of the first 30
-            // factors for the second (the pass skips the blocks after them), 2 in 3 for the
-            // others; some exposures exactly zero or negative; unsorted.
+            // Held with a probability of 1 in 6 for every fifth vector (too sparse for the
+            // lanes), all of the first 30 factors for the second (the pass skips the blocks
+            // after them), 2 in 3 for the others; some exposures exactly zero or negative;
+            // unsorted.
             let mut e: Vec<(usize, f64)> = (0..42)
                 .filter_map(|i| {
                     let held = match v {
-                        0 => next() < 1.0 / 6.0,
+                        _ if v % 5 == 0 => next() < 1.0 / 6.0,
                         1 => i < 30,
                         _ => next() < 2.0 / 3.0,
                     };
@@ -586,7 +663,9 @@ mod tests {
         let bits = |m: &FactorModel| -> Vec<Vec<u64>> {
             m.cov.iter().map(|row| row.iter().map(|c| c.to_bits()).collect()).collect()
         };
-        // No dense vector, then passes 4, 8, 12 and 16 wide, then a second pass.
+        // No dense vector, then passes 4, 8, 12 and 16 wide (the sparse vectors in the first),
+        // then a second pass.
+        assert!(vectors.iter().enumerate().all(|(v, e)| (e.len() * 4 < 42) == (v % 5 == 0)));
         for n in 1..=21 {
             let mut lazy = before.clone();
             lazy.close_bar_but_sigma(11, last.clone());
