@@ -379,9 +379,10 @@ impl FactorModel {
         out
     }
 
-    /// Σ's pending step and the lanes' eᵀΣe in one pass over the triangle, inlined where
-    /// [`pass`] picks. Rows are taken `ROWS` at a time: a block's rows are stepped, then the
-    /// lanes read them from the cache, one read of x[j] serving each of the block's rows.
+    /// Σ's pending step, the lanes' eᵀΣe and the sparse vectors' sums in one pass over the
+    /// triangle, inlined where [`pass`] picks. Rows are taken `ROWS` at a time: a block's rows
+    /// are stepped, then the sparse vectors and the lanes read them from the cache, one read
+    /// of x[j] serving each of the block's rows.
     #[inline(always)]
     fn pass<const W: usize, const ROWS: usize>(
         &mut self,
