@@ -296,12 +296,12 @@ const SETTLE_PER_RECORD: usize = 2;
 
 /// Settled changes that go to the analytics ahead of the boundary once there are this many
 /// (`State::early_parts`): a bar end then waits for the book to build, and the analytics to
-/// apply, at most about as many (~0.5 ms each at 4k), not all of the bar's (~77k, 8 + 9 ms,
-/// at 100k records/s with one-second bars on a 200k-position book).
+/// apply, about as many, not all of the bar's (~77k, measured 8 + 9 ms at 100k records/s with
+/// one-second bars on a 200k-position book; 4k at that rate would be ~0.5 ms each, not timed).
 const EARLY_PARTS: usize = 4096;
-/// Changes an activation sends ahead: a slice (~6 µs to build), and one per record that
-/// arrived (a record changes at most one position and one price), so that sending keeps up
-/// with any input rate.
+/// Changes an activation sends ahead: a slice (~6 µs to build at that rate, not timed), and one
+/// per record that arrived (a record changes at most one position and one price), so that
+/// sending keeps up with any input rate.
 const EARLY_SLICE: usize = 64;
 
 /// How many records ahead the positions their deltas change are loaded; at most 64, the bits
