@@ -38,6 +38,7 @@ use hdrhistogram::Histogram;
 use riskflow_dataflows::clock::now_ns;
 use riskflow_dataflows::engine::engine;
 use riskflow_dataflows::event::{Envelope, Event};
+use riskflow_dataflows::limits::LimitEvent;
 use riskflow_dataflows::model::Ts;
 use rustc_hash::FxHashMap;
 use timely::dataflow::channels::pact::Pipeline;
@@ -92,8 +93,10 @@ fn main() {
     let bar = config.analytics.bar_ns;
     let t0: Ts = 1_000 * bar;
     let measured_from = t0 + WARM_BARS * bar;
-    // Per output: live updates, limit events; per record: ingest time → last live update.
-    let totals = Arc::new(Mutex::new((histogram(), histogram(), FxHashMap::<u64, u64>::default())));
+    // Per output: live updates, limit events (split into limits' state changes and
+    // trading-state actions); per record: ingest time → last live update.
+    let totals =
+        Arc::new(Mutex::new((histogram(), histogram(), FxHashMap::<u64, u64>::default(), [histogram(), histogram()])));
     let t2 = totals.clone();
     let workload = w.clone();
     timely::execute(timely::Config::process(workers), move |worker| {
@@ -101,10 +104,11 @@ fn main() {
         let (index, peers) = (worker.index(), worker.peers());
         let live = Rc::new(RefCell::new(histogram()));
         let breach = Rc::new(RefCell::new(histogram()));
+        let kinds = Rc::new(RefCell::new([histogram(), histogram()]));
         // Sized for every measured record up front: growing it rehashes every entry at once, a
         // stall of the worker that the measurement itself would cause and then count.
         let last_out = Rc::new(RefCell::new(FxHashMap::<u64, u64>::with_capacity_and_hasher(n, Default::default())));
-        let (l2, b2, o2) = (live.clone(), breach.clone(), last_out.clone());
+        let (l2, b2, o2, k2) = (live.clone(), breach.clone(), last_out.clone(), kinds.clone());
         // How far the live output and the limit events have got: the warm-up waits on them.
         let (reached, settled) = (Rc::new(std::cell::Cell::new(0 as Ts)), Rc::new(std::cell::Cell::new(0 as Ts)));
         let (r2, s2) = (reached.clone(), settled.clone());
@@ -132,7 +136,9 @@ fn main() {
                 input.for_each(|_, data| {
                     let now = now_ns();
                     for ev in data.drain(..) {
-                        b2.borrow_mut().saturating_record(now.saturating_sub(ev.ingest_ns()));
+                        let latency = now.saturating_sub(ev.ingest_ns());
+                        b2.borrow_mut().saturating_record(latency);
+                        k2.borrow_mut()[matches!(ev, LimitEvent::Action(_)) as usize].saturating_record(latency);
                     }
                 });
                 s2.set(frontier.frontier().first().copied().unwrap_or(Ts::MAX));
@@ -181,6 +187,7 @@ fn main() {
         }
         live.borrow_mut().reset();
         breach.borrow_mut().reset();
+        kinds.borrow_mut().iter_mut().for_each(|h| h.reset());
         last_out.borrow_mut().clear();
         let per_worker = rate as f64 / peers as f64;
         let start = now_ns();
@@ -226,12 +233,14 @@ fn main() {
         }
         // Every measured record's events are out. With bars, closing the input takes a last
         // revaluation of every scope, whose figures' events are not any record's: left out.
-        let measured_breach = bars.then(|| breach.borrow().clone());
+        let measured_breach = bars.then(|| (breach.borrow().clone(), kinds.borrow().clone()));
         drop((input, cap));
         while worker.step() {}
         let mut t = t2.lock().unwrap();
         t.0.add(&*live.borrow()).unwrap();
-        t.1.add(measured_breach.as_ref().unwrap_or(&*breach.borrow())).unwrap();
+        let (all, kinds) = measured_breach.unwrap_or_else(|| (breach.borrow().clone(), kinds.borrow().clone()));
+        t.1.add(&all).unwrap();
+        t.3.iter_mut().zip(&kinds).for_each(|(total, h)| total.add(h).unwrap());
         for (ingest, out) in last_out.borrow_mut().drain() {
             let latest = t.2.entry(ingest).or_insert(out);
             *latest = (*latest).max(out);
@@ -265,6 +274,8 @@ fn main() {
         ("ingest → live exposure update", &t.0),
         ("ingest → a record's last live update", &per_record),
         ("ingest → limit event (breach detection)", &t.1),
+        ("  of which limits' state changes", &t.3[0]),
+        ("  of which trading-state actions", &t.3[1]),
         ("baseline (1 thread, HashMaps): ingest → applied", &plain),
         ("baseline, flat arrays: ingest → applied", &flat),
     ];
