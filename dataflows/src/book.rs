@@ -768,23 +768,16 @@ impl State {
             parts.push(BarPart::Name { book, number: number as u32, name: name.clone() });
         }
         self.names_sent = self.names.len();
-        if changes == self.changed_qty.len() + self.changed_price.len() {
-            let qty: Vec<_> = self.changed_qty.drain().collect();
-            parts.extend(qty.into_iter().map(|(pos, qty)| self.qty_part(pos, qty)));
-            let prices: Vec<_> = self.changed_price.drain().collect();
-            parts.extend(prices.into_iter().filter_map(|instr| self.price_part(instr)));
-        } else {
-            let qty: Vec<usize> = self.changed_qty.keys().take(changes).copied().collect();
-            for pos in qty {
-                let qty = self.changed_qty.remove(&pos).expect("a key just listed");
-                parts.push(self.qty_part(pos, qty));
-            }
-            let prices: Vec<usize> =
-                self.changed_price.iter().take(changes + new_names - parts.len()).copied().collect();
-            for instr in prices {
-                self.changed_price.remove(&instr);
-                parts.extend(self.price_part(instr));
-            }
+        // In the tables' order, as a drain takes them; listed first, as the parts read the book.
+        let qty: Vec<usize> = self.changed_qty.keys().take(changes).copied().collect();
+        let prices: Vec<usize> = self.changed_price.iter().take(changes - qty.len()).copied().collect();
+        for pos in qty {
+            let qty = self.changed_qty.remove(&pos).expect("a key just listed");
+            parts.push(self.qty_part(pos, qty));
+        }
+        for instr in prices {
+            self.changed_price.remove(&instr);
+            parts.extend(self.price_part(instr));
         }
         parts
     }

@@ -85,6 +85,13 @@ unsafe fn pass_avx2<const W: usize, const ROWS: usize>(
     m.pass::<W, ROWS>(lanes, sparse)
 }
 
+/// An exposure vector sorted by factor, as [`row_term`] reads it.
+fn by_factor(e: &[(usize, f64)]) -> Vec<(usize, f64)> {
+    let mut e = e.to_vec();
+    e.sort_unstable_by_key(|&(i, _)| i);
+    e
+}
+
 /// Row i's term of eᵀΣe, e sorted by factor with e[place] = (i, e_i): e_i·(c_ii·e_i +
 /// 2·Σ_{j<i} c_ij·e_j), the terms of the sum in index order.
 #[inline(always)]
@@ -108,14 +115,7 @@ struct Sparse {
 
 impl Sparse {
     fn of(k: usize, es: &[&[(usize, f64)]]) -> Sparse {
-        let es: Vec<Vec<(usize, f64)>> = es
-            .iter()
-            .map(|e| {
-                let mut e = e.to_vec();
-                e.sort_unstable_by_key(|&(i, _)| i);
-                e
-            })
-            .collect();
+        let es: Vec<Vec<(usize, f64)>> = es.iter().map(|e| by_factor(e)).collect();
         // Counted by row, then placed: no sort of the (row, vector, place) list.
         let mut starts = vec![0; k + 1];
         es.iter().flatten().for_each(|&(i, _)| starts[i + 1] += 1);
@@ -342,13 +342,8 @@ impl FactorModel {
     /// 2·Σ_{j<i} c_ij·e_j), with the factors in index order so that each row is read forwards.
     pub fn portfolio_variance(&self, e: &[(usize, f64)]) -> f64 {
         debug_assert!(self.pending.is_none(), "Σ read before its step");
-        let mut e = e.to_vec();
-        e.sort_unstable_by_key(|&(i, _)| i);
-        let mut total = 0.0;
-        for (n, &(i, _)) in e.iter().enumerate() {
-            total += row_term(&self.cov[i], &e, n);
-        }
-        total
+        let e = by_factor(e);
+        (0..e.len()).map(|n| row_term(&self.cov[e[n].0], &e, n)).fold(0.0, |total, term| total + term)
     }
 
     /// eᵀΣe of each exposure vector, each the same f64 as [`Self::portfolio_variance`] gives it,
