@@ -29,6 +29,7 @@ stalls_2=$(bench stalls -- 3 2)
 echo "bar close..." >&2
 bar_100=$(bench bar_close -- 100 300)
 bar_500=$(bench bar_close -- 500 300)
+bar_book=$(bench bar_close -- 5000 30 --book)
 echo "day replay..." >&2
 rm -rf "$work/day" "$work/day-out"
 ./target/release/riskflow gen --preset day --deltas "$DAY_DELTAS" --out "$work/day" >/dev/null
@@ -157,6 +158,14 @@ update and the firm's eᵀΣe grow as N², historical P&L as N × history.
 \`\`\`
 $bar_100
 $bar_500
+\`\`\`
+
+With the latency bench's book instead (\`-- 5000 30 --book\`: 5,000 factors, 10,000 accounts
+of 20 positions, VaR on the firm, the desks and every fourth account), one bar close is what a
+change just after a bar end waits for in the latency bench's \`--bars\` line:
+
+\`\`\`
+$bar_book
 \`\`\`
 
 ## A trading day replayed from files, end to end

@@ -157,37 +157,88 @@ pub fn position_exposure_with(
     r: f64,
     greeks: impl FnOnce(OptionType, f64, f64, f64, f64, f64) -> Greeks,
 ) -> Result<Exposure, ExposureError> {
-    let ccy = Ccy::parse(&inst.currency).ok_or_else(|| ExposureError::BadCurrency(inst.currency.clone()))?;
-    let linear = |nanos| Exposure { delta: Leg { ccy, nanos }, gamma: 0, vega: 0, quote: None };
-    match inst.asset_class {
-        AssetClass::Equity => Ok(linear(mul_fixed_nanos(qty, price))),
-        AssetClass::Future => Ok(linear(mul_nanos_fixed(mul_fixed_nanos(qty, price), inst.multiplier))),
-        AssetClass::Fx => {
-            let base = inst.base.as_deref().unwrap_or_default();
-            let base = Ccy::parse(base).ok_or_else(|| ExposureError::BadCurrency(base.into()))?;
-            Ok(Exposure {
+    let valuation = Valuation::of(inst, price, option, now, r, greeks)?;
+    valuation.exposure(qty).ok_or_else(|| ExposureError::NotFinite(inst.id.clone()))
+}
+
+/// What the exposure of a position needs of its instrument and market at one time, the same
+/// for every position in it: [`position_exposure`] is `Valuation::of(..)` then
+/// [`Valuation::exposure`] of the quantity, so a caller that values many positions in one
+/// instrument can find it once.
+#[derive(Copy, Clone, Debug, PartialEq)]
+pub enum Valuation {
+    /// An equity (no multiplier) or a future: q·P (·m) in `ccy`.
+    Linear { ccy: Ccy, price: Fixed, multiplier: Option<Fixed> },
+    /// An fx pair: q units of `base`, −q·P of `quote`.
+    Fx { base: Ccy, quote: Ccy, price: Fixed },
+    /// An option on `spot` (S): q·m·Δ·S, q·m·Γ·S²/100 and q·m·vega/100 in `ccy`.
+    Option { ccy: Ccy, multiplier: f64, spot: f64, greeks: Greeks },
+}
+
+impl Valuation {
+    /// The valuation of `inst` at `price` (the instrument's own last price), at event time
+    /// `now`, with continuously-compounded rate `r` for options and their figures from
+    /// `greeks`. Fails for a bad currency or an option without market inputs.
+    pub fn of(
+        inst: &Instrument,
+        price: Fixed,
+        option: Option<OptionMarket>,
+        now: Ts,
+        r: f64,
+        greeks: impl FnOnce(OptionType, f64, f64, f64, f64, f64) -> Greeks,
+    ) -> Result<Valuation, ExposureError> {
+        let ccy = Ccy::parse(&inst.currency).ok_or_else(|| ExposureError::BadCurrency(inst.currency.clone()))?;
+        match inst.asset_class {
+            AssetClass::Equity => Ok(Valuation::Linear { ccy, price, multiplier: None }),
+            AssetClass::Future => Ok(Valuation::Linear { ccy, price, multiplier: Some(inst.multiplier) }),
+            AssetClass::Fx => {
+                let base = inst.base.as_deref().unwrap_or_default();
+                let base = Ccy::parse(base).ok_or_else(|| ExposureError::BadCurrency(base.into()))?;
+                Ok(Valuation::Fx { base, quote: ccy, price })
+            }
+            AssetClass::Option => {
+                let market = option.ok_or_else(|| ExposureError::NoOptionMarket(inst.id.clone()))?;
+                let (Some(kind), Some(strike), Some(expiry)) = (inst.option_type, inst.strike, inst.expiry) else {
+                    return Err(ExposureError::NoOptionMarket(inst.id.clone()));
+                };
+                let spot = market.spot.to_f64();
+                let greeks = greeks(kind, spot, strike.to_f64(), year_fraction(expiry, now), r, market.vol);
+                Ok(Valuation::Option { ccy, multiplier: inst.multiplier.to_f64(), spot, greeks })
+            }
+        }
+    }
+
+    /// The currencies of the delta leg and of the quote leg, if any.
+    pub fn currencies(&self) -> (Ccy, Option<Ccy>) {
+        match *self {
+            Valuation::Linear { ccy, .. } | Valuation::Option { ccy, .. } => (ccy, None),
+            Valuation::Fx { base, quote, .. } => (base, Some(quote)),
+        }
+    }
+
+    /// The exposure of `qty`; none if an option's figures are not finite.
+    pub fn exposure(&self, qty: Fixed) -> Option<Exposure> {
+        let linear = |ccy, nanos| Exposure { delta: Leg { ccy, nanos }, gamma: 0, vega: 0, quote: None };
+        match *self {
+            Valuation::Linear { ccy, price, multiplier: None } => Some(linear(ccy, mul_fixed_nanos(qty, price))),
+            Valuation::Linear { ccy, price, multiplier: Some(m) } => {
+                Some(linear(ccy, mul_nanos_fixed(mul_fixed_nanos(qty, price), m)))
+            }
+            Valuation::Fx { base, quote, price } => Some(Exposure {
                 delta: Leg { ccy: base, nanos: qty.0 as i128 * 10 },
                 gamma: 0,
                 vega: 0,
-                quote: Some(Leg { ccy, nanos: -mul_fixed_nanos(qty, price) }),
-            })
-        }
-        AssetClass::Option => {
-            let market = option.ok_or_else(|| ExposureError::NoOptionMarket(inst.id.clone()))?;
-            let (Some(kind), Some(strike), Some(expiry)) = (inst.option_type, inst.strike, inst.expiry) else {
-                return Err(ExposureError::NoOptionMarket(inst.id.clone()));
-            };
-            let s = market.spot.to_f64();
-            let t = year_fraction(expiry, now);
-            let g = greeks(kind, s, strike.to_f64(), t, r, market.vol);
-            let qm = qty.to_f64() * inst.multiplier.to_f64();
-            let finite = |x: f64| to_nanos(x).ok_or_else(|| ExposureError::NotFinite(inst.id.clone()));
-            Ok(Exposure {
-                delta: Leg { ccy, nanos: finite(qm * g.delta * s)? },
-                gamma: finite(qm * g.gamma * s * s / 100.0)?,
-                vega: finite(qm * g.vega / 100.0)?,
-                quote: None,
-            })
+                quote: Some(Leg { ccy: quote, nanos: -mul_fixed_nanos(qty, price) }),
+            }),
+            Valuation::Option { ccy, multiplier, spot: s, greeks: g } => {
+                let qm = qty.to_f64() * multiplier;
+                Some(Exposure {
+                    delta: Leg { ccy, nanos: to_nanos(qm * g.delta * s)? },
+                    gamma: to_nanos(qm * g.gamma * s * s / 100.0)?,
+                    vega: to_nanos(qm * g.vega / 100.0)?,
+                    quote: None,
+                })
+            }
         }
     }
 }

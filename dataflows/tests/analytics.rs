@@ -1,8 +1,9 @@
 //! Analytics through the whole engine: volatility, correlation, VaR/ES and stress at several
 //! snapshots against straightforward computations written out here, across a position that
 //! is closed (its exposure retracted) and returns that leave the window; the same tables from
-//! one and two workers; VaR's linearity and sub-additivity as properties; and risk rows that do
-//! not depend on the order the book's parts arrive in.
+//! one and two workers; VaR's linearity and sub-additivity as properties; a factor held in two
+//! currencies as one exposure; and risk rows that do not depend on the order the book's parts
+//! arrive in.
 
 mod common;
 
@@ -271,6 +272,44 @@ proptest! {
         prop_assert!((var(&scaled, "X") - k as f64 * vx).abs() <= tol * k as f64);
         prop_assert!(vd <= vx + vy + tol, "desk {vd} > {vx} + {vy}");
     }
+}
+
+/// Equity A in EUR and a future on A in USD: factor A is held in two currencies, its legs
+/// met apart (B's between them), and each scope's exposure to A is their sum in the base
+/// currency, once.
+#[test]
+fn a_factor_held_in_two_currencies_is_one_exposure() {
+    let mut m = model(&[(0.01, -0.02), (-0.03, 0.01), (0.02, 0.02), (0.01, -0.01)]);
+    let mut p = Positions::default();
+    p.set_rate(Ccy::USD, 1.0);
+    p.set_rate(Ccy::parse("EUR").unwrap(), 1.25);
+    let mut future = Instrument::equity("ZF", "USD");
+    (future.asset_class, future.underlying, future.multiplier) = (AssetClass::Future, Some("A".into()), f(10.0));
+    for (def, price) in
+        [(Instrument::equity("A", "EUR"), 100.0), (Instrument::equity("B", "USD"), 50.0), (future, 80.0)]
+    {
+        p.set_price(&def.id.clone(), f(price), None);
+        p.define_instrument(def);
+    }
+    for (acct, held) in [("X", [("A", 10.0), ("B", 20.0), ("ZF", 3.0)]), ("Y", [("A", -4.0), ("B", 0.0), ("ZF", 5.0)])]
+    {
+        p.define_account(Account { id: acct.into(), desk: "D".into(), firm: None });
+        held.iter().filter(|(_, q)| *q != 0.0).for_each(|(i, q)| p.add_qty(acct, i, f(*q)));
+    }
+    let c = AnalyticsConfig::default();
+    let rows = p.risk(0, Ccy::USD, 0.0, &c, &mut m, &|_, _| true);
+    let (va, vb, cab) = (m.cov(0, 0).unwrap(), m.cov(1, 1).unwrap(), m.cov(0, 1).unwrap());
+    // (e_A, e_B) in USD: A's EUR leg at 1.25, the future's q·m·P in USD.
+    for (id, e_a, e_b) in [("X", 10.0 * 100.0 * 1.25 + 3.0 * 10.0 * 80.0, 20.0 * 50.0), ("Y", -500.0 + 4000.0, 0.0)] {
+        let sigma = (e_a * e_a * va + 2.0 * e_a * e_b * cab + e_b * e_b * vb).sqrt();
+        let row = rows.iter().find(|r| r.scope_id == id).unwrap();
+        let expected = inv_norm_cdf(c.var_confidence) * sigma * c.horizon_bars.sqrt();
+        assert!(close(row.var_parametric.unwrap(), expected), "{id}: {:?} against {expected}", row.var_parametric);
+    }
+    let (e_a, e_b) = (1250.0 + 2400.0 - 500.0 + 4000.0, 1000.0);
+    let sigma = (e_a * e_a * va + 2.0 * e_a * e_b * cab + e_b * e_b * vb).sqrt();
+    let desk = rows.iter().find(|r| r.scope_id == "D").unwrap();
+    assert!(close(desk.var_parametric.unwrap(), inv_norm_cdf(c.var_confidence) * sigma * c.horizon_bars.sqrt()));
 }
 
 /// (account, instrument, quantity).

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::analytics::config::AnalyticsConfig;
 use crate::analytics::factors::FactorModel;
-use crate::exposure::{position_exposure, Ccy, Exposure, OptionMarket};
+use crate::exposure::{Ccy, OptionMarket, Valuation};
 use crate::formulas::{black_scholes, from_nanos, historical_var_es, parametric_es, parametric_var, year_fraction};
 use crate::model::{Account, AssetClass, Fixed, Instrument, Scope, Ts};
 
@@ -107,29 +107,40 @@ type LegKey = (u32, Ccy);
 struct Slots {
     keys: Vec<LegKey>,
     ids: HashMap<LegKey, u32>,
-    /// Per instrument, the slots of its legs last looked up.
-    last: Vec<[Option<(LegKey, u32)>; 2]>,
 }
 
 impl Slots {
-    fn of(&mut self, instrument: u32, leg: usize, key: LegKey) -> u32 {
-        let i = instrument as usize;
-        if i >= self.last.len() {
-            self.last.resize(i + 1, [None; 2]);
+    fn of(&mut self, key: LegKey) -> u32 {
+        let next = self.keys.len() as u32;
+        let slot = *self.ids.entry(key).or_insert(next);
+        if slot == next {
+            self.keys.push(key);
         }
-        match self.last[i][leg] {
-            Some((k, slot)) if k == key => slot,
-            _ => {
-                let next = self.keys.len() as u32;
-                let slot = *self.ids.entry(key).or_insert(next);
-                if slot == next {
-                    self.keys.push(key);
-                }
-                self.last[i][leg] = Some((key, slot));
-                slot
-            }
-        }
+        slot
     }
+
+    /// The slots in the order [`Positions::to_base`] adds them in, by factor name (`rank`)
+    /// then currency, and each slot's place in that order.
+    fn in_order(&self, rank: &[u32]) -> (Vec<u32>, Vec<u32>) {
+        let mut order: Vec<u32> = (0..self.keys.len() as u32).collect();
+        order.sort_unstable_by_key(|&s| {
+            let (f, c) = self.keys[s as usize];
+            (rank[f as usize], c)
+        });
+        let mut place = vec![0; order.len()];
+        order.iter().enumerate().for_each(|(p, &s)| place[s as usize] = p as u32);
+        (order, place)
+    }
+}
+
+/// What a call of [`Positions::risk`] finds once per instrument, for every position in it:
+/// its valuation at the call's time and the slots of its legs. Every bar end walks every
+/// position; this keeps the walk on a small array, away from the instruments' definitions.
+#[derive(Copy, Clone)]
+struct Unit {
+    valuation: Valuation,
+    /// The delta leg's and the quote leg's slots, for legs with a factor.
+    slots: [Option<u32>; 2],
 }
 
 /// Exact sums by slot, for a scope many positions add to: one array entry per slot, and the
@@ -158,10 +169,23 @@ impl SlotSums {
     /// The sums held, in the order first added, and an empty table after.
     fn take(&mut self) -> Vec<(u32, i128)> {
         let out = self.order.iter().map(|&s| (s, self.nanos[s as usize])).collect();
+        self.clear();
+        out
+    }
+
+    /// The sums held, in the order of `slots` (every slot), and an empty table after: a scope
+    /// that holds most slots is then read in the order its exposures add up in, unsorted.
+    fn take_in(&mut self, slots: &[u32]) -> Vec<(u32, i128)> {
+        let held = |&&s: &&u32| self.held.get(s as usize).copied().unwrap_or(false);
+        let out = slots.iter().filter(held).map(|&s| (s, self.nanos[s as usize])).collect();
+        self.clear();
+        out
+    }
+
+    fn clear(&mut self) {
         for s in self.order.drain(..) {
             (self.nanos[s as usize], self.held[s as usize]) = (0, false);
         }
-        out
     }
 }
 
@@ -309,13 +333,17 @@ impl Positions {
         Some(OptionMarket { spot, vol: iv? })
     }
 
-    /// A position's exposure at `now`, if it has a price (and option market) and its delta
-    /// leg's currency a rate: the positions the exposure tables count.
-    fn exposure(&self, instr: &Instr, def: &Instrument, qty: Fixed, now: Ts, r: f64) -> Option<Exposure> {
-        let (price, _) = instr.price?;
+    /// An instrument's valuation at `now` and its legs' slots, if it has a price (and option
+    /// market) and its delta leg's currency a rate: its positions are those the exposure
+    /// tables count (those whose exposure is finite).
+    fn unit(&self, instr: &Instr, now: Ts, r: f64, base: Ccy, slots: &mut Slots) -> Option<Unit> {
+        let (def, (price, _)) = (instr.def.as_ref()?, instr.price?);
         let market = if def.asset_class == AssetClass::Option { Some(self.market(instr)?) } else { None };
-        let e = position_exposure(def, qty, price, market, now, r).ok()?;
-        self.rates.contains_key(&e.delta.ccy).then_some(e)
+        let valuation = Valuation::of(def, price, market, now, r, black_scholes).ok()?;
+        let (delta, quote) = valuation.currencies();
+        self.rates.contains_key(&delta).then_some(())?;
+        let slots = self.legs(instr, def, delta, quote, base).map(|leg| leg.map(|key| slots.of(key)));
+        Some(Unit { valuation, slots })
     }
 
     /// Full revaluation of an option under each scenario's (price, vol) shock of its
@@ -340,18 +368,18 @@ impl Positions {
         Some((shocks.iter().map(moved).collect(), rate))
     }
 
-    /// The legs of a position's exposure as (factor, currency, nanos): the delta leg (none in
-    /// the base currency for an fx pair) and an fx pair's quote leg unless in the base currency.
-    /// A leg in a currency without a rate has no factor; it would convert to nothing.
-    fn legs(&self, instr: &Instr, def: &Instrument, e: &Exposure, base: Ccy) -> [Option<(u32, Ccy, i128)>; 2] {
-        let delta = match def.asset_class {
-            AssetClass::Fx if e.delta.ccy == base => None,
-            AssetClass::Fx => self.fx_factors.get(&e.delta.ccy).copied(),
+    /// The legs of an instrument's exposures, as (factor, currency), from their currencies:
+    /// the delta leg (none in the base currency for an fx pair) and an fx pair's quote leg
+    /// unless in the base currency. A leg in a currency without a rate has no factor; it would
+    /// convert to nothing.
+    fn legs(&self, instr: &Instr, def: &Instrument, delta: Ccy, quote: Option<Ccy>, base: Ccy) -> [Option<LegKey>; 2] {
+        let factor = match def.asset_class {
+            AssetClass::Fx if delta == base => None,
+            AssetClass::Fx => self.fx_factors.get(&delta).copied(),
             _ => instr.factor,
         };
-        let quote =
-            e.quote.filter(|q| q.ccy != base).and_then(|q| Some((*self.fx_factors.get(&q.ccy)?, q.ccy, q.nanos)));
-        [delta.map(|f| (f, e.delta.ccy, e.delta.nanos)), quote]
+        let quote = quote.filter(|&q| q != base).and_then(|q| Some((*self.fx_factors.get(&q)?, q)));
+        [factor.map(|f| (f, delta)), quote]
     }
 
     /// Risk rows at `now` for the scopes `wanted` accepts, sorted by scope. A scope has a row
@@ -385,6 +413,8 @@ impl Positions {
         let mut shocked: Vec<f64> = Vec::with_capacity(config.scenarios.len());
         // Each option's price moves, once per call.
         let mut options: HashMap<u32, Option<(Vec<f64>, f64)>> = HashMap::default();
+        // Each instrument's unit, found at its first position: `None` until then.
+        let mut units: Vec<Option<Option<Unit>>> = vec![None; self.instruments.len()];
         for &a in &self.acct_order {
             let acct = &self.accounts[a as usize];
             let Some(def) = &acct.def else { continue };
@@ -396,9 +426,10 @@ impl Positions {
                 continue;
             }
             for &(i, qty) in &acct.qty {
-                let instr = &self.instruments[i as usize];
-                let Some(idef) = &instr.def else { continue };
-                let Some(e) = self.exposure(instr, idef, qty, now, r) else { continue };
+                let unit = units[i as usize]
+                    .get_or_insert_with(|| self.unit(&self.instruments[i as usize], now, r, base, &mut slots));
+                let Some(Unit { valuation, slots: legs }) = unit else { continue };
+                let Some(e) = valuation.exposure(qty) else { continue };
                 if accs.is_empty() {
                     for owner in &owners {
                         let n = *index.entry(*owner).or_insert_with(|| {
@@ -409,14 +440,17 @@ impl Positions {
                         accs.push(n);
                     }
                 }
-                let option = idef.asset_class == AssetClass::Option;
-                for (k, leg) in self.legs(instr, idef, &e, base).into_iter().enumerate() {
-                    let Some((factor, ccy, nanos)) = leg else { continue };
-                    own[option as usize].add(slots.of(i, k, (factor, ccy)), nanos);
+                let option = matches!(valuation, Valuation::Option { .. });
+                for (slot, nanos) in legs.iter().zip([Some(e.delta.nanos), e.quote.map(|q| q.nanos)]) {
+                    if let (Some(slot), Some(nanos)) = (slot, nanos) {
+                        own[option as usize].add(*slot, nanos);
+                    }
                 }
                 if !option {
                     continue;
                 }
+                let instr = &self.instruments[i as usize];
+                let idef = instr.def.as_ref().expect("a valued instrument has a definition");
                 shocked.clear();
                 let moves = options.entry(i).or_insert_with(|| {
                     let factor = instr.factor.expect("an option's delta leg maps to its underlying") as usize;
@@ -452,19 +486,20 @@ impl Positions {
                 }
             }
         }
+        let (order, place) = slots.in_order(self.rank());
         for (n, dense) in shared.iter_mut().enumerate() {
             if let Some(dense) = dense {
                 let acc = &mut scopes[n].1;
-                (acc.linear, acc.options_delta) = (dense[0].take(), dense[1].take());
+                (acc.linear, acc.options_delta) = (dense[0].take_in(&order), dense[1].take_in(&order));
             }
         }
         scopes.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         // Each scope's factor exposures in the model's numbering; the eᵀΣe of all at once,
         // with Σ's step if the bar left it (so Σ is read only after).
         for (_, acc) in &mut scopes {
-            let exposures = self.to_base(&slots.keys, &[&acc.linear, &acc.options_delta]);
+            let exposures = self.to_base(&slots.keys, &place, &[&acc.linear, &acc.options_delta]);
             acc.e = exposures.iter().filter_map(|&(f, v)| Some((per_factor.model[f as usize]?, v))).collect();
-            acc.linear_base = self.to_base(&slots.keys, &[&acc.linear]);
+            acc.linear_base = self.to_base(&slots.keys, &place, &[&acc.linear]);
         }
         let es: Vec<&[(usize, f64)]> = scopes.iter().map(|(_, acc)| &acc.e[..]).collect();
         let variances = model.portfolio_variances(&es);
@@ -479,26 +514,24 @@ impl Positions {
     }
 
     /// Adds up the exact sums of `parts` (by slot, `keys` naming each slot's factor and
-    /// currency) per (factor, currency), converts each to the base currency and adds them up
-    /// per factor, in factor-name order (currencies in order within a factor).
-    fn to_base(&self, keys: &[LegKey], parts: &[&[(u32, i128)]]) -> Vec<(u32, f64)> {
-        let rank = self.rank();
-        let mut sorted: Vec<_> = (parts.iter().flat_map(|sums| sums.iter()))
-            .map(|&(slot, n)| {
-                let (f, c) = keys[slot as usize];
-                (rank[f as usize], c, f, n)
-            })
-            .collect();
-        sorted.sort_unstable_by_key(|&(rank, ccy, _, _)| (rank, ccy));
+    /// currency, `place` its place in factor-name then currency order) per (factor, currency),
+    /// converts each to the base currency and adds them up per factor, in factor-name order
+    /// (currencies in order within a factor).
+    fn to_base(&self, keys: &[LegKey], place: &[u32], parts: &[&[(u32, i128)]]) -> Vec<(u32, f64)> {
+        let mut sorted: Vec<(u32, u32, i128)> =
+            (parts.iter().flat_map(|sums| sums.iter())).map(|&(slot, n)| (place[slot as usize], slot, n)).collect();
+        // Stable: a part already in order (a desk's, the firm's) is one run, merged, not sorted.
+        sorted.sort_by_key(|&(place, _, _)| place);
         let mut out: Vec<(u32, f64)> = Vec::with_capacity(sorted.len());
         let mut i = 0;
         while i < sorted.len() {
-            let (r, ccy, factor, mut nanos) = sorted[i];
+            let (p, slot, mut nanos) = sorted[i];
             i += 1;
-            while i < sorted.len() && (sorted[i].0, sorted[i].1) == (r, ccy) {
-                nanos += sorted[i].3;
+            while i < sorted.len() && sorted[i].0 == p {
+                nanos += sorted[i].2;
                 i += 1;
             }
+            let (factor, ccy) = keys[slot as usize];
             let Some(rate) = self.rates.get(&ccy) else { continue };
             let value = from_nanos(nanos) * rate;
             match out.last_mut() {
