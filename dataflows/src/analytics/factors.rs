@@ -85,6 +85,29 @@ unsafe fn pass_avx2<const W: usize, const ROWS: usize>(
     m.pass::<W, ROWS>(lanes, sparse)
 }
 
+/// The sums c_rj·x_j over the columns j of `rows` (as many as `x` has), by lane, for each of
+/// `ROWS` rows at once; kept in locals of their own, so that they stay in registers.
+#[inline(always)]
+fn columns<const W: usize, const ROWS: usize>(rows: [&[f64]; ROWS], x: &[[f64; W]]) -> [[f64; W]; ROWS] {
+    let mut off = [[0.0; W]; ROWS];
+    for (j, x) in x.iter().enumerate() {
+        for r in 0..ROWS {
+            add(&mut off[r], known(rows[r][j]), x);
+        }
+    }
+    off
+}
+
+/// off += c·x, by four lanes: each four is one register's worth (AVX2).
+#[inline(always)]
+fn add<const W: usize>(off: &mut [f64; W], c: f64, x: &[f64; W]) {
+    for (off, x) in off.chunks_exact_mut(4).zip(x.chunks_exact(4)) {
+        for l in 0..4 {
+            off[l] += c * x[l];
+        }
+    }
+}
+
 /// An exposure vector sorted by factor, as [`row_term`] reads it.
 fn by_factor(e: &[(usize, f64)]) -> Vec<(usize, f64)> {
     let mut e = e.to_vec();
@@ -388,14 +411,6 @@ impl FactorModel {
         let (k, x, held) = (self.cov.len(), &lanes.x, &lanes.held);
         let mut total = [0.0; W];
         let mut stepped = 0;
-        // By four lanes: each four is one register's worth (AVX2).
-        let add = |off: &mut [f64; W], c: f64, x: &[f64; W]| {
-            for (off, x) in off.chunks_exact_mut(4).zip(x.chunks_exact(4)) {
-                for l in 0..4 {
-                    off[l] += c * x[l];
-                }
-            }
-        };
         let mut i = 0;
         while i < k {
             let n = ROWS.min(k - i);
@@ -418,12 +433,7 @@ impl FactorModel {
             }
             let mut off = [[0.0; W]; ROWS];
             if n == ROWS {
-                let rows: [&[f64]; ROWS] = std::array::from_fn(|r| &self.cov[i + r][..i]);
-                for (j, x) in x[..i].iter().enumerate() {
-                    for r in 0..ROWS {
-                        add(&mut off[r], known(rows[r][j]), x);
-                    }
-                }
+                off = columns(std::array::from_fn(|r| &self.cov[i + r][..i]), &x[..i]);
             } else {
                 for (r, off) in off[..n].iter_mut().enumerate() {
                     for (c, x) in self.cov[i + r][..i].iter().zip(&x[..i]) {
