@@ -216,7 +216,10 @@ pub fn book<'scope>(
                 if !state.settle_until(boundary, &mut budget) {
                     return activator.activate();
                 }
-                let snapshot = state.next_boundary == Some(boundary);
+                // A bar end at the end of input's time is the closing snapshot's boundary too:
+                // both at that time, and no capability could go back to it after.
+                let closing = least.is_none() && boundary == state.end() && state.next_boundary.is_some();
+                let snapshot = state.next_boundary == Some(boundary) || closing;
                 let bar = state.next_bar == Some(boundary);
                 bars_handle.session(&bcap.delayed(&boundary)).give_iterator(state.bar_parts(bar, snapshot).into_iter());
                 if snapshot {

@@ -33,20 +33,21 @@ fn config(window: usize, history: usize) -> AnalyticsConfig {
     AnalyticsConfig { bar_ns: SEC, lambda: 0.9, window, history, horizon_bars: 4.0, ..AnalyticsConfig::default() }
 }
 
-/// The engine over `events` (sent at their event time, rounded up to 100 ms), snapshots every
-/// second; the analytics tables of every snapshot by `as_of`.
+/// The engine over `events` (sent at their event time, rounded up to 100 ms), one-second bars,
+/// snapshots every `snapshot_interval`; the analytics tables of every snapshot by `as_of`.
 fn run(
     reference: Vec<Event>,
     events: Vec<Event>,
     analytics: AnalyticsConfig,
     workers: usize,
+    snapshot_interval: Ts,
 ) -> Vec<(Ts, AnalyticsTables)> {
     let guards = timely::execute(timely::Config::process(workers), move |worker| {
         let mut input = InputHandleVec::<Ts, Envelope>::new();
         let out = Rc::new(RefCell::new(Vec::new()));
         let o = out.clone();
         let config = EngineConfig {
-            book: BookConfig { snapshot_interval: SEC, bar_interval: SEC, base_ccy: Ccy::USD, rate: 0.0 },
+            book: BookConfig { snapshot_interval, bar_interval: SEC, base_ccy: Ccy::USD, rate: 0.0 },
             limits: LimitsConfig::default(),
             analytics: analytics.clone(),
         };
@@ -127,7 +128,7 @@ fn figures_at_every_snapshot_match_straightforward_computation() {
     ];
     let (window, history) = (2, 3);
     let cfg = config(window, history);
-    let snaps = run(reference(), events, cfg.clone(), 1);
+    let snaps = run(reference(), events, cfg.clone(), 1, SEC);
     assert_eq!(snaps.iter().map(|s| s.0).collect::<Vec<_>>(), vec![SEC, 2 * SEC, 3 * SEC, 4 * SEC, 5 * SEC]);
 
     let closes_a = [100.0f64, 110.0, 110.0, 99.0, 99.0];
@@ -210,10 +211,32 @@ fn one_and_two_workers_give_identical_tables() {
             events.push(delta(&format!("d{i}"), ts, account, name, qty));
         }
     }
-    let one = run(reference(), events.clone(), config(5, 8), 1);
-    let two = run(reference(), events, config(5, 8), 2);
+    let one = run(reference(), events.clone(), config(5, 8), 1, SEC);
+    let two = run(reference(), events, config(5, 8), 2, SEC);
     assert_eq!(one.len(), 21);
     assert_eq!(one, two);
+}
+
+/// The input ends at a bar end that is not a snapshot boundary (the last record's epoch ends
+/// on the second): that bar closes and the closing snapshot is taken at the same time, once,
+/// with one worker and with two.
+#[test]
+fn the_closing_snapshot_at_a_bar_end() {
+    let events = vec![
+        tick(SEC / 2, "A", 100.0),
+        tick(SEC / 2, "B", 50.0),
+        delta("d1", SEC / 2, "X", "A", 10.0),
+        tick(3 * SEC / 2, "A", 110.0),
+        tick(5 * SEC - SEC / 20, "B", 45.0),
+    ];
+    for workers in [1, 2] {
+        let snaps = run(reference(), events.clone(), config(2, 3), workers, 60 * SEC);
+        assert_eq!(snaps.iter().map(|s| (s.0, s.1.bar_end)).collect::<Vec<_>>(), vec![(5 * SEC, Some(5 * SEC))]);
+        let vol = |name: &str| snaps[0].1.volatility.iter().find(|v| v.factor == name).unwrap().clone();
+        // Bars with a tick close at 1, 2 and 5 s (A 100, 110, 110; B 50, 50, 45): two returns
+        // each, the last at the bar the input ends on.
+        assert_eq!((vol("A").close, vol("A").returns, vol("B").close, vol("B").returns), (110.0, 2, 45.0, 2));
+    }
 }
 
 /// A factor model with two factors and some bars of returns.
