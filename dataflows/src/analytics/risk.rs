@@ -341,7 +341,9 @@ impl Positions {
         let market = if def.asset_class == AssetClass::Option { Some(self.market(instr)?) } else { None };
         let valuation = Valuation::of(def, price, market, now, r, black_scholes).ok()?;
         let (delta, quote) = valuation.currencies();
-        self.rates.contains_key(&delta).then_some(())?;
+        if !self.rates.contains_key(&delta) {
+            return None;
+        }
         let slots = self.legs(instr, def, delta, quote, base).map(|leg| leg.map(|key| slots.of(key)));
         Some(Unit { valuation, slots })
     }
