@@ -29,7 +29,7 @@ stalls_2=$(bench stalls -- 3 2)
 echo "bar close..." >&2
 bar_100=$(bench bar_close -- 100 300)
 bar_500=$(bench bar_close -- 500 300)
-bar_book=$(bench bar_close -- 5000 30 --book)
+bar_book=$(bench bar_close -- 5000 300 --book)
 echo "day replay..." >&2
 rm -rf "$work/day" "$work/day-out"
 ./target/release/riskflow gen --preset day --deltas "$DAY_DELTAS" --out "$work/day" >/dev/null
@@ -160,9 +160,10 @@ $bar_100
 $bar_500
 \`\`\`
 
-With the latency bench's book instead (\`-- 5000 30 --book\`: 5,000 factors, 10,000 accounts
-of 20 positions, VaR on the firm, the desks and every fourth account), one bar close is what a
-change just after a bar end waits for in the latency bench's \`--bars\` line:
+With the latency bench's book instead (\`-- 5000 300 --book\`: 5,000 factors, 10,000 accounts
+of 20 positions, VaR on the firm, the desks and every fourth account; 300 bars, so that the
+history of returns fills, 250 bars), one bar close is what a change just after a bar end waits
+for in the latency bench's \`--bars\` line (whose run spans ~13 bars, so a shorter history):
 
 \`\`\`
 $bar_book

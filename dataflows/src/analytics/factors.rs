@@ -465,10 +465,16 @@ impl FactorModel {
     pub fn historical_pnl(&self, e: &[(usize, f64)]) -> Vec<f64> {
         // Factor by factor, each bar's sum still adds e's terms in e's order, from the value
         // an empty f64 sum starts from: the same bits as summing each bar's terms in turn.
+        // A column's two halves (it is a ring) each added as one contiguous run, so that the
+        // loops vectorise.
         let mut pnl = vec![std::iter::empty::<f64>().sum::<f64>(); self.history_bars];
         for &(i, ei) in e {
-            for (p, r) in pnl.iter_mut().zip(&self.past[i]) {
-                *p += ei * r;
+            let (older, newer) = self.past[i].as_slices();
+            let (first, second) = pnl.split_at_mut(older.len().min(self.history_bars));
+            for (part, returns) in [(first, older), (second, newer)] {
+                for (p, r) in part.iter_mut().zip(returns) {
+                    *p += ei * r;
+                }
             }
         }
         pnl
