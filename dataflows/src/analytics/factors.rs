@@ -86,16 +86,40 @@ unsafe fn pass_avx2<const W: usize, const ROWS: usize>(
 }
 
 /// The sums c_rj·x_j over the columns j of `rows` (as many as `x` has), by lane, for each of
-/// `ROWS` rows at once; kept in locals of their own, so that they stay in registers.
+/// `ROWS` rows at once; kept in locals of their own, so that they stay in registers. Meanwhile
+/// the rows of the next block, `ahead`, are asked of memory a cache line at a time, so that
+/// their step does not wait for them with nothing else to do.
 #[inline(always)]
-fn columns<const W: usize, const ROWS: usize>(rows: [&[f64]; ROWS], x: &[[f64; W]]) -> [[f64; W]; ROWS] {
+fn columns<const W: usize, const ROWS: usize>(
+    rows: [&[f64]; ROWS],
+    ahead: [&[f64]; ROWS],
+    x: &[[f64; W]],
+) -> [[f64; W]; ROWS] {
     let mut off = [[0.0; W]; ROWS];
     for (j, x) in x.iter().enumerate() {
+        if j % LINE == 0 {
+            ahead.iter().for_each(|row| prefetch(row, j));
+        }
         for r in 0..ROWS {
             add(&mut off[r], known(rows[r][j]), x);
         }
     }
     off
+}
+
+/// f64s to a cache line.
+const LINE: usize = 8;
+
+/// Asks for the cache line that holds `row[j]`, if `row` has one there; no effect on any
+/// result.
+#[inline(always)]
+fn prefetch(row: &[f64], j: usize) {
+    #[cfg(target_arch = "x86_64")]
+    if let Some(c) = row.get(j) {
+        // SAFETY: a prefetch loads nothing into the program and cannot fault; the address is
+        // within `row` besides.
+        unsafe { std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>((c as *const f64).cast()) }
+    }
 }
 
 /// off += c·x, by four lanes: each four is one register's worth (AVX2).
@@ -433,7 +457,8 @@ impl FactorModel {
             }
             let mut off = [[0.0; W]; ROWS];
             if n == ROWS {
-                off = columns(std::array::from_fn(|r| &self.cov[i + r][..i]), &x[..i]);
+                let ahead = std::array::from_fn(|r| self.cov.get(i + n + r).map_or(&[][..], |row| &row[..]));
+                off = columns(std::array::from_fn(|r| &self.cov[i + r][..i]), ahead, &x[..i]);
             } else {
                 for (r, off) in off[..n].iter_mut().enumerate() {
                     for (c, x) in self.cov[i + r][..i].iter().zip(&x[..i]) {
