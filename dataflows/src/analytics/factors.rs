@@ -495,7 +495,8 @@ impl FactorModel {
         let mut pnl = vec![std::iter::empty::<f64>().sum::<f64>(); self.history_bars];
         for &(i, ei) in e {
             let (older, newer) = self.past[i].as_slices();
-            let (first, second) = pnl.split_at_mut(older.len().min(self.history_bars));
+            // Every column holds `history_bars` returns, so its halves are `pnl`'s.
+            let (first, second) = pnl.split_at_mut(older.len());
             for (part, returns) in [(first, older), (second, newer)] {
                 for (p, r) in part.iter_mut().zip(returns) {
                     *p += ei * r;
