@@ -486,8 +486,26 @@ impl FactorModel {
         total
     }
 
-    /// P&L_s = Σ_f e_f·r_f,s over the bars of the history, oldest first.
+    /// P&L_s = Σ_f e_f·r_f,s over the bars of the history, oldest first; compiled for AVX2
+    /// when the CPU has it (checked at each call), four bars to a register instead of two.
+    /// The operations and their order are the same, so the bits are too.
     pub fn historical_pnl(&self, e: &[(usize, f64)]) -> Vec<f64> {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU supports AVX2, checked just above.
+            return unsafe { self.historical_pnl_avx2(e) };
+        }
+        self.pnl(e)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn historical_pnl_avx2(&self, e: &[(usize, f64)]) -> Vec<f64> {
+        self.pnl(e)
+    }
+
+    #[inline(always)]
+    fn pnl(&self, e: &[(usize, f64)]) -> Vec<f64> {
         // Factor by factor, each bar's sum still adds e's terms in e's order, from the value
         // an empty f64 sum starts from: the same bits as summing each bar's terms in turn.
         // A column's two halves (it is a ring) each added as one contiguous run, so that the
