@@ -244,7 +244,6 @@ impl Factor {
 pub struct FactorModel {
     lambda: f64,
     window: usize,
-    history: usize,
     pub factors: Vec<Factor>,
     index: HashMap<String, usize>,
     /// c_ij for i ≥ j at `cov[i][j]`; NaN until both have had a return at the same bar (a
@@ -252,10 +251,9 @@ pub struct FactorModel {
     cov: Vec<Vec<f64>>,
     /// How many bars, of the last N, had any return: the historical P&L's sample.
     pub history_bars: usize,
-    /// Those bars' returns by factor, oldest first: `past[i][b]` is factor i's return at the
-    /// b-th of them, 0 if it had none (or was not yet known). A scope's P&L reads only the
-    /// columns of its factors.
-    past: Vec<VecDeque<f64>>,
+    /// Those bars' returns by factor, 0 where a factor had none (or was not yet known). A
+    /// scope's P&L reads only the columns of its factors.
+    past: Past,
     /// The last bar end closed.
     pub bar_end: Option<u64>,
     /// Σ's step at the last bar end, until a pass over Σ takes it: [`Self::portfolio_variances`]
@@ -269,12 +267,11 @@ impl FactorModel {
         FactorModel {
             lambda,
             window,
-            history,
             factors: Vec::new(),
             index: HashMap::default(),
             cov: Vec::new(),
             history_bars: 0,
-            past: Vec::new(),
+            past: Past { slots: history, ..Past::default() },
             bar_end: None,
             pending: None,
         }
@@ -292,7 +289,7 @@ impl FactorModel {
         self.factors.push(Factor { name: name.to_owned(), ..Factor::default() });
         self.index.insert(name.to_owned(), i);
         self.cov.push(vec![f64::NAN; i + 1]);
-        self.past.push(VecDeque::from(vec![0.0; self.history_bars]));
+        self.past.add_factor();
         i
     }
 
@@ -355,15 +352,12 @@ impl FactorModel {
         }
         self.pending = (!step.rows.is_empty()).then_some(step);
         if !returns.is_empty() {
-            self.past.iter_mut().for_each(|column| column.push_back(0.0));
-            for &(i, r) in &returns {
-                *self.past[i].back_mut().expect("a bar was just added") = r;
+            if let Some(slot) = self.past.add_bar() {
+                for &(i, r) in &returns {
+                    self.past.returns[i * self.past.slots + slot] = r;
+                }
             }
-            self.history_bars += 1;
-            if self.history_bars > self.history {
-                self.past.iter_mut().for_each(|column| _ = column.pop_front());
-                self.history_bars -= 1;
-            }
+            self.history_bars = self.past.bars;
         }
         self.bar_end = Some(bar_end);
         returns
@@ -486,42 +480,125 @@ impl FactorModel {
         total
     }
 
-    /// P&L_s = Σ_f e_f·r_f,s over the bars of the history, oldest first; compiled for AVX2
-    /// when the CPU has it (checked at each call), four bars to a register instead of two.
-    /// The operations and their order are the same, so the bits are too.
+    /// P&L_s = Σ_f e_f·r_f,s over the bars of the history, oldest first.
     pub fn historical_pnl(&self, e: &[(usize, f64)]) -> Vec<f64> {
+        self.historical_pnls(&[e]).swap_remove(0)
+    }
+
+    /// [`Self::historical_pnl`] of each exposure vector; compiled for AVX2 when the CPU has it
+    /// (checked at each call), four bars to a register instead of two. The operations and
+    /// their order are the same either way, so the bits are too.
+    pub fn historical_pnls(&self, es: &[&[(usize, f64)]]) -> Vec<Vec<f64>> {
         #[cfg(target_arch = "x86_64")]
         if std::arch::is_x86_feature_detected!("avx2") {
             // SAFETY: the CPU supports AVX2, checked just above.
-            return unsafe { self.historical_pnl_avx2(e) };
+            return unsafe { self.historical_pnls_avx2(es) };
         }
-        self.pnl(e)
+        self.pnls(es)
     }
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2")]
-    unsafe fn historical_pnl_avx2(&self, e: &[(usize, f64)]) -> Vec<f64> {
-        self.pnl(e)
+    unsafe fn historical_pnls_avx2(&self, es: &[&[(usize, f64)]]) -> Vec<Vec<f64>> {
+        self.pnls(es)
     }
 
+    /// Each vector's sums [`PNL_BARS`] bars at a time, kept in registers over its factors
+    /// ([`bars`]) where a sum per bar used to be loaded and stored back at each factor. Each
+    /// bar's sum still adds e's terms in e's order, from the value an empty f64 sum starts
+    /// from: the same bits as summing each bar's terms in turn.
     #[inline(always)]
-    fn pnl(&self, e: &[(usize, f64)]) -> Vec<f64> {
-        // Factor by factor, each bar's sum still adds e's terms in e's order, from the value
-        // an empty f64 sum starts from: the same bits as summing each bar's terms in turn.
-        // A column's two halves (it is a ring) each added as one contiguous run, so that the
-        // loops vectorise.
-        let mut pnl = vec![std::iter::empty::<f64>().sum::<f64>(); self.history_bars];
-        for &(i, ei) in e {
-            let (older, newer) = self.past[i].as_slices();
-            // Every column holds `history_bars` returns, so its halves are `pnl`'s.
-            let (first, second) = pnl.split_at_mut(older.len());
-            for (part, returns) in [(first, older), (second, newer)] {
-                for (p, r) in part.iter_mut().zip(returns) {
-                    *p += ei * r;
+    fn pnls(&self, es: &[&[(usize, f64)]]) -> Vec<Vec<f64>> {
+        let past = &self.past;
+        let empty = std::iter::empty::<f64>().sum::<f64>();
+        let mut out = vec![vec![empty; past.bars]; es.len()];
+        let mut done = 0;
+        for (from, to) in past.runs() {
+            for b0 in (from..to).step_by(PNL_BARS) {
+                let b1 = (b0 + PNL_BARS).min(to);
+                let at = done + b0 - from;
+                // Every vector takes the block in turn, so that its returns stay in the cache.
+                for (pnl, e) in out.iter_mut().zip(es) {
+                    if past.slots >= PNL_BARS {
+                        // A block of a whole register's width, moved back to end at the column's
+                        // end if need be: its other bars are summed and dropped.
+                        let w0 = b0.min(past.slots - PNL_BARS);
+                        pnl[at..at + b1 - b0].copy_from_slice(&bars(past, e, w0, empty)[b0 - w0..b1 - w0]);
+                    } else {
+                        for (b, sum) in (b0..b1).zip(&mut pnl[at..]) {
+                            e.iter().for_each(|&(i, ei)| *sum += ei * past.returns[i * past.slots + b]);
+                        }
+                    }
                 }
             }
+            done += to - from;
         }
-        pnl
+        out
+    }
+}
+
+/// The sums Σ e_f·r_f,b over the factors of `e`, in e's order, for the bars at slots
+/// [b0, b0 + PNL_BARS); in locals of their own, so that they stay in registers.
+#[inline(always)]
+fn bars(past: &Past, e: &[(usize, f64)], b0: usize, empty: f64) -> [f64; PNL_BARS] {
+    let mut sums = [empty; PNL_BARS];
+    for &(i, ei) in e {
+        let at = i * past.slots + b0;
+        let returns: &[f64; PNL_BARS] = past.returns[at..at + PNL_BARS].try_into().expect("a block");
+        for (sum, r) in sums.iter_mut().zip(returns) {
+            *sum += ei * r;
+        }
+    }
+    sums
+}
+
+/// Bars of the history summed at a time by [`FactorModel::historical_pnls`]: eight AVX2
+/// registers.
+const PNL_BARS: usize = 32;
+
+/// The returns of the last bars: one ring for every factor, so that a bar has the same slot
+/// in every factor's column.
+#[derive(Clone, Debug, Default)]
+struct Past {
+    /// Slots in a column: the history's length.
+    slots: usize,
+    /// Bars held (at most `slots`), and the slot of the oldest.
+    bars: usize,
+    oldest: usize,
+    /// Factor i's column at [i·slots, (i + 1)·slots).
+    returns: Vec<f64>,
+}
+
+impl Past {
+    fn add_factor(&mut self) {
+        self.returns.resize(self.returns.len() + self.slots, 0.0);
+    }
+
+    /// A new bar, 0 in every column until set, the oldest leaving once every slot is taken;
+    /// its slot, if the history keeps any bar.
+    fn add_bar(&mut self) -> Option<usize> {
+        if self.slots == 0 {
+            return None;
+        }
+        let slot = (self.oldest + self.bars) % self.slots;
+        if self.bars == self.slots {
+            self.oldest = (self.oldest + 1) % self.slots;
+        } else {
+            self.bars += 1;
+        }
+        self.returns.chunks_exact_mut(self.slots).for_each(|column| column[slot] = 0.0);
+        Some(slot)
+    }
+
+    /// The bars' slots, oldest first, as two runs [from, to) (the second empty unless the
+    /// ring wraps).
+    fn runs(&self) -> [(usize, usize); 2] {
+        let end = self.oldest + self.bars;
+        if end <= self.slots {
+            [(self.oldest, end), (0, 0)]
+        } else {
+            [(self.oldest, self.slots), (0, end - self.slots)]
+        }
     }
 }
 
@@ -582,6 +659,66 @@ mod tests {
         let pnl = m.historical_pnl(&[(1, -500.0), (0, 1000.0)]);
         assert_eq!(pnl, vec![-500.0 * 0.0 + 1000.0 * a3, -500.0 * b4 + 1000.0 * a4]);
         assert_eq!(m.historical_pnl(&[]), vec![0.0, 0.0]);
+    }
+
+    #[test]
+    fn historical_pnl_equals_each_bar_summed_in_turn_bit_for_bit() {
+        use rand::rngs::SmallRng;
+        use rand::{Rng, SeedableRng};
+        // Histories shorter than a block of bars, not a multiple of one, and two blocks long;
+        // 100 bars, so that each ring wraps. "F5" starts at bar 20, "F4" skips every third
+        // bar (its returns then span two bars), and bar 50 has no return at all.
+        for history in [10, 40, 64] {
+            let mut m = FactorModel::new(0.94, 250, history);
+            let mut rng = SmallRng::seed_from_u64(history as u64);
+            let mut last: Vec<Option<f64>> = vec![None; 6];
+            let mut bars: Vec<Vec<f64>> = Vec::new();
+            for t in 1..=100u64 {
+                let mut closes = Vec::new();
+                for f in 0..6 {
+                    if (f == 5 && t < 20) || (f == 4 && t % 3 == 0) || t == 50 {
+                        continue;
+                    }
+                    closes.push((format!("F{f}"), 100.0 * (1.0 + rng.random::<f64>() / 20.0)));
+                }
+                // Factors are numbered as first closed; every close but F5's comes first at bar 1.
+                let (mut r, mut returned) = (vec![0.0; 6], false);
+                for (name, close) in &closes {
+                    let f: usize = name[1..].parse().unwrap();
+                    if let Some(prev) = last[f] {
+                        (r[f], returned) = ((close / prev).ln(), true);
+                    }
+                    last[f] = Some(*close);
+                }
+                m.close_bar(t, closes);
+                if returned {
+                    bars.push(r);
+                }
+                let kept = &bars[bars.len().saturating_sub(history)..];
+                assert_eq!(m.history_bars, kept.len(), "history {history}, bar {t}");
+                // Only factors the model has numbered (F5 from bar 20).
+                let known = |e: Vec<(usize, f64)>| -> Vec<(usize, f64)> {
+                    e.into_iter().filter(|&(f, _)| f < m.factors.len()).collect()
+                };
+                let es: Vec<Vec<(usize, f64)>> = vec![
+                    known(vec![(3, 2.5e6), (0, -1.0e6), (5, 7.0e5)]),
+                    known((0..6).rev().map(|f| (f, 1e5 * f as f64 - 2e5)).collect()),
+                    vec![],
+                ];
+                let refs: Vec<&[(usize, f64)]> = es.iter().map(|e| &e[..]).collect();
+                let together = m.historical_pnls(&refs);
+                for (e, pnl) in es.iter().zip(&together) {
+                    let expected: Vec<u64> = (kept.iter())
+                        .map(|r| {
+                            e.iter().fold(std::iter::empty::<f64>().sum::<f64>(), |s, &(f, ef)| s + ef * r[f]).to_bits()
+                        })
+                        .collect();
+                    let got: Vec<u64> = pnl.iter().map(|p| p.to_bits()).collect();
+                    assert_eq!(got, expected, "history {history}, bar {t}, {e:?}");
+                    assert_eq!(m.historical_pnl(e), *pnl);
+                }
+            }
+        }
     }
 
     #[test]

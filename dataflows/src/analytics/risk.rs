@@ -505,13 +505,16 @@ impl Positions {
         }
         let es: Vec<&[(usize, f64)]> = scopes.iter().map(|(_, acc)| &acc.e[..]).collect();
         let variances = model.portfolio_variances(&es);
+        let pnls = model.historical_pnls(&es);
         for ((_, acc), variance) in scopes.iter_mut().zip(variances) {
             if acc.e.iter().any(|&(i, _)| model.cov(i, i).is_some()) {
                 acc.sigma = Some(variance.max(0.0).sqrt());
             }
         }
-        (scopes.into_iter())
-            .map(|((scope, scope_id), acc)| self.scope_row(scope, scope_id.to_owned(), acc, config, model, &per_factor))
+        (scopes.into_iter().zip(pnls))
+            .map(|(((scope, scope_id), acc), pnl)| {
+                self.scope_row(scope, scope_id.to_owned(), acc, &pnl, config, &per_factor)
+            })
             .collect()
     }
 
@@ -550,13 +553,12 @@ impl Positions {
         scope: Scope,
         scope_id: String,
         acc: Acc,
+        pnl: &[f64],
         c: &AnalyticsConfig,
-        model: &FactorModel,
         per_factor: &PerFactor,
     ) -> RiskRow {
-        let (e, sigma) = (&acc.e, acc.sigma);
-        let pnl = model.historical_pnl(e);
-        let historical = |alpha| historical_var_es(&pnl, alpha);
+        let sigma = acc.sigma;
+        let historical = |alpha| historical_var_es(pnl, alpha);
         let stress: Vec<f64> = (per_factor.shocks.iter().enumerate())
             .map(|(k, shocks)| {
                 let lin: f64 = acc.linear_base.iter().map(|&(f, v)| v * shocks[f as usize].0).sum();
@@ -571,7 +573,7 @@ impl Positions {
             es_parametric: sigma.map(|s| parametric_es(s, c.es_confidence, c.horizon_bars)),
             var_historical: historical(c.var_confidence).map(|v| v.0),
             es_historical: historical(c.es_confidence).map(|v| v.1),
-            history_bars: model.history_bars as u64,
+            history_bars: pnl.len() as u64,
             stress_worst: worst.map_or(0.0, |(_, p)| (-p).max(0.0)),
             worst_scenario: worst.filter(|(_, p)| **p < 0.0).map(|(k, _)| c.scenarios[k].name.clone()),
             stress,
