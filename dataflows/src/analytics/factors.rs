@@ -249,10 +249,9 @@ pub struct FactorModel {
     /// c_ij for i ≥ j at `cov[i][j]`; NaN until both have had a return at the same bar (a
     /// plain f64 keeps the rows dense for eᵀΣe).
     cov: Vec<Vec<f64>>,
-    /// How many bars, of the last N, had any return: the historical P&L's sample.
-    pub history_bars: usize,
-    /// Those bars' returns by factor, 0 where a factor had none (or was not yet known). A
-    /// scope's P&L reads only the columns of its factors.
+    /// The last N bars that had any return (the historical P&L's sample), with their returns
+    /// by factor, 0 where a factor had none (or was not yet known). A scope's P&L reads only
+    /// the columns of its factors.
     past: Past,
     /// The last bar end closed.
     pub bar_end: Option<u64>,
@@ -270,7 +269,6 @@ impl FactorModel {
             factors: Vec::new(),
             index: HashMap::default(),
             cov: Vec::new(),
-            history_bars: 0,
             past: Past { slots: history, ..Past::default() },
             bar_end: None,
             pending: None,
@@ -357,7 +355,6 @@ impl FactorModel {
                     self.past.returns[i * self.past.slots + slot] = r;
                 }
             }
-            self.history_bars = self.past.bars;
         }
         self.bar_end = Some(bar_end);
         returns
@@ -478,6 +475,11 @@ impl FactorModel {
             i += n;
         }
         total
+    }
+
+    /// How many bars, of the last N, had any return: the historical P&L's sample.
+    pub fn history_bars(&self) -> usize {
+        self.past.bars
     }
 
     /// P&L_s = Σ_f e_f·r_f,s over the bars of the history, oldest first.
@@ -643,7 +645,7 @@ mod tests {
         assert_eq!(n, 2);
         assert_eq!(m.factors[1].window_sum, (rb2 * rb2 * SQUARE_UNITS).round() as i128);
         assert!(near(v.unwrap(), rb2 * rb2 / 2.0));
-        assert_eq!(m.history_bars, 3);
+        assert_eq!(m.history_bars(), 3);
     }
 
     #[test]
@@ -654,7 +656,7 @@ mod tests {
         close(&mut m, 3, &[("A", 121.0), ("B", 10.0)]);
         close(&mut m, 4, &[("A", 110.0), ("B", 12.0)]);
         // Three bars had returns; two are kept: bar 3 (B not yet returned: 0) and bar 4.
-        assert_eq!(m.history_bars, 2);
+        assert_eq!(m.history_bars(), 2);
         let (a3, a4, b4) = (1.1f64.ln(), (110.0f64 / 121.0).ln(), 1.2f64.ln());
         let pnl = m.historical_pnl(&[(1, -500.0), (0, 1000.0)]);
         assert_eq!(pnl, vec![-500.0 * 0.0 + 1000.0 * a3, -500.0 * b4 + 1000.0 * a4]);
@@ -695,7 +697,7 @@ mod tests {
                     bars.push(r);
                 }
                 let kept = &bars[bars.len().saturating_sub(history)..];
-                assert_eq!(m.history_bars, kept.len(), "history {history}, bar {t}");
+                assert_eq!(m.history_bars(), kept.len(), "history {history}, bar {t}");
                 // Only factors the model has numbered (F5 from bar 20).
                 let known = |e: Vec<(usize, f64)>| -> Vec<(usize, f64)> {
                     e.into_iter().filter(|&(f, _)| f < m.factors.len()).collect()
