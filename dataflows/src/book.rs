@@ -552,6 +552,9 @@ struct State {
     /// them step by step.
     aggs: AccountAggs,
     rolled: Aggs,
+    /// The last snapshot's numbers of position rows and of partial aggregates: the next
+    /// one's tables are made at that size.
+    sizes: (usize, usize),
     stats: BookStats,
 }
 
@@ -595,6 +598,7 @@ impl State {
             max_seen: 0,
             aggs: AccountAggs::default(),
             rolled: Aggs::default(),
+            sizes: (0, 0),
             stats: BookStats::default(),
         }
     }
@@ -1117,10 +1121,43 @@ impl State {
         }
         let base = |n: i128, c: Ccy| rates.get(&c).map(|r| crate::formulas::from_nanos(n) * r);
         let mut unpriced = 0;
+        // The labels that are not interned names (asset class, currency, fx factor, none for
+        // totals), made once a snapshot.
+        let mut labels: HashMap<Bucket, Arc<str>> = HashMap::default();
+        let (names, accts) = (&self.names, &self.accts);
+        let mut row_of = |(owner, bucket, ccy): (Owner, Bucket, Ccy), sums: Sums| {
+            let (scope, scope_id) = match owner {
+                Owner::Account(a) => (Scope::Account, names[accts[a].name].clone()),
+                Owner::Desk(n) => (Scope::Desk, names[n].clone()),
+                Owner::Firm(n) => (Scope::Firm, names[n].clone()),
+            };
+            let dim = match bucket {
+                Bucket::Total => Dim::Total,
+                Bucket::Class(_) => Dim::AssetClass,
+                Bucket::Underlying(_) => Dim::Underlying,
+                Bucket::Currency(_) => Dim::Currency,
+                Bucket::Factor(_) | Bucket::FxFactor(_) => Dim::Factor,
+            };
+            let bucket = match bucket {
+                Bucket::Underlying(n) | Bucket::Factor(n) => names[n].clone(),
+                other => (labels.entry(other))
+                    .or_insert_with(|| match other {
+                        Bucket::Class(c) => c.as_str().into(),
+                        Bucket::Currency(c) => c.to_string().into(),
+                        Bucket::FxFactor(c) => format!("FX:{c}").into(),
+                        _ => "".into(),
+                    })
+                    .clone(),
+            };
+            (AggKey { scope, scope_id, dim, bucket, ccy }, sums)
+        };
+        // Each table is made at its size once and sent whole: row by row, a snapshot's ~200k
+        // rows were copied into a growing table, into the output's buffers and into the
+        // collector's tables in turn (docs/performance.md).
+        let (mut positions, mut aggregates) = (Vec::with_capacity(self.sizes.0), Vec::with_capacity(self.sizes.1));
         // Account by account: an account's sums are made in a small table that stays in the
         // cache, then each is rolled into its desk's and firm's and kept once. Added into one
         // table of every account's sums, nearly every position's five sums were cache misses.
-        let mut account_sums: Vec<((Owner, Bucket, Ccy), Sums)> = Vec::new();
         for (a, held) in self.acct_positions.iter().enumerate() {
             let acct = &self.accts[a];
             for &p in held {
@@ -1151,7 +1188,7 @@ impl State {
                 };
                 let Some(e) = exposure.filter(|_| row.exposure.is_some()) else {
                     unpriced += 1;
-                    parts.push(SnapshotPart::Position(row));
+                    positions.push(row);
                     continue;
                 };
                 let delta = Sums::of_exposure(&e);
@@ -1174,7 +1211,7 @@ impl State {
                         add(Bucket::FxFactor(q.ccy), q.ccy, &leg);
                     }
                 }
-                parts.push(SnapshotPart::Position(row));
+                positions.push(row);
             }
             // A desk's and the firm's sums are their accounts' (exact integers, so the order of
             // addition cannot show): rolled up from the account sums, three times fewer updates
@@ -1183,39 +1220,13 @@ impl State {
                 for owner in [Owner::Desk(acct.desk), Owner::Firm(acct.firm)] {
                     rolled.entry((owner, bucket, ccy)).or_default().add(&sums);
                 }
-                account_sums.push(((Owner::Account(a), bucket, ccy), sums));
+                aggregates.push(row_of((Owner::Account(a), bucket, ccy), sums));
             }
         }
-        // The labels that are not interned names (asset class, currency, fx factor, none for
-        // totals), made once a snapshot.
-        let mut labels: HashMap<Bucket, Arc<str>> = HashMap::default();
-        let names = &self.names;
-        parts.extend(account_sums.into_iter().chain(rolled.drain()).map(|((owner, bucket, ccy), sums)| {
-            let (scope, scope_id) = match owner {
-                Owner::Account(a) => (Scope::Account, names[self.accts[a].name].clone()),
-                Owner::Desk(n) => (Scope::Desk, names[n].clone()),
-                Owner::Firm(n) => (Scope::Firm, names[n].clone()),
-            };
-            let dim = match bucket {
-                Bucket::Total => Dim::Total,
-                Bucket::Class(_) => Dim::AssetClass,
-                Bucket::Underlying(_) => Dim::Underlying,
-                Bucket::Currency(_) => Dim::Currency,
-                Bucket::Factor(_) | Bucket::FxFactor(_) => Dim::Factor,
-            };
-            let bucket = match bucket {
-                Bucket::Underlying(n) | Bucket::Factor(n) => names[n].clone(),
-                other => (labels.entry(other))
-                    .or_insert_with(|| match other {
-                        Bucket::Class(c) => c.as_str().into(),
-                        Bucket::Currency(c) => c.to_string().into(),
-                        Bucket::FxFactor(c) => format!("FX:{c}").into(),
-                        _ => "".into(),
-                    })
-                    .clone(),
-            };
-            SnapshotPart::Aggregate(AggKey { scope, scope_id, dim, bucket, ccy }, sums)
-        }));
+        aggregates.extend(rolled.drain().map(|(key, sums)| row_of(key, sums)));
+        self.sizes = (positions.len(), aggregates.len());
+        parts.push(SnapshotPart::Positions(positions));
+        parts.push(SnapshotPart::Aggregates(aggregates));
         if self.worker == 0 {
             parts.extend(rates.into_iter().map(|(ccy, r)| SnapshotPart::Rate(ccy, r)));
         }

@@ -83,8 +83,11 @@ pub struct AggKey {
 /// A part of the snapshot at the message's time, from one worker.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum SnapshotPart {
-    Position(PositionRow),
-    Aggregate(AggKey, Sums),
+    /// A worker's position rows, each table whole: its rows are moved, not copied, on their
+    /// way to the snapshot.
+    Positions(Vec<PositionRow>),
+    /// A worker's partial aggregates.
+    Aggregates(Vec<(AggKey, Sums)>),
     /// Base-currency units per unit of a currency, at `as_of`.
     Rate(Ccy, f64),
     /// A worker took a snapshot at this time; `unpriced` positions had no exposure figure.
@@ -165,8 +168,8 @@ struct Pending {
 impl Pending {
     fn add(&mut self, part: SnapshotPart) {
         match part {
-            SnapshotPart::Position(row) => self.positions.push(row),
-            SnapshotPart::Aggregate(key, sums) => self.aggregates.push((key, sums)),
+            SnapshotPart::Positions(rows) => adopt(&mut self.positions, rows),
+            SnapshotPart::Aggregates(rows) => adopt(&mut self.aggregates, rows),
             SnapshotPart::Rate(ccy, rate) => {
                 self.rates.insert(ccy, rate);
             }
@@ -256,6 +259,15 @@ impl Pending {
     }
 }
 
+/// Adds `rows` to `table`: the first worker's table is taken as it is.
+fn adopt<T>(table: &mut Vec<T>, mut rows: Vec<T>) {
+    if table.is_empty() {
+        *table = rows;
+    } else {
+        table.append(&mut rows);
+    }
+}
+
 /// Every worker's parts of one snapshot, gathered but not yet sorted into tables: the
 /// assembly ([`Collected::finish`]) is left to whoever writes it, off the worker's thread.
 #[derive(Clone)]
@@ -285,21 +297,12 @@ pub fn collect_snapshots<'scope>(parts: StreamVec<'scope, Ts, SnapshotPart>) -> 
         let mut pending: BTreeMap<Ts, (timely::dataflow::operators::Capability<Ts>, Pending)> = BTreeMap::new();
         // Events of times without a snapshot wait for the next snapshot.
         let mut carry = Pending::default();
-        // Rows of the last snapshot: the next one's tables are reserved at that size at once,
-        // rather than grown by doubling (each step a copy into freshly faulted memory).
-        let mut last_size = (0, 0);
         move |(input, frontier), output| {
             input.for_each(|cap, data| {
                 let time = crate::time_of(&cap);
                 let entry = pending
                     .entry(time)
                     .or_insert_with(|| (cap.delayed(&time, output.output_index()), Pending::default()));
-                if entry.1.positions.capacity() == 0
-                    && data.iter().any(|p| matches!(p, SnapshotPart::Position(_) | SnapshotPart::Aggregate(..)))
-                {
-                    entry.1.positions.reserve(last_size.0);
-                    entry.1.aggregates.reserve(last_size.1);
-                }
                 for part in data.drain(..) {
                     entry.1.add(part);
                 }
@@ -310,7 +313,6 @@ pub fn collect_snapshots<'scope>(parts: StreamVec<'scope, Ts, SnapshotPart>) -> 
                 }
                 let (as_of, (cap, mut parts)) = entry.remove_entry();
                 if parts.snapshot {
-                    last_size = (parts.positions.len(), parts.aggregates.len());
                     parts.absorb(std::mem::take(&mut carry));
                     output.session(&cap).give(Collected { as_of, parts });
                 } else {
