@@ -547,10 +547,11 @@ struct State {
     end_ts: Option<Ts>,
     /// The largest event time of a tick or delta seen here.
     max_seen: Ts,
-    /// A snapshot's tables of one account's sums and of the desks' and firm's (`rolled`),
+    /// A snapshot's tables of one account's sums, of one desk's and of the firms' (`rolled`),
     /// emptied but kept at their size: the next snapshot fills them again without growing
     /// them step by step.
     aggs: AccountAggs,
+    desk: AccountAggs,
     rolled: Aggs,
     /// The last snapshot's numbers of position rows and of partial aggregates: the next
     /// one's tables are made at that size.
@@ -597,6 +598,7 @@ impl State {
             end_ts: None,
             max_seen: 0,
             aggs: AccountAggs::default(),
+            desk: AccountAggs::default(),
             rolled: Aggs::default(),
             sizes: (0, 0),
             stats: BookStats::default(),
@@ -1112,7 +1114,8 @@ impl State {
 
     /// This worker's part of the snapshot at `as_of`, from the settled state.
     fn snapshot(&mut self, as_of: Ts, parts: &mut Vec<SnapshotPart>) {
-        let (mut aggs, mut rolled) = (std::mem::take(&mut self.aggs), std::mem::take(&mut self.rolled));
+        let (mut aggs, mut desk, mut rolled) =
+            (std::mem::take(&mut self.aggs), std::mem::take(&mut self.desk), std::mem::take(&mut self.rolled));
         let mut rates: HashMap<Ccy, f64> = HashMap::default();
         for ccy in self.rate_sources.keys().copied().chain([self.config.base_ccy]) {
             if let Some(r) = self.rate(ccy, true) {
@@ -1155,11 +1158,15 @@ impl State {
         // rows were copied into a growing table, into the output's buffers and into the
         // collector's tables in turn (docs/performance.md).
         let (mut positions, mut aggregates) = (Vec::with_capacity(self.sizes.0), Vec::with_capacity(self.sizes.1));
-        // Account by account: an account's sums are made in a small table that stays in the
-        // cache, then each is rolled into its desk's and firm's and kept once. Added into one
-        // table of every account's sums, nearly every position's five sums were cache misses.
-        for (a, held) in self.acct_positions.iter().enumerate() {
-            let acct = &self.accts[a];
+        // Account by account, a desk's accounts one after another: an account's sums are made
+        // in a small table that stays in the cache, then each is rolled into its desk's (a
+        // table of that desk alone, also small) and its firm's and kept once. Added into one
+        // table of every account's sums, nearly every position's five sums were cache misses;
+        // into one table of every desk's, most of the roll-up's.
+        let mut order: Vec<usize> = (0..self.accts.len()).collect();
+        order.sort_by_key(|&a| self.accts[a].desk);
+        for (k, &a) in order.iter().enumerate() {
+            let (acct, held) = (&self.accts[a], &self.acct_positions[a]);
             for &p in held {
                 let pos = &self.positions[p];
                 if pos.settled_qty == Fixed::ZERO {
@@ -1217,10 +1224,12 @@ impl State {
             // addition cannot show): rolled up from the account sums, three times fewer updates
             // than adding every position to all three.
             for ((bucket, ccy), sums) in aggs.drain() {
-                for owner in [Owner::Desk(acct.desk), Owner::Firm(acct.firm)] {
-                    rolled.entry((owner, bucket, ccy)).or_default().add(&sums);
-                }
+                desk.entry((bucket, ccy)).or_default().add(&sums);
+                rolled.entry((Owner::Firm(acct.firm), bucket, ccy)).or_default().add(&sums);
                 aggregates.push(row_of((Owner::Account(a), bucket, ccy), sums));
+            }
+            if order.get(k + 1).is_none_or(|&next| self.accts[next].desk != acct.desk) {
+                aggregates.extend(desk.drain().map(|(key, sums)| row_of((Owner::Desk(acct.desk), key.0, key.1), sums)));
             }
         }
         aggregates.extend(rolled.drain().map(|(key, sums)| row_of(key, sums)));
@@ -1231,6 +1240,6 @@ impl State {
             parts.extend(rates.into_iter().map(|(ccy, r)| SnapshotPart::Rate(ccy, r)));
         }
         parts.push(SnapshotPart::Marker { unpriced });
-        (self.aggs, self.rolled) = (aggs, rolled);
+        (self.aggs, self.desk, self.rolled) = (aggs, desk, rolled);
     }
 }
