@@ -1116,8 +1116,22 @@ impl State {
         )
     }
 
+    /// Makes `name_rank` again if names came since it was made.
+    fn rank_names(&mut self) {
+        if self.name_rank.len() == self.names.len() {
+            return;
+        }
+        let mut by_name: Vec<usize> = (0..self.names.len()).collect();
+        by_name.sort_unstable_by(|&x, &y| self.names[x].cmp(&self.names[y]));
+        self.name_rank = vec![0; by_name.len()];
+        for (place, &n) in by_name.iter().enumerate() {
+            self.name_rank[n] = place as u32;
+        }
+    }
+
     /// This worker's part of the snapshot at `as_of`, from the settled state.
     fn snapshot(&mut self, as_of: Ts, parts: &mut Vec<SnapshotPart>) {
+        self.rank_names();
         let (mut aggs, mut desk, mut rolled) =
             (std::mem::take(&mut self.aggs), std::mem::take(&mut self.desk), std::mem::take(&mut self.rolled));
         let mut rates: HashMap<Ccy, f64> = HashMap::default();
@@ -1170,14 +1184,6 @@ impl State {
         // name and an account's positions by instrument: the rows go out in the order the
         // table is written in, a run per desk, which the snapshot's writer merges instead of
         // sorting ~185k rows.
-        if self.name_rank.len() != self.names.len() {
-            let mut by_name: Vec<usize> = (0..self.names.len()).collect();
-            by_name.sort_unstable_by(|&x, &y| self.names[x].cmp(&self.names[y]));
-            self.name_rank = vec![0; by_name.len()];
-            for (place, &n) in by_name.iter().enumerate() {
-                self.name_rank[n] = place as u32;
-            }
-        }
         let rank = &self.name_rank;
         let mut order: Vec<usize> = (0..self.accts.len()).collect();
         order.sort_unstable_by_key(|&a| (self.accts[a].desk, rank[self.accts[a].name]));
