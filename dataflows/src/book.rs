@@ -564,7 +564,7 @@ struct State {
 
 type Aggs = FxHashMap<(Owner, Bucket, Ccy), Sums>;
 
-/// One account's snapshot sums, made before they are rolled up.
+/// One account's snapshot sums, made before they are rolled up, or one desk's.
 type AccountAggs = FxHashMap<(Bucket, Ccy), Sums>;
 
 impl State {
