@@ -47,6 +47,7 @@ day_end=$(date +%s.%N)
 day_secs=$(python3 -c "print(f'{$day_end - $day_start:.1f}')")
 day_records=$(python3 -c "import json; print(json.load(open('$work/day.json'))['records']['deltas'])")
 day_snapshots=$(python3 -c "import json; print(json.load(open('$work/day.json'))['snapshots'])")
+snapshot_write=$(bench snapshot_write -- 20 "$work/day-out")
 echo "scale-out..." >&2
 # The same replay with two workers in one process, and as a cluster of two processes on
 # 127.0.0.1 (one worker each): timely's -n/-p with a hostfile.
@@ -175,6 +176,15 @@ $bar_book
 \`riskflow run --replay\` with 30-minute snapshots and 5-minute bars: $day_records deltas in **$day_secs s** (decode,
 book, limits, $day_snapshots Parquet snapshots of ~200k positions), peak RSS $((day_rss / 1024)) MiB.
 Target: 100M deltas in ≤ 60 s.
+
+The snapshot writer's thread encodes each snapshot's tables as Parquet while the worker and
+the analytics go on. \`cargo bench --bench snapshot_write -- 20 OUT\` encodes the two large
+tables of the day's last snapshot in memory, as riskflow writes them and with the Parquet
+writer's defaults (a dictionary for every column), alternately, 20 times each:
+
+\`\`\`
+$snapshot_write
+\`\`\`
 
 ## Scale-out: two workers, two processes
 

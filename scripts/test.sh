@@ -23,6 +23,10 @@ cargo bench --quiet --bench latency -- 2000 1 1 100000 20000
 cargo bench --quiet --bench latency -- 2000 1 1 100000 20000 --bars
 cargo bench --quiet --bench bar_close -- 50 20
 cargo bench --quiet --bench stalls -- 1 2
+smoke_out="$(mktemp -d)"
+./target/release/riskflow run -q --out "$smoke_out" >/dev/null
+cargo bench --quiet --bench snapshot_write -- 2 "$smoke_out"
+rm -rf "$smoke_out"
 step "broker (tansu on 127.0.0.1, scripts/kafka-up.sh)"
 scripts/kafka-up.sh
 trap scripts/kafka-down.sh EXIT

@@ -19,6 +19,7 @@ use arrow_schema::{DataType, Field, Schema, TimeUnit};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
+use parquet::schema::types::ColumnPath;
 use riskflow_dataflows::model::{Date, Ts};
 use riskflow_dataflows::snapshot::Snapshot;
 
@@ -261,12 +262,26 @@ impl SnapshotWriter {
 fn write_parquet(path: &Path, batch: RecordBatch) -> Result<(), ConnectorError> {
     let err = |source| ConnectorError::Parquet { path: path.display().to_string(), source };
     write_atomic(path, |file| {
-        let props = WriterProperties::builder().set_compression(Compression::SNAPPY).build();
+        let props = writer_properties(&batch.schema());
         let mut writer = ArrowWriter::try_new(file, batch.schema(), Some(props)).map_err(err)?;
         writer.write(&batch).map_err(err)?;
         writer.close().map_err(err)?;
         Ok(())
     })
+}
+
+/// How a table is written: Snappy, and a dictionary for every column but the floats. A float
+/// column holds amounts computed from prices and quantities, nearly every one distinct: its
+/// dictionary would fill and be dropped, after hashing each value (`benches/snapshot_write.rs`).
+pub fn writer_properties(schema: &Schema) -> WriterProperties {
+    schema
+        .fields()
+        .iter()
+        .filter(|f| *f.data_type() == DataType::Float64)
+        .fold(WriterProperties::builder().set_compression(Compression::SNAPPY), |props, f| {
+            props.set_column_dictionary_enabled(ColumnPath::from(f.name().as_str()), false)
+        })
+        .build()
 }
 
 /// Writes `path` under a temporary name, fsyncs it, renames it into place and fsyncs the

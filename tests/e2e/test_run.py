@@ -7,6 +7,7 @@ import subprocess
 
 import duckdb
 import pyarrow.dataset as ds
+import pyarrow.parquet as pq
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -64,6 +65,20 @@ def test_pyarrow_positions_add_up_to_the_firm_net(sample_run):
     assert close(net, firm_net, rel=1e-9), (net, firm_net)
     # qty and price are exact decimals.
     assert str(table.schema.field("qty").type) == "decimal128(38, 8)"
+
+
+def test_float_columns_are_written_without_a_dictionary(sample_run):
+    # benches/snapshot_write.rs: a float column's dictionary would fill and be dropped.
+    out = sample_run["out"]
+    for table in ["positions", "exposures"]:
+        path = sorted((out / table).glob("*/*.parquet"))[-1]
+        meta = pq.ParquetFile(path).metadata
+        assert meta.num_rows > 0
+        columns = [meta.row_group(0).column(c) for c in range(meta.num_columns)]
+        floats = {c.path_in_schema for c in columns if c.physical_type == "DOUBLE"}
+        dictionary = {c.path_in_schema for c in columns if c.has_dictionary_page}
+        assert floats and not floats & dictionary, (table, floats & dictionary)
+        assert {"scope_id" if table == "exposures" else "account"} <= dictionary, (table, dictionary)
 
 
 def test_by_asset_class_matches_positions(sample_run):
