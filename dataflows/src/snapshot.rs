@@ -264,7 +264,8 @@ impl Pending {
 /// The places of `aggregates` in key order, each with a key that orders like [`AggKey`]: its
 /// strings replaced by their ranks in lexical order. Sorting the entries themselves compared
 /// two strings reached through pointers at every step and moved 160-byte entries; here each
-/// distinct string (a name is one `Arc` per worker's book) is compared only while ranking them.
+/// distinct string is compared only while ranking them (in one snapshot a worker's book sends
+/// each name and label as one `Arc`: as many per name as workers).
 fn key_order(aggregates: &[(AggKey, Sums)]) -> Vec<(u128, u32)> {
     let mut places: FxHashMap<*const u8, u32> = FxHashMap::default();
     let mut names: Vec<&str> = Vec::new();
