@@ -1121,12 +1121,7 @@ impl State {
         if self.name_rank.len() == self.names.len() {
             return;
         }
-        let mut by_name: Vec<usize> = (0..self.names.len()).collect();
-        by_name.sort_unstable_by(|&x, &y| self.names[x].cmp(&self.names[y]));
-        self.name_rank = vec![0; by_name.len()];
-        for (place, &n) in by_name.iter().enumerate() {
-            self.name_rank[n] = place as u32;
-        }
+        self.name_rank = crate::snapshot::lexical_ranks(&self.names);
     }
 
     /// This worker's part of the snapshot at `as_of`, from the settled state.

@@ -278,20 +278,7 @@ fn key_order(aggregates: &[(AggKey, Sums)]) -> Vec<(u128, u32)> {
             })
         }));
     }
-    let mut by_name: Vec<u32> = (0..names.len() as u32).collect();
-    by_name.sort_unstable_by_key(|&n| names[n as usize]);
-    // Equal strings held in different `Arc`s share a rank.
-    let mut rank = vec![0u32; names.len()];
-    let mut last: Option<(&str, u32)> = None;
-    for (next, &n) in by_name.iter().enumerate() {
-        let name = names[n as usize];
-        let r = match last {
-            Some((prev, r)) if prev == name => r,
-            _ => next as u32,
-        };
-        rank[n as usize] = r;
-        last = Some((name, r));
-    }
+    let rank = lexical_ranks(&names);
     let mut order: Vec<(u128, u32)> = aggregates
         .iter()
         .zip(keys)
@@ -308,6 +295,24 @@ fn key_order(aggregates: &[(AggKey, Sums)]) -> Vec<(u128, u32)> {
         .collect();
     order.sort_unstable();
     order
+}
+
+/// Each name's place among `names` in lexical order; equal names share one.
+pub(crate) fn lexical_ranks<S: AsRef<str>>(names: &[S]) -> Vec<u32> {
+    let mut by_name: Vec<u32> = (0..names.len() as u32).collect();
+    by_name.sort_unstable_by(|&x, &y| names[x as usize].as_ref().cmp(names[y as usize].as_ref()));
+    let mut rank = vec![0u32; names.len()];
+    let mut last: Option<(&str, u32)> = None;
+    for (place, &n) in by_name.iter().enumerate() {
+        let name = names[n as usize].as_ref();
+        let r = match last {
+            Some((prev, r)) if prev == name => r,
+            _ => place as u32,
+        };
+        rank[n as usize] = r;
+        last = Some((name, r));
+    }
+    rank
 }
 
 /// Adds `rows` to `table`: the first worker's table is taken as it is.
@@ -408,12 +413,12 @@ mod tests {
                     (key, Sums { positions: n as i64, ..Sums::default() })
                 })
                 .collect();
-            let got: Vec<&AggKey> = key_order(&aggregates).iter().map(|&(_, at)| &aggregates[at as usize].0).collect();
+            let order = key_order(&aggregates);
+            let got: Vec<&AggKey> = order.iter().map(|&(_, at)| &aggregates[at as usize].0).collect();
             let mut want: Vec<&AggKey> = aggregates.iter().map(|(k, _)| k).collect();
             want.sort();
             prop_assert_eq!(got, want);
             // Equal keys get equal integer keys, and unequal ones unequal.
-            let order = key_order(&aggregates);
             for pair in order.windows(2) {
                 let (a, b) = (&aggregates[pair[0].1 as usize].0, &aggregates[pair[1].1 as usize].0);
                 prop_assert_eq!(pair[0].0 == pair[1].0, a == b);
