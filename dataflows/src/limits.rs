@@ -296,9 +296,14 @@ pub fn limits<'scope>(
                     let first = key(first);
                     inputs.iter().position(|p| key(p) >= first || waits(p)).unwrap_or(inputs.len())
                 }
+                // The wait is over: the new inputs join the held ones, which came first and are
+                // most (thousands after a bar end), rather than the held being moved behind them.
                 Some(_) => {
-                    inputs.append(&mut held);
-                    inputs.sort_by_key(key);
+                    held.append(&mut inputs);
+                    std::mem::swap(&mut inputs, &mut held);
+                    if !inputs.is_sorted_by_key(key) {
+                        inputs.sort_by_key(key);
+                    }
                     inputs.iter().position(waits).unwrap_or(inputs.len())
                 }
                 // A figure can wait; a change waits only if the last (latest) one does.
@@ -333,9 +338,14 @@ pub fn limits<'scope>(
             }
             // What waits keeps a capability of its time.
             if !inputs.is_empty() {
+                // Sorted by time: one lookup per time, not per input (thousands wait at a bar end).
+                let mut kept = None;
                 for (time, _, c, _) in &mut inputs {
                     if let Some(cap) = caps.get(*c) {
-                        held_caps.entry(*time).or_insert_with(|| cap.delayed(time, 0));
+                        if kept != Some(*time) {
+                            held_caps.entry(*time).or_insert_with(|| cap.delayed(time, 0));
+                            kept = Some(*time);
+                        }
                         *c = HELD;
                     }
                 }
