@@ -345,9 +345,10 @@ enum Bucket {
 }
 
 /// A snapshot sum's bucket and currency packed in one word, the key of the tables a snapshot
-/// adds its sums into (~1.2M additions a snapshot of the benchmark day): hashed and compared
-/// as one integer, where the enum and the currency took a step each. Bits 56-58 hold the
-/// bucket's kind, 24-55 its name or class or currency, 0-23 the currency.
+/// adds its sums into (each position's four or more, each account's again into its desk's and
+/// its firm's): hashed and compared as one integer, where the enum and the currency took a
+/// step each. Bits 56-58 hold the bucket's kind, 24-55 its name or class or currency, 0-23 the
+/// currency.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
 struct SumKey(u64);
 

@@ -296,8 +296,8 @@ pub fn limits<'scope>(
                     let first = key(first);
                     inputs.iter().position(|p| key(p) >= first || waits(p)).unwrap_or(inputs.len())
                 }
-                // The wait is over: the new inputs join the held ones, which came first and are
-                // most (thousands after a bar end), rather than the held being moved behind them.
+                // The wait is over: the new inputs join the held ones, which came first (every
+                // change since the bar end), rather than the held being moved behind them.
                 Some(_) => {
                     held.append(&mut inputs);
                     std::mem::swap(&mut inputs, &mut held);
@@ -338,7 +338,7 @@ pub fn limits<'scope>(
             }
             // What waits keeps a capability of its time.
             if !inputs.is_empty() {
-                // Sorted by time: one lookup per time, not per input (thousands wait at a bar end).
+                // Sorted by time: one lookup per time, not one per input.
                 let mut kept = None;
                 for (time, _, c, _) in &mut inputs {
                     if let Some(cap) = caps.get(*c) {
