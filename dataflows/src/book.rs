@@ -359,11 +359,11 @@ impl SumKey {
             Bucket::Total => (0, 0),
             Bucket::Class(c) => (1, c as u64),
             Bucket::Underlying(n) => (2, name(n)),
-            Bucket::Currency(c) => (3, ccy_bits(c)),
+            Bucket::Currency(c) => (3, u64::from(c.to_bits())),
             Bucket::Factor(n) => (4, name(n)),
-            Bucket::FxFactor(c) => (5, ccy_bits(c)),
+            Bucket::FxFactor(c) => (5, u64::from(c.to_bits())),
         };
-        SumKey(kind << 56 | value << 24 | ccy_bits(ccy))
+        SumKey(kind << 56 | value << 24 | u64::from(ccy.to_bits()))
     }
 
     fn bucket(self) -> Bucket {
@@ -374,23 +374,15 @@ impl SumKey {
                 [AssetClass::Equity, AssetClass::Future, AssetClass::Option, AssetClass::Fx][value as usize],
             ),
             2 => Bucket::Underlying(value as usize),
-            3 => Bucket::Currency(ccy_of_bits(value)),
+            3 => Bucket::Currency(Ccy::from_bits(value as u32)),
             4 => Bucket::Factor(value as usize),
-            _ => Bucket::FxFactor(ccy_of_bits(value)),
+            _ => Bucket::FxFactor(Ccy::from_bits(value as u32)),
         }
     }
 
     fn ccy(self) -> Ccy {
-        ccy_of_bits(self.0 & 0xFF_FFFF)
+        Ccy::from_bits(self.0 as u32 & 0xFF_FFFF)
     }
-}
-
-fn ccy_bits(c: Ccy) -> u64 {
-    u64::from(c.0[0]) << 16 | u64::from(c.0[1]) << 8 | u64::from(c.0[2])
-}
-
-fn ccy_of_bits(bits: u64) -> Ccy {
-    Ccy([(bits >> 16) as u8, (bits >> 8) as u8, bits as u8])
 }
 
 /// Route keys of an account, its desk and its firm.

@@ -38,6 +38,18 @@ impl Ccy {
     pub fn as_str(&self) -> &str {
         std::str::from_utf8(&self.0).unwrap_or("???")
     }
+
+    /// The code's three bytes in the low 24 bits, the first highest: integers that order as
+    /// the codes do, for keys packed into one word.
+    pub fn to_bits(self) -> u32 {
+        u32::from_be_bytes([0, self.0[0], self.0[1], self.0[2]])
+    }
+
+    /// The code whose bits are the low 24 of `bits` ([`Ccy::to_bits`]'s inverse).
+    pub fn from_bits(bits: u32) -> Ccy {
+        let [_, a, b, c] = bits.to_be_bytes();
+        Ccy([a, b, c])
+    }
 }
 
 impl fmt::Display for Ccy {

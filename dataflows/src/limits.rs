@@ -267,7 +267,6 @@ pub fn limits<'scope>(
                 inputs.extend(data.drain(..).map(|m| (time, m.ts, caps.len(), Input::Metric(Box::new(m)))));
                 caps.push(cap);
             });
-            let key = |p: &Pending| (p.0, p.1);
             if !inputs.is_sorted_by_key(key) {
                 inputs.sort_by_key(key);
             }
@@ -299,11 +298,8 @@ pub fn limits<'scope>(
                 // The wait is over: the new inputs join the held ones, which came first (every
                 // change since the bar end), rather than the held being moved behind them.
                 Some(_) => {
-                    held.append(&mut inputs);
+                    join(&mut held, &mut inputs);
                     std::mem::swap(&mut inputs, &mut held);
-                    if !inputs.is_sorted_by_key(key) {
-                        inputs.sort_by_key(key);
-                    }
                     inputs.iter().position(waits).unwrap_or(inputs.len())
                 }
                 // A figure can wait; a change waits only if the last (latest) one does.
@@ -349,11 +345,7 @@ pub fn limits<'scope>(
                         *c = HELD;
                     }
                 }
-                let sorted = held.last().zip(inputs.first()).is_none_or(|(last, next)| key(last) <= key(next));
-                held.append(&mut inputs);
-                if !sorted {
-                    held.sort_by_key(key);
-                }
+                join(&mut held, &mut inputs);
             }
             held_caps = match held.first() {
                 Some(first) => held_caps.split_off(&first.0),
@@ -377,6 +369,21 @@ pub fn limits<'scope>(
 /// while it waits: then its time's kept capability).
 type Pending = (Ts, Ts, usize, Input);
 const HELD: usize = usize::MAX;
+
+/// The order inputs are evaluated in: time, then event time (ties keep their arrival order).
+fn key(p: &Pending) -> (Ts, Ts) {
+    (p.0, p.1)
+}
+
+/// Moves `more` behind `held`, both in [`key`] order, keeping that order: sorted again only
+/// if `more` starts before `held` ends.
+fn join(held: &mut Vec<Pending>, more: &mut Vec<Pending>) {
+    let sorted = held.last().zip(more.first()).is_none_or(|(last, next)| key(last) <= key(next));
+    held.append(more);
+    if !sorted {
+        held.sort_by_key(key);
+    }
+}
 
 /// How many scopes ahead a rate move starts loading a scope's state and limits.
 const AHEAD: usize = 8;

@@ -284,12 +284,11 @@ fn key_order(aggregates: &[(AggKey, Sums)]) -> Vec<(u128, u32)> {
         .zip(keys)
         .enumerate()
         .map(|(at, ((k, _), [id, bucket]))| {
-            let ccy = u32::from_be_bytes([0, k.ccy.0[0], k.ccy.0[1], k.ccy.0[2]]);
             let key = (k.scope as u128) << 120
                 | (rank[id as usize] as u128) << 80
                 | (k.dim as u128) << 72
                 | (rank[bucket as usize] as u128) << 32
-                | ccy as u128;
+                | k.ccy.to_bits() as u128;
             (key, at as u32)
         })
         .collect();
