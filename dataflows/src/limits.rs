@@ -245,6 +245,12 @@ pub fn limits<'scope>(
             // message that caused it.
             live.for_each(|cap, data| {
                 let time = crate::time_of(&cap);
+                // Each change's scope is looked up: the slots are loaded all at once, first.
+                for u in data.iter() {
+                    if let LiveUpdate::Scope(c) = u {
+                        state.scope_ids.prefetch((c.scope, c.key));
+                    }
+                }
                 inputs.extend(data.drain(..).map(|u| {
                     let ts = u.ts();
                     let input = match u {
@@ -356,7 +362,7 @@ pub fn limits<'scope>(
             // Published once the input is exhausted, for the run's summary.
             if frontiers.iter().all(|f| f.is_empty()) {
                 let mut snapshot: Vec<_> =
-                    state.limits.iter().flatten().map(|l| (l.def.id.clone(), l.state, l.utilisation)).collect();
+                    state.limits.iter().flatten().map(|l| (l.def.id.clone(), l.state, l.utilisation())).collect();
                 snapshot.sort_by(|a, b| a.0.cmp(&b.0));
                 *states.borrow_mut() = snapshot;
             }
@@ -394,14 +400,36 @@ const SCAN: usize = 64;
 /// How many inputs of an activation are loaded ahead at once (a tick brings ~50 changes).
 const PREFETCH_SLICE: usize = 64;
 
+/// A limit as its evaluations read and write it, in one cache line: each change of a scope
+/// loads its limits ahead, and a slot that held the definition too took three or four lines.
+/// The definition, read only to make an event, lies apart.
+#[repr(align(64))]
 struct LimitSlot {
-    def: Limit,
     metric: Metric,
+    /// The definition's limit, and its warn_at or else the configured one.
+    limit: f64,
+    warn_at: f64,
     state: LimitState,
-    /// The metric's value at the last evaluation, and its utilisation.
+    /// The metric's value at the last evaluation.
     value: f64,
-    utilisation: f64,
     last_ts: Ts,
+    def: Box<Limit>,
+}
+
+const _: () = assert!(std::mem::size_of::<Option<LimitSlot>>() == 64, "a limit's slot is one cache line");
+
+impl LimitSlot {
+    /// A limit defined by `def`, measuring `metric`, in `old`'s state if it was defined before.
+    fn new(def: Limit, metric: Metric, warn_at: f64, old: Option<LimitSlot>) -> LimitSlot {
+        let (state, value, last_ts) = old.map_or((LimitState::Ok, 0.0, 0), |o| (o.state, o.value, o.last_ts));
+        let (limit, warn_at) = (def.limit, def.warn_at.unwrap_or(warn_at));
+        LimitSlot { metric, limit, warn_at, state, value, last_ts, def: Box::new(def) }
+    }
+
+    /// |value| / limit at the last evaluation.
+    fn utilisation(&self) -> f64 {
+        self.value.abs() / self.limit
+    }
 }
 
 struct ScopeState {
@@ -422,6 +450,85 @@ struct ScopeState {
     /// Books whose [`Seed`] of the nets has arrived: a concentration limit is evaluated once
     /// every book's is in.
     nets_seeds: usize,
+}
+
+/// Where each scope's state lies in `State::scopes`: open addressing over slots of one key
+/// each, probed from a slot known before the probe, so that an activation's lookups are
+/// started all at once ([`prefetch`](Self::prefetch)) and their cache misses overlap. The hash
+/// table this replaces gave no address to load ahead: with ~50 changes a tick, each a miss
+/// after the one before, its probe was ~6% of the worker's time in the day replay
+/// (docs/performance.md). At most half full, probing slot after slot.
+struct ScopeIndex {
+    slots: Vec<ScopeSlot>,
+    len: usize,
+}
+
+#[derive(Clone, Copy)]
+struct ScopeSlot {
+    key: u64,
+    scope: Scope,
+    /// The state's index in `State::scopes`; `EMPTY` for a free slot.
+    at: u32,
+}
+
+impl ScopeIndex {
+    const EMPTY: u32 = u32::MAX;
+    const FREE: ScopeSlot = ScopeSlot { key: 0, scope: Scope::Account, at: ScopeIndex::EMPTY };
+
+    fn new() -> ScopeIndex {
+        ScopeIndex { slots: vec![ScopeIndex::FREE; 64], len: 0 }
+    }
+
+    /// The first slot probed for a key. Scope ids are hashed already, but the same id may
+    /// name an account and a desk: the scope is mixed in, and the product's top bits chosen.
+    fn home(&self, (scope, key): (Scope, u64)) -> usize {
+        let mixed = (key ^ (scope as u64 + 1).wrapping_mul(0xd6e8_feb8_6659_fd93)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        (mixed >> (64 - self.slots.len().trailing_zeros())) as usize
+    }
+
+    /// Starts loading the slot a lookup of `key` reads first.
+    fn prefetch(&self, key: (Scope, u64)) {
+        crate::prefetch(&self.slots[self.home(key)]);
+    }
+
+    /// The index kept for `key`; on first sight, the one `fresh` returns, kept from then on.
+    fn get_or_insert(&mut self, key: (Scope, u64), fresh: impl FnOnce() -> usize) -> usize {
+        let mask = self.slots.len() - 1;
+        let mut i = self.home(key);
+        loop {
+            let slot = self.slots[i];
+            if slot.at == ScopeIndex::EMPTY {
+                break;
+            }
+            if (slot.scope, slot.key) == key {
+                return slot.at as usize;
+            }
+            i = (i + 1) & mask;
+        }
+        let at = fresh();
+        let at32 = u32::try_from(at).ok().filter(|a| *a != ScopeIndex::EMPTY).expect("fewer than 2³² − 1 scopes");
+        self.slots[i] = ScopeSlot { key: key.1, scope: key.0, at: at32 };
+        self.len += 1;
+        if 2 * self.len > self.slots.len() {
+            self.grow();
+        }
+        at
+    }
+
+    /// Moves every key to a table twice as large. Scopes are few (accounts, desks, firms): the
+    /// copy is rare and short.
+    fn grow(&mut self) {
+        let larger = vec![ScopeIndex::FREE; 2 * self.slots.len()];
+        let old = std::mem::replace(&mut self.slots, larger);
+        let mask = self.slots.len() - 1;
+        for slot in old.into_iter().filter(|s| s.at != ScopeIndex::EMPTY) {
+            let mut i = self.home((slot.scope, slot.key));
+            while self.slots[i].at != ScopeIndex::EMPTY {
+                i = (i + 1) & mask;
+            }
+            self.slots[i] = slot;
+        }
+    }
 }
 
 /// The largest single-underlying |net| of a scope in the base currency, kept so that neither
@@ -621,7 +728,7 @@ struct State {
     limit_ids: HashMap<String, usize>,
     /// Where each scope lies in `scopes`: one probe per change, then the scope and its limits
     /// are reached by index.
-    scope_ids: HashMap<(Scope, u64), usize>,
+    scope_ids: ScopeIndex,
     scopes: Vec<ScopeState>,
     /// Per currency, the scopes with limits that hold exposure in it, in key order: a rate
     /// move re-evaluates these and reads no other scope.
@@ -650,7 +757,7 @@ impl State {
             rates: Rates::new(base_ccy),
             limits: Vec::new(),
             limit_ids: HashMap::default(),
-            scope_ids: HashMap::default(),
+            scope_ids: ScopeIndex::new(),
             scopes: Vec::new(),
             holders: Vec::new(),
             nets: Default::default(),
@@ -726,7 +833,7 @@ impl State {
     /// The index of a scope's state, made empty on first sight.
     fn scope(&mut self, key: (Scope, u64)) -> usize {
         let scopes = &mut self.scopes;
-        *self.scope_ids.entry(key).or_insert_with(|| {
+        self.scope_ids.get_or_insert(key, || {
             scopes.push(ScopeState {
                 key,
                 id: None,
@@ -836,12 +943,11 @@ impl State {
                 self.update_trading(old_si, old.last_ts.max(time), 0, &old.def.id, out);
                 return;
             }
-            self.limits[slot] = Some(LimitSlot { def, metric, ..old });
+            self.limits[slot] = Some(LimitSlot::new(def, metric, self.config.warn_at, Some(old)));
         } else if def.enabled == Some(false) {
             return;
         } else {
-            let fresh = LimitSlot { def, metric, state: LimitState::Ok, value: 0.0, utilisation: 0.0, last_ts: 0 };
-            self.limits[slot] = Some(fresh);
+            self.limits[slot] = Some(LimitSlot::new(def, metric, self.config.warn_at, None));
         }
         let si = self.scope(key);
         let s = &mut self.scopes[si];
@@ -943,13 +1049,12 @@ impl State {
         let scope = &self.scopes[si];
         let limit = self.slot(slot);
         let Some(value) = self.value(scope, &limit.metric) else { return false };
-        let (warn_at, hysteresis) = (limit.def.warn_at.unwrap_or(self.config.warn_at), self.config.hysteresis);
-        let utilisation = value.abs() / limit.def.limit;
+        let hysteresis = self.config.hysteresis;
         let limit = self.limits[slot].as_mut().expect("a scope's limits are defined");
         limit.value = value;
-        limit.utilisation = utilisation;
+        let utilisation = limit.utilisation();
         limit.last_ts = limit.last_ts.max(ts);
-        let next = LimitState::next(limit.state, utilisation, warn_at, hysteresis);
+        let next = LimitState::next(limit.state, utilisation, limit.warn_at, hysteresis);
         if next == limit.state {
             return false;
         }
@@ -961,7 +1066,7 @@ impl State {
             scope_id: limit.def.scope_id.clone(),
             metric: limit.def.metric.clone(),
             value,
-            limit: limit.def.limit,
+            limit: limit.limit,
             utilisation,
             state: next,
             prev_state: prev,
@@ -983,8 +1088,8 @@ impl State {
                 scope_id: limit.def.scope_id.clone(),
                 metric: limit.def.metric.clone(),
                 value: limit.value,
-                limit: limit.def.limit,
-                utilisation: limit.utilisation,
+                limit: limit.limit,
+                utilisation: limit.utilisation(),
                 state: limit.state,
                 prev_state: limit.state,
                 ingest_ns: 0,
@@ -1190,24 +1295,24 @@ mod tests {
         }
         assert_eq!(scans(&state), before, "no rescan while EUR has no rate");
         let limit = state.slot(0);
-        assert_eq!((limit.state, limit.utilisation), (LimitState::Ok, 1.0 / 1_000.0 / 0.9), "the last known value");
+        assert_eq!((limit.state, limit.utilisation()), (LimitState::Ok, 1.0 / 1_000.0 / 0.9), "the last known value");
         // The rate's arrival prices the largest EUR underlying: EUR 2 × 1.5 = 3 of 1,000 + 3,000.
         let rate = |rate, ts| Input::Live(LiveUpdate::Rate { ccy: Ccy::parse("EUR").unwrap(), rate, ts, ingest_ns: 0 });
         state.on_input(rate(1.5, 30), 30, &mut out);
-        assert_eq!(state.slot(0).utilisation, 3.0 / 4_000.0 / 0.9);
+        assert_eq!(state.slot(0).utilisation(), 3.0 / 4_000.0 / 0.9);
         // A change in a currency with a rate is taken in without a rescan.
         state.on_input(change(10_000, "EUR", 2_000_000_000, 40), 40, &mut out);
-        assert_eq!(state.slot(0).utilisation, 6.0 / 4_003.0 / 0.9);
+        assert_eq!(state.slot(0).utilisation(), 6.0 / 4_003.0 / 0.9);
         // A rate move every underlying's value moves with (each rescanned them all before):
         // EUR 4 × 2 = 8 of 1,000 + 2,002 × 2.
         state.on_input(rate(2.0, 50), 50, &mut out);
-        assert_eq!(state.slot(0).utilisation, 8.0 / 5_004.0 / 0.9);
+        assert_eq!(state.slot(0).utilisation(), 8.0 / 5_004.0 / 0.9);
         assert_eq!(scans(&state), before, "no rescan at all");
         // The largest shrinking below another: one rescan finds the next largest, EUR 2 × 2 = 4
         // (of a gross of 1,000 + 2,006 × 2: these changes add their |net| to the gross).
         state.on_input(change(10_000, "EUR", -4_000_000_000, 60), 60, &mut out);
         assert_eq!(scans(&state), before + 1);
-        assert_eq!(state.slot(0).utilisation, 4.0 / 5_012.0 / 0.9);
+        assert_eq!(state.slot(0).utilisation(), 4.0 / 5_012.0 / 0.9);
     }
 
     #[test]
@@ -1431,5 +1536,24 @@ mod tests {
             })
             .collect();
         assert_eq!(breached, [("C-F", 2.0), ("Q-F", 2.0)]);
+    }
+
+    proptest::proptest! {
+        /// The index gives each key the index it was first given, whatever the keys and their
+        /// order, across its growths: compared with a hash map. Keys are drawn from a few ids
+        /// under every scope, so the same id under two scopes and repeated keys are frequent,
+        /// and some ids share their low bits.
+        #[test]
+        fn scope_index_keeps_each_key_its_first_index(
+            keys in proptest::collection::vec((0..3usize, 0..400u64), 1..600),
+        ) {
+            let (mut index, mut expected) = (ScopeIndex::new(), std::collections::HashMap::new());
+            for (n, (scope, id)) in keys.into_iter().enumerate() {
+                let key = (Scope::ALL[scope], (id % 7) << 40 | id);
+                let kept = *expected.entry(key).or_insert(n);
+                proptest::prop_assert_eq!(index.get_or_insert(key, || n), kept);
+            }
+            proptest::prop_assert_eq!(index.len, expected.len());
+        }
     }
 }
