@@ -1538,6 +1538,53 @@ mod tests {
         assert_eq!(breached, [("C-F", 2.0), ("Q-F", 2.0)]);
     }
 
+    #[test]
+    fn a_redefined_limit_reports_its_last_value_against_its_new_limit() {
+        let (eur, jpy) = (Ccy::parse("EUR").unwrap(), Ccy::parse("JPY").unwrap());
+        let gross = |limit: f64| Limit {
+            id: "L-A".to_owned(),
+            scope: Scope::Account,
+            scope_id: "A".to_owned(),
+            metric: "gross".to_owned(),
+            limit,
+            warn_at: None,
+            hard: None,
+            action: None,
+            enabled: None,
+        };
+        let change = |ccy: Ccy, units: i128, ts: Ts| {
+            let c = ScopeChange {
+                scope: Scope::Account,
+                key: crate::route_hash("A"),
+                underlying: 1,
+                ccy,
+                net: units * 1_000_000_000,
+                gross: units * 1_000_000_000,
+                instrument: 1,
+                qty: 0,
+                ts,
+                ingest_ns: 0,
+                tally: false,
+                tally_qty: false,
+            };
+            Input::Live(LiveUpdate::Scope(c))
+        };
+        let (mut state, mut out) = state_with(&[]);
+        state.on_input(Input::Live(LiveUpdate::Rate { ccy: eur, rate: 1.5, ts: 5, ingest_ns: 0 }), 5, &mut out);
+        state.on_input(Input::Define(Box::new(gross(20.0))), 10, &mut out);
+        state.on_input(change(eur, 10, 10), 10, &mut out);
+        assert_eq!((state.slot(0).value, state.slot(0).utilisation()), (15.0, 0.75));
+        // JPY has no rate: the value is unknown, and stays unknown through the new definition.
+        state.on_input(change(jpy, 1, 20), 20, &mut out);
+        state.on_input(Input::Define(Box::new(gross(60.0))), 30, &mut out);
+        out.clear();
+        state.standing(&mut out);
+        let LimitEvent::Standing(standing) = &out[0] else { panic!("a standing report: {out:?}") };
+        let LimitEvent::Breach(b) = &**standing else { panic!("the limit's standing: {standing:?}") };
+        // The last known value against the limit now defined, as the event's value and limit say.
+        assert_eq!((b.value, b.limit, b.utilisation, b.state), (15.0, 60.0, 0.25, LimitState::Ok));
+    }
+
     proptest::proptest! {
         /// The index gives each key the index it was first given, whatever the keys and their
         /// order, across its growths: compared with a hash map. Keys are drawn from 400 ids
