@@ -1281,6 +1281,40 @@ mod tests {
         state.scopes.iter().filter_map(|s| s.concentration.as_ref()).map(|c| c.scans).sum()
     }
 
+    /// A gross limit `L-{id}` on account `id`.
+    fn account_gross(id: &str, limit: f64, enabled: Option<bool>) -> Limit {
+        Limit {
+            id: format!("L-{id}"),
+            scope: Scope::Account,
+            scope_id: id.to_owned(),
+            metric: "gross".to_owned(),
+            limit,
+            warn_at: None,
+            hard: None,
+            action: None,
+            enabled,
+        }
+    }
+
+    /// A change of account `id`'s net and gross by `units` of `ccy`.
+    fn account_change(id: &str, ccy: Ccy, units: i128, ts: Ts) -> Input {
+        let c = ScopeChange {
+            scope: Scope::Account,
+            key: crate::route_hash(id),
+            underlying: 1,
+            ccy,
+            net: units * 1_000_000_000,
+            gross: units * 1_000_000_000,
+            instrument: 1,
+            qty: 0,
+            ts,
+            ingest_ns: 0,
+            tally: false,
+            tally_qty: false,
+        };
+        Input::Live(LiveUpdate::Scope(c))
+    }
+
     #[test]
     fn a_concentration_is_not_rescanned_by_changes_or_rate_moves() {
         let (mut state, mut out) = state_with(&[concentration("F", 0.9)]);
@@ -1419,34 +1453,7 @@ mod tests {
     #[test]
     fn a_rate_move_re_evaluates_the_scopes_holding_its_currency_in_key_order() {
         let eur = Ccy::parse("EUR").unwrap();
-        let gross = |id: &str, limit: f64, enabled: Option<bool>| Limit {
-            id: format!("L-{id}"),
-            scope: Scope::Account,
-            scope_id: id.to_owned(),
-            metric: "gross".to_owned(),
-            limit,
-            warn_at: None,
-            hard: None,
-            action: None,
-            enabled,
-        };
-        let change = |id: &str, ccy: Ccy, units: i128, ts: Ts| {
-            let c = ScopeChange {
-                scope: Scope::Account,
-                key: crate::route_hash(id),
-                underlying: 1,
-                ccy,
-                net: units * 1_000_000_000,
-                gross: units * 1_000_000_000,
-                instrument: 1,
-                qty: 0,
-                ts,
-                ingest_ns: 0,
-                tally: false,
-                tally_qty: false,
-            };
-            Input::Live(LiveUpdate::Scope(c))
-        };
+        let (gross, change) = (account_gross, account_change);
         let rate = |rate, ts| Input::Live(LiveUpdate::Rate { ccy: eur, rate, ts, ingest_ns: 0 });
         let (mut state, mut out) = state_with(&[]);
         state.on_input(rate(1.0, 5), 5, &mut out);
@@ -1541,42 +1548,16 @@ mod tests {
     #[test]
     fn a_redefined_limit_reports_its_last_value_against_its_new_limit() {
         let (eur, jpy) = (Ccy::parse("EUR").unwrap(), Ccy::parse("JPY").unwrap());
-        let gross = |limit: f64| Limit {
-            id: "L-A".to_owned(),
-            scope: Scope::Account,
-            scope_id: "A".to_owned(),
-            metric: "gross".to_owned(),
-            limit,
-            warn_at: None,
-            hard: None,
-            action: None,
-            enabled: None,
-        };
-        let change = |ccy: Ccy, units: i128, ts: Ts| {
-            let c = ScopeChange {
-                scope: Scope::Account,
-                key: crate::route_hash("A"),
-                underlying: 1,
-                ccy,
-                net: units * 1_000_000_000,
-                gross: units * 1_000_000_000,
-                instrument: 1,
-                qty: 0,
-                ts,
-                ingest_ns: 0,
-                tally: false,
-                tally_qty: false,
-            };
-            Input::Live(LiveUpdate::Scope(c))
-        };
+        let gross = |limit| Input::Define(Box::new(account_gross("A", limit, None)));
+        let change = |ccy, units, ts| account_change("A", ccy, units, ts);
         let (mut state, mut out) = state_with(&[]);
         state.on_input(Input::Live(LiveUpdate::Rate { ccy: eur, rate: 1.5, ts: 5, ingest_ns: 0 }), 5, &mut out);
-        state.on_input(Input::Define(Box::new(gross(20.0))), 10, &mut out);
+        state.on_input(gross(20.0), 10, &mut out);
         state.on_input(change(eur, 10, 10), 10, &mut out);
         assert_eq!((state.slot(0).value, state.slot(0).utilisation()), (15.0, 0.75));
         // JPY has no rate: the value is unknown, and stays unknown through the new definition.
         state.on_input(change(jpy, 1, 20), 20, &mut out);
-        state.on_input(Input::Define(Box::new(gross(60.0))), 30, &mut out);
+        state.on_input(gross(60.0), 30, &mut out);
         out.clear();
         state.standing(&mut out);
         let LimitEvent::Standing(standing) = &out[0] else { panic!("a standing report: {out:?}") };
